@@ -1,0 +1,240 @@
+//! Configuration of both services, read from environment variables with envy.
+//!
+//! Every field has a default that works against RabbitMQ and PostgreSQL on their standard local ports,
+//! so a bare `publisher` or `consumer` runs on a developer's machine. A value that does not parse stops
+//! the process at start-up with a message naming the variable.
+
+use serde::{de::DeserializeOwned, Deserialize};
+
+use crate::{telemetry::LogFormat, topology::QueueType, Topology};
+
+/// Configuration of the publisher service.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PublisherConfig {
+    /// `AMQP_URL`: the broker, with credentials and the URL-encoded virtual host.
+    #[serde(default = "default_amqp_url")]
+    pub amqp_url: String,
+    /// `QUEUE_NAME`: the queue messages go to; exchanges and the dead-letter queue derive their names from it.
+    #[serde(default = "default_queue_name")]
+    pub queue_name: String,
+    /// `QUEUE_TYPE`: `quorum` (safe, fast, no priority before RabbitMQ 4.0) or `classic` (priority).
+    #[serde(default)]
+    pub queue_type: QueueType,
+    /// `DELIVERY_LIMIT`: deliveries of one message before a quorum queue dead-letters it.
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+    /// `HTTP_HOST`: address the HTTP server binds.
+    #[serde(default = "default_http_host")]
+    pub http_host: String,
+    /// `HTTP_PORT`: port the HTTP server binds; 0 picks a free one.
+    #[serde(default = "default_publisher_port")]
+    pub http_port: u16,
+    /// `LOG_FORMAT`: `pretty` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// `PUBLISH_CHANNELS`: confirm-mode AMQP channels publishes are spread over.
+    #[serde(default = "default_publish_channels")]
+    pub publish_channels: usize,
+    /// `CONFIRM_TIMEOUT_MS`: how long a request waits for the broker's confirm before answering 503.
+    #[serde(default = "default_confirm_timeout_ms")]
+    pub confirm_timeout_ms: u64,
+    /// `MAX_MESSAGE_BYTES`: largest body of `/message/publish`; a batch may be this times its length limit.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// `MAX_BATCH_MESSAGES`: most messages one `/message/publish/batch` request may carry.
+    #[serde(default = "default_max_batch_messages")]
+    pub max_batch_messages: usize,
+    /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight requests after SIGTERM.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Configuration of the consumer service.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerConfig {
+    /// `AMQP_URL`: the broker, with credentials and the URL-encoded virtual host.
+    #[serde(default = "default_amqp_url")]
+    pub amqp_url: String,
+    /// `DATABASE_URL`: the PostgreSQL database; created at start-up if it does not exist.
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    /// `QUEUE_NAME`: the queue drained; must match the publisher's.
+    #[serde(default = "default_queue_name")]
+    pub queue_name: String,
+    /// `QUEUE_TYPE`: must match the publisher's.
+    #[serde(default)]
+    pub queue_type: QueueType,
+    /// `DELIVERY_LIMIT`: must match the publisher's.
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+    /// `HTTP_HOST`: address the HTTP server binds.
+    #[serde(default = "default_http_host")]
+    pub http_host: String,
+    /// `HTTP_PORT`: port the HTTP server binds; 0 picks a free one.
+    #[serde(default = "default_consumer_port")]
+    pub http_port: u16,
+    /// `LOG_FORMAT`: `pretty` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// `BATCH_SIZE`: most messages written to PostgreSQL in one transaction.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// `BATCH_LINGER_MS`: longest wait for a batch to fill once its first message has arrived.
+    #[serde(default = "default_batch_linger_ms")]
+    pub batch_linger_ms: u64,
+    /// `PREFETCH`: unacknowledged deliveries the broker may push ahead; at least `BATCH_SIZE`.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// `DB_POOL_SIZE`: PostgreSQL connections shared by ingestion and the HTTP API.
+    #[serde(default = "default_db_pool_size")]
+    pub db_pool_size: u32,
+    /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight work after SIGTERM.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl PublisherConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let config: Self = load()?;
+        ensure(config.publish_channels > 0, "PUBLISH_CHANNELS must be at least 1")?;
+        ensure(config.max_batch_messages > 0, "MAX_BATCH_MESSAGES must be at least 1")?;
+        Ok(config)
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.queue_name, self.queue_type, self.delivery_limit)
+    }
+}
+
+impl ConsumerConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let config: Self = load()?;
+        ensure(config.batch_size > 0, "BATCH_SIZE must be at least 1")?;
+        ensure(
+            usize::from(config.prefetch) >= config.batch_size,
+            "PREFETCH must be at least BATCH_SIZE, or batches could never fill",
+        )?;
+        ensure(config.db_pool_size > 0, "DB_POOL_SIZE must be at least 1")?;
+        Ok(config)
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.queue_name, self.queue_type, self.delivery_limit)
+    }
+}
+
+/// Every environment variable either service reads, for documentation checks.
+pub const VARIABLES: &[&str] = &[
+    "AMQP_URL",
+    "DATABASE_URL",
+    "QUEUE_NAME",
+    "QUEUE_TYPE",
+    "DELIVERY_LIMIT",
+    "HTTP_HOST",
+    "HTTP_PORT",
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "PUBLISH_CHANNELS",
+    "CONFIRM_TIMEOUT_MS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_BATCH_MESSAGES",
+    "BATCH_SIZE",
+    "BATCH_LINGER_MS",
+    "PREFETCH",
+    "DB_POOL_SIZE",
+    "SHUTDOWN_TIMEOUT_SECS",
+];
+
+fn load<T: DeserializeOwned>() -> anyhow::Result<T> {
+    envy::from_env::<T>().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+fn ensure(condition: bool, message: &str) -> anyhow::Result<()> {
+    if condition {
+        Ok(())
+    } else {
+        anyhow::bail!("invalid configuration: {message}")
+    }
+}
+
+fn default_amqp_url() -> String {
+    "amqp://guest:guest@127.0.0.1:5672/%2f".into()
+}
+fn default_database_url() -> String {
+    "postgres://postgres@127.0.0.1:5432/messages".into()
+}
+fn default_queue_name() -> String {
+    "messages".into()
+}
+fn default_delivery_limit() -> u32 {
+    5
+}
+fn default_http_host() -> String {
+    "0.0.0.0".into()
+}
+fn default_publisher_port() -> u16 {
+    8080
+}
+fn default_consumer_port() -> u16 {
+    8081
+}
+fn default_publish_channels() -> usize {
+    4
+}
+fn default_confirm_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_message_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_batch_messages() -> usize {
+    1_000
+}
+fn default_shutdown_timeout_secs() -> u64 {
+    20
+}
+fn default_batch_size() -> usize {
+    500
+}
+fn default_batch_linger_ms() -> u64 {
+    20
+}
+fn default_prefetch() -> u16 {
+    2_000
+}
+fn default_db_pool_size() -> u32 {
+    8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_pairs<T: DeserializeOwned>(pairs: &[(&str, &str)]) -> Result<T, envy::Error> {
+        envy::from_iter(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn an_empty_environment_gives_the_contract_defaults() {
+        let publisher: PublisherConfig = from_pairs(&[]).unwrap();
+        let consumer: ConsumerConfig = from_pairs(&[]).unwrap();
+        assert_eq!(publisher.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(publisher.http_port, 8080);
+        assert_eq!(consumer.http_port, 8081);
+        assert_eq!(consumer.database_url, "postgres://postgres@127.0.0.1:5432/messages");
+        assert_eq!(consumer.queue_name, "messages");
+        assert_eq!(consumer.http_host, "0.0.0.0");
+        assert_eq!(consumer.log_format, LogFormat::Pretty);
+        assert_eq!(publisher.queue_type, QueueType::Quorum);
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_is_reported_with_its_variable() {
+        let err = from_pairs::<PublisherConfig>(&[("HTTP_PORT", "eighty")]).unwrap_err();
+        assert!(err.to_string().contains("HTTP_PORT"), "{err}");
+        let err = from_pairs::<ConsumerConfig>(&[("QUEUE_TYPE", "stream")]).unwrap_err();
+        assert!(err.to_string().contains("stream"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! What the publisher and the consumer share: the message model and its validation, the AMQP
+//! topology, configuration, problem responses, logging, shutdown and retry pacing.
+
+pub mod backoff;
+pub mod config;
+pub mod message;
+pub mod problem;
+pub mod queued;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+
+pub use message::{Message, MessageInput};
+pub use problem::Problem;
+pub use queued::QueuedMessage;
+pub use topology::{QueueType, Topology};

@@ -1,0 +1,59 @@
+//! What travels through RabbitMQ: a validated [`Message`] plus the id and time the publisher gave it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::message::Message;
+
+/// A message accepted by the publisher and on its way to the database.
+///
+/// The id is fixed before publishing, so a redelivery or a client retry with the same
+/// `Idempotency-Key` maps to the same row and is stored once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuedMessage {
+    pub id: Uuid,
+    pub received_at: DateTime<Utc>,
+    pub message: Message,
+}
+
+impl QueuedMessage {
+    /// The AMQP body: compact JSON.
+    pub fn to_payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a QueuedMessage always serialises")
+    }
+
+    /// Reads an AMQP body back, applying every validation rule again: the queue may hold anything
+    /// that somebody put on it by hand.
+    pub fn from_payload(payload: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::MessageInput;
+
+    #[test]
+    fn a_queued_message_survives_the_round_trip_through_its_payload() {
+        let input: MessageInput =
+            serde_json::from_str(r#"{"sender":"s","sent_from_ip":"::1","priority":3}"#).unwrap();
+        let queued = QueuedMessage {
+            id: Uuid::now_v7(),
+            received_at: Utc::now(),
+            message: Message::try_from(input).unwrap(),
+        };
+        assert_eq!(QueuedMessage::from_payload(&queued.to_payload()).unwrap(), queued);
+    }
+
+    #[test]
+    fn a_payload_breaking_a_message_rule_is_refused() {
+        let payload = format!(
+            r#"{{"id":"{}","received_at":"2024-01-01T00:00:00Z","message":{{"sender":"s","priority":12}}}}"#,
+            Uuid::now_v7()
+        );
+        assert!(QueuedMessage::from_payload(payload.as_bytes()).is_err());
+    }
+}

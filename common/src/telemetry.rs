@@ -1,0 +1,25 @@
+//! Logging set-up: `RUST_LOG` filters (default `info`), `LOG_FORMAT` picks human or JSON lines.
+
+use serde::Deserialize;
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Coloured, multi-field lines for a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+/// Installs the global subscriber. Calling it twice (as tests do) keeps the first.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_target(true);
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

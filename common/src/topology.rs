@@ -1,0 +1,167 @@
+//! The AMQP objects both services rely on, declared idempotently by whichever starts first.
+//!
+//! ```text
+//! publisher ──▶ <queue>.exchange (direct) ──▶ <queue> ──▶ consumer
+//!                                              │ rejected, or over the delivery limit
+//!                                              ▼
+//!                      <queue>.dlx (direct) ──▶ <queue>.dead
+//! ```
+
+use lapin::{
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    Channel, ExchangeKind,
+};
+use serde::Deserialize;
+
+use crate::message::MAX_PRIORITY;
+
+/// The kind of RabbitMQ queue that holds messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Replicated (Raft), fast for persistent messages, with a delivery limit that stops a poison
+    /// message from looping. RabbitMQ before 4.0 ignores message priority on these.
+    #[default]
+    Quorum,
+    /// Single-node queue declared with `x-max-priority`, so a backlog is delivered highest priority first.
+    Classic,
+}
+
+impl QueueType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Quorum => "quorum",
+            Self::Classic => "classic",
+        }
+    }
+}
+
+/// Names and arguments of the exchanges and queues derived from one `QUEUE_NAME`.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    queue: String,
+    queue_type: QueueType,
+    delivery_limit: u32,
+}
+
+impl Topology {
+    pub fn new(queue: impl Into<String>, queue_type: QueueType, delivery_limit: u32) -> Self {
+        Self {
+            queue: queue.into(),
+            queue_type,
+            delivery_limit,
+        }
+    }
+
+    /// The queue the consumer drains; also the routing key messages are published with.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The exchange the publisher publishes to.
+    pub fn exchange(&self) -> String {
+        format!("{}.exchange", self.queue)
+    }
+
+    /// Where rejected and over-delivered messages are routed.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.queue)
+    }
+
+    /// Where messages that can never be stored end up, for a person to inspect.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.queue)
+    }
+
+    /// Declares everything. Safe to run concurrently and repeatedly; fails only if an object of the same
+    /// name exists with other arguments (for example a queue declared with another `QUEUE_TYPE`).
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        for exchange in [self.exchange(), self.dead_letter_exchange()] {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Direct,
+                    durable_exchange,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        channel
+            .queue_declare(
+                self.dead_letter_queue().as_str().into(),
+                durable_queue,
+                self.dead_letter_queue_arguments(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                self.dead_letter_queue().as_str().into(),
+                self.dead_letter_exchange().as_str().into(),
+                self.dead_letter_queue().as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(self.queue.as_str().into(), durable_queue, self.queue_arguments())
+            .await?;
+        channel
+            .queue_bind(
+                self.queue.as_str().into(),
+                self.exchange().as_str().into(),
+                self.queue.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        insert_str(&mut args, "x-queue-type", self.queue_type.as_str());
+        insert_str(&mut args, "x-dead-letter-exchange", &self.dead_letter_exchange());
+        insert_str(&mut args, "x-dead-letter-routing-key", &self.dead_letter_queue());
+        match self.queue_type {
+            QueueType::Quorum => {
+                args.insert(
+                    ShortString::from("x-delivery-limit"),
+                    AMQPValue::LongUInt(self.delivery_limit),
+                );
+                // At-least-once dead-lettering keeps a rejected message until the dead-letter queue
+                // has confirmed it; RabbitMQ requires reject-publish overflow for it.
+                insert_str(&mut args, "x-dead-letter-strategy", "at-least-once");
+                insert_str(&mut args, "x-overflow", "reject-publish");
+            }
+            QueueType::Classic => {
+                args.insert(
+                    ShortString::from("x-max-priority"),
+                    AMQPValue::ShortShortUInt(MAX_PRIORITY),
+                );
+            }
+        }
+        args
+    }
+
+    fn dead_letter_queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        insert_str(&mut args, "x-queue-type", self.queue_type.as_str());
+        args
+    }
+}
+
+fn insert_str(args: &mut FieldTable, key: &str, value: &str) {
+    args.insert(
+        ShortString::from(key),
+        AMQPValue::LongString(LongString::from(value)),
+    );
+}
