@@ -97,8 +97,14 @@ impl PublisherConfig {
     /// Reads the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
         let config: Self = load()?;
-        ensure(config.publish_channels > 0, "PUBLISH_CHANNELS must be at least 1")?;
-        ensure(config.max_batch_messages > 0, "MAX_BATCH_MESSAGES must be at least 1")?;
+        ensure(
+            config.publish_channels > 0,
+            "PUBLISH_CHANNELS must be at least 1",
+        )?;
+        ensure(
+            config.max_batch_messages > 0,
+            "MAX_BATCH_MESSAGES must be at least 1",
+        )?;
         Ok(config)
     }
 
@@ -223,7 +229,10 @@ mod tests {
         assert_eq!(publisher.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
         assert_eq!(publisher.http_port, 8080);
         assert_eq!(consumer.http_port, 8081);
-        assert_eq!(consumer.database_url, "postgres://postgres@127.0.0.1:5432/messages");
+        assert_eq!(
+            consumer.database_url,
+            "postgres://postgres@127.0.0.1:5432/messages"
+        );
         assert_eq!(consumer.queue_name, "messages");
         assert_eq!(consumer.http_host, "0.0.0.0");
         assert_eq!(consumer.log_format, LogFormat::Pretty);

@@ -185,7 +185,11 @@ impl TryFrom<MessageInput> for Message {
                 })
             })
             .transpose()?;
-        let priority = input.priority.map(Priority::parse).transpose()?.unwrap_or_default();
+        let priority = input
+            .priority
+            .map(Priority::parse)
+            .transpose()?
+            .unwrap_or_default();
         Ok(Self {
             sender,
             ts,
@@ -217,7 +221,8 @@ fn contains_nul(map: &Map<String, Value>) -> bool {
             _ => false,
         }
     }
-    map.iter().any(|(k, v)| k.contains('\0') || value_has_nul(v))
+    map.iter()
+        .any(|(k, v)| k.contains('\0') || value_has_nul(v))
 }
 
 #[cfg(test)]
@@ -303,7 +308,8 @@ mod tests {
     fn a_nul_character_anywhere_is_refused_naming_the_field() {
         let err = parse(json!({ "sender": "a\u{0}b" })).unwrap_err();
         assert!(err.starts_with("sender:"), "{err}");
-        let err = parse(json!({ "sender": "s", "messageAttributes": { "k": ["x\u{0}"] } })).unwrap_err();
+        let err =
+            parse(json!({ "sender": "s", "messageAttributes": { "k": ["x\u{0}"] } })).unwrap_err();
         assert!(err.starts_with("messageAttributes:"), "{err}");
     }
 

@@ -45,7 +45,10 @@ mod tests {
             received_at: Utc::now(),
             message: Message::try_from(input).unwrap(),
         };
-        assert_eq!(QueuedMessage::from_payload(&queued.to_payload()).unwrap(), queued);
+        assert_eq!(
+            QueuedMessage::from_payload(&queued.to_payload()).unwrap(),
+            queued
+        );
     }
 
     #[test]

@@ -112,7 +112,11 @@ impl Topology {
             )
             .await?;
         channel
-            .queue_declare(self.queue.as_str().into(), durable_queue, self.queue_arguments())
+            .queue_declare(
+                self.queue.as_str().into(),
+                durable_queue,
+                self.queue_arguments(),
+            )
             .await?;
         channel
             .queue_bind(
@@ -129,8 +133,16 @@ impl Topology {
     fn queue_arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         insert_str(&mut args, "x-queue-type", self.queue_type.as_str());
-        insert_str(&mut args, "x-dead-letter-exchange", &self.dead_letter_exchange());
-        insert_str(&mut args, "x-dead-letter-routing-key", &self.dead_letter_queue());
+        insert_str(
+            &mut args,
+            "x-dead-letter-exchange",
+            &self.dead_letter_exchange(),
+        );
+        insert_str(
+            &mut args,
+            "x-dead-letter-routing-key",
+            &self.dead_letter_queue(),
+        );
         match self.queue_type {
             QueueType::Quorum => {
                 args.insert(

@@ -1,1 +1,24 @@
+//! The publisher service: accepts JSON messages over HTTP and hands them to RabbitMQ, answering
+//! `202 Accepted` only once the broker has confirmed them.
+//!
+//! `startup` wires everything; `routes` holds the endpoints; `body` and `idempotency` turn requests
+//! into messages; `broker` publishes them; `error` maps every failure to a status.
 
+pub mod body;
+pub mod broker;
+pub mod error;
+pub mod idempotency;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+
+use common::{config::PublisherConfig, shutdown, telemetry};
+
+/// The whole process: configuration from the environment, logging, and the service until SIGTERM.
+pub async fn run() -> anyhow::Result<()> {
+    let config = PublisherConfig::from_env()?;
+    telemetry::init(config.log_format);
+    let app = startup::Application::build(&config)?;
+    tracing::info!(port = app.port(), queue = %config.queue_name, "publisher listening");
+    app.run_until_stopped(shutdown::signal()).await
+}

@@ -1,0 +1,233 @@
+//! The publisher's side of RabbitMQ: a connection with a set of confirm-mode channels, kept up by a
+//! supervisor task that reconnects with backoff, and `publish`, which returns only once the broker has
+//! confirmed every message.
+//!
+//! Requests never wait for a connection: while the broker is down `publish` fails at once with
+//! [`PublishError::BrokerUnavailable`] and the HTTP layer answers 503 with `Retry-After`.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{backoff::reconnect_delays, QueuedMessage, Topology};
+use futures::future::try_join_all;
+use lapin::{
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+};
+use tokio::sync::Notify;
+
+use crate::{error::PublishError, metrics::Metrics};
+
+/// How often the supervisor checks that the connection is still up when nothing reports a failure.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A live connection and the channels publishes are spread over.
+struct Link {
+    connection: Connection,
+    channels: Vec<Channel>,
+}
+
+impl Link {
+    fn is_healthy(&self) -> bool {
+        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
+    }
+}
+
+/// Publishes messages to the exchange of a [`Topology`], with publisher confirms.
+pub struct Broker {
+    amqp_url: String,
+    topology: Topology,
+    channel_count: usize,
+    confirm_timeout: Duration,
+    link: RwLock<Option<Arc<Link>>>,
+    /// Woken by a failed publish so the supervisor replaces the link without waiting for its next check.
+    link_failed: Notify,
+    next_channel: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Broker {
+    pub fn new(
+        amqp_url: String,
+        topology: Topology,
+        channel_count: usize,
+        confirm_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            amqp_url,
+            topology,
+            channel_count,
+            confirm_timeout,
+            link: RwLock::new(None),
+            link_failed: Notify::new(),
+            next_channel: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    /// Whether publishes can be attempted now; drives `/readyz`.
+    pub fn is_connected(&self) -> bool {
+        self.current().is_some_and(|link| link.is_healthy())
+    }
+
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.read().expect("link lock poisoned").clone()
+    }
+
+    fn replace(&self, link: Option<Arc<Link>>) {
+        self.metrics.broker_connected.set(i64::from(link.is_some()));
+        *self.link.write().expect("link lock poisoned") = link;
+    }
+
+    /// Publishes every message as persistent and mandatory, and returns once the broker has confirmed
+    /// them all. Messages are spread over the channels and all confirms are awaited concurrently.
+    #[tracing::instrument(name = "publish", skip_all, fields(count = messages.len()))]
+    pub async fn publish(&self, messages: &[QueuedMessage]) -> Result<(), PublishError> {
+        let link = self
+            .current()
+            .filter(|link| link.is_healthy())
+            .ok_or(PublishError::BrokerUnavailable)?;
+        let exchange = self.topology.exchange();
+        let first = self
+            .next_channel
+            .fetch_add(messages.len(), Ordering::Relaxed);
+        let started = Instant::now();
+        let confirms = messages.iter().enumerate().map(|(i, message)| {
+            let channel = &link.channels[(first + i) % link.channels.len()];
+            publish_one(channel, &exchange, self.topology.queue(), message)
+        });
+        let outcome = tokio::time::timeout(self.confirm_timeout, try_join_all(confirms)).await;
+        self.metrics
+            .confirm_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let result = match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(PublishError::ConfirmTimeout),
+        };
+        if let Err(error) = &result {
+            self.metrics
+                .broker_errors
+                .with_label_values(&[error.kind()])
+                .inc();
+            if error.means_link_is_broken() {
+                self.link_failed.notify_one();
+            }
+        }
+        result
+    }
+
+    /// Keeps a link to the broker until `shutdown` resolves, reconnecting with backoff whenever it drops,
+    /// then closes the connection cleanly. Publishes still awaiting confirms are expected to have been
+    /// answered before `shutdown` resolves.
+    pub async fn supervise(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let link = tokio::select! {
+                () = &mut shutdown => break,
+                link = self.connect_with_backoff() => Arc::new(link),
+            };
+            self.replace(Some(link.clone()));
+            tracing::info!(channels = link.channels.len(), "connected to the broker");
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.until_broken(&link) => {
+                    tracing::warn!("lost the broker connection; reconnecting");
+                    self.replace(None);
+                    let _ = link.connection.close(320, "reconnecting".into()).await;
+                }
+            }
+        }
+        if let Some(link) = self.current() {
+            self.replace(None);
+            let _ = link.connection.close(200, "shutting down".into()).await;
+        }
+        tracing::info!("broker connection closed");
+    }
+
+    async fn until_broken(&self, link: &Link) {
+        let mut ticks = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+        while link.is_healthy() {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = self.link_failed.notified() => {}
+            }
+        }
+    }
+
+    async fn connect_with_backoff(&self) -> Link {
+        let mut delays = reconnect_delays();
+        loop {
+            match self.connect().await {
+                Ok(link) => return link,
+                Err(error) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %error, retry_in = ?delay, "cannot reach the broker");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> lapin::Result<Link> {
+        let properties =
+            ConnectionProperties::default().with_connection_name("message-publisher".into());
+        let connection = Connection::connect(&self.amqp_url, properties).await?;
+        let mut channels = Vec::with_capacity(self.channel_count);
+        for _ in 0..self.channel_count {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            channels.push(channel);
+        }
+        self.topology.declare(&channels[0]).await?;
+        Ok(Link {
+            connection,
+            channels,
+        })
+    }
+}
+
+async fn publish_one(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    message: &QueuedMessage,
+) -> Result<(), PublishError> {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message.id.to_string().into())
+        .with_priority(message.message.priority().value())
+        .with_timestamp(message.received_at.timestamp().max(0) as u64)
+        .with_app_id("message-publisher".into());
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            &message.to_payload(),
+            properties,
+        )
+        .await
+        .map_err(PublishError::Amqp)?
+        .await
+        .map_err(PublishError::Amqp)?;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable),
+        Confirmation::Nack(_) => Err(PublishError::Refused),
+        Confirmation::NotRequested => Err(PublishError::Unconfirmed),
+    }
+}

@@ -1,0 +1,110 @@
+//! Every way a publish request can fail, and the one place that maps each to an HTTP status and an
+//! `application/problem+json` body.
+
+use actix_web::{http::StatusCode, HttpResponse, ResponseError};
+use common::problem::{kinds, Problem};
+
+/// Seconds a client is told to wait when the broker cannot take messages.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// Why a message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// 415: the body is not declared as JSON.
+    #[error("Content-Type must be application/json, got {0}")]
+    UnsupportedMediaType(String),
+    /// 413: the body, or the number of messages in a batch, is over the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 400: the body is not JSON; the detail gives line and column.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// 400: the JSON does not describe a valid message; the detail names the field (and index in a batch).
+    #[error("{0}")]
+    InvalidMessage(String),
+    /// 400: a request header breaks its rule.
+    #[error("{0}")]
+    InvalidHeader(String),
+    /// 503: no connection to the broker right now.
+    #[error("the message broker is unavailable; retry shortly")]
+    BrokerUnavailable,
+    /// 503: the broker did not confirm in time; the message may or may not have been queued.
+    #[error("the message broker did not confirm in time; retry shortly (with the same Idempotency-Key to avoid a duplicate)")]
+    ConfirmTimeout,
+    /// 503: the broker refused the message (for example a full queue or a resource alarm).
+    #[error("the message broker refused the message; retry shortly")]
+    Refused,
+    /// 503: the broker had no queue bound for the message; the topology is being declared again.
+    #[error("the message broker had no queue for the message; retry shortly")]
+    Unroutable,
+    /// 503: the channel was not in confirm mode, so delivery could not be guaranteed.
+    #[error("the message broker did not confirm the message; retry shortly")]
+    Unconfirmed,
+    /// 503: the AMQP connection or channel failed while publishing.
+    #[error("the message broker connection failed; retry shortly")]
+    Amqp(#[source] lapin::Error),
+}
+
+impl PublishError {
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::TooLarge(_) => "too_large",
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidMessage(_) => "invalid_message",
+            Self::InvalidHeader(_) => "invalid_header",
+            Self::BrokerUnavailable => "broker_unavailable",
+            Self::ConfirmTimeout => "confirm_timeout",
+            Self::Refused => "refused",
+            Self::Unroutable => "unroutable",
+            Self::Unconfirmed => "unconfirmed",
+            Self::Amqp(_) => "amqp",
+        }
+    }
+
+    /// Whether the supervisor should replace the connection rather than wait for its next check.
+    pub fn means_link_is_broken(&self) -> bool {
+        matches!(self, Self::Amqp(_) | Self::Unroutable | Self::Unconfirmed)
+    }
+
+    fn problem(&self) -> Problem {
+        let (status, kind) = match self {
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                kinds::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, kinds::PAYLOAD_TOO_LARGE),
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, kinds::MALFORMED_JSON),
+            Self::InvalidMessage(_) => (StatusCode::BAD_REQUEST, kinds::INVALID_FIELD),
+            Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, kinds::INVALID_PARAMETER),
+            Self::BrokerUnavailable
+            | Self::ConfirmTimeout
+            | Self::Refused
+            | Self::Unroutable
+            | Self::Unconfirmed
+            | Self::Amqp(_) => {
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    kinds::BROKER_UNAVAILABLE,
+                    self.to_string(),
+                )
+                .with_retry_after(RETRY_AFTER_SECONDS)
+            }
+        };
+        Problem::new(status, kind, self.to_string())
+    }
+}
+
+impl ResponseError for PublishError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.problem().status >= 500 {
+            tracing::warn!(error = %self, cause = ?std::error::Error::source(self), "publish failed");
+        }
+        self.problem().to_response()
+    }
+}

@@ -1,0 +1,97 @@
+//! The `Idempotency-Key` request header: a client's promise that a retry is the same request, which
+//! the publisher keeps by deriving the message id from the key instead of drawing a new one.
+
+use actix_web::HttpRequest;
+use common::Message;
+use uuid::Uuid;
+
+use crate::error::PublishError;
+
+/// The request header's name.
+pub const HEADER: &str = "Idempotency-Key";
+const MAX_LEN: usize = 200;
+
+/// Namespace of the name-based (v5) ids derived from keys, so they cannot collide with other v5 uses.
+const NAMESPACE: Uuid = Uuid::from_u128(0x6d65_7373_6167_652d_7175_6575_652d_6964);
+
+/// A valid `Idempotency-Key`: 1 to 200 visible ASCII characters.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Reads the header, if the request has one.
+    pub fn from_request(request: &HttpRequest) -> Result<Option<Self>, PublishError> {
+        let Some(value) = request.headers().get(HEADER) else {
+            return Ok(None);
+        };
+        let bytes = value.as_bytes();
+        let visible_ascii = bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+        if bytes.is_empty() || bytes.len() > MAX_LEN || !visible_ascii {
+            return Err(PublishError::InvalidHeader(format!(
+                "{HEADER} must be 1 to {MAX_LEN} visible ASCII characters"
+            )));
+        }
+        Ok(Some(Self(String::from_utf8_lossy(bytes).into_owned())))
+    }
+
+    /// The id of `message`, the same for every request that repeats this key for the same sender.
+    /// `index` tells apart the elements of a batch sent under one key.
+    pub fn message_id(&self, message: &Message, index: Option<usize>) -> Uuid {
+        let name = match index {
+            None => format!("{}\n{}", message.sender().as_str(), self.0),
+            Some(index) => format!("{}\n{}\n{index}", message.sender().as_str(), self.0),
+        };
+        Uuid::new_v5(&NAMESPACE, name.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn message(sender: &str) -> Message {
+        serde_json::from_value(serde_json::json!({ "sender": sender })).unwrap()
+    }
+
+    fn key(value: &str) -> Result<Option<IdempotencyKey>, PublishError> {
+        IdempotencyKey::from_request(
+            &TestRequest::default()
+                .insert_header((HEADER, value))
+                .to_http_request(),
+        )
+    }
+
+    #[test]
+    fn the_same_key_and_sender_give_the_same_id_and_another_sender_another() {
+        let key = key("order-42").unwrap().unwrap();
+        assert_eq!(
+            key.message_id(&message("a"), None),
+            key.message_id(&message("a"), None)
+        );
+        assert_ne!(
+            key.message_id(&message("a"), None),
+            key.message_id(&message("b"), None)
+        );
+        assert_ne!(
+            key.message_id(&message("a"), Some(0)),
+            key.message_id(&message("a"), Some(1))
+        );
+    }
+
+    #[test]
+    fn a_key_of_201_characters_or_with_a_space_is_refused() {
+        assert!(key(&"k".repeat(200)).is_ok());
+        assert!(key(&"k".repeat(201)).is_err());
+        assert!(key("two words").is_err());
+    }
+
+    #[test]
+    fn no_header_means_no_key() {
+        assert!(
+            IdempotencyKey::from_request(&TestRequest::default().to_http_request())
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Prometheus metrics of the publisher, served at `/metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The publisher's counters. Each application owns its registry, so several can run in one process.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages confirmed by the broker and answered 202.
+    pub messages_accepted: IntCounter,
+    /// Requests refused, by HTTP status.
+    pub requests_refused: IntCounterVec,
+    /// Publish failures on the broker side, by kind.
+    pub broker_errors: IntCounterVec,
+    /// Time from the first publish of a request to its last confirm.
+    pub confirm_seconds: Histogram,
+    /// 1 while a broker connection is up.
+    pub broker_connected: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let messages_accepted = IntCounter::new(
+            "publisher_messages_accepted_total",
+            "Messages confirmed by the broker and answered 202",
+        )
+        .expect("valid metric");
+        let requests_refused = IntCounterVec::new(
+            Opts::new(
+                "publisher_requests_refused_total",
+                "Publish requests refused, by status",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let broker_errors = IntCounterVec::new(
+            Opts::new(
+                "publisher_broker_errors_total",
+                "Broker-side publish failures, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let confirm_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "publisher_confirm_seconds",
+                "Time from publishing a request's messages to their last confirm",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        let broker_connected = IntGauge::new(
+            "publisher_broker_connected",
+            "1 while a broker connection is up",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(messages_accepted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests_refused.clone()),
+            Box::new(broker_errors.clone()),
+            Box::new(confirm_seconds.clone()),
+            Box::new(broker_connected.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Self {
+            registry,
+            messages_accepted,
+            requests_refused,
+            broker_errors,
+            confirm_seconds,
+            broker_connected,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("text exposition is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

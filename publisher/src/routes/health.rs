@@ -1,0 +1,35 @@
+//! Liveness, readiness and metrics.
+
+use actix_web::{http::StatusCode, web, HttpResponse};
+use common::problem::{kinds, Problem};
+use serde_json::json;
+
+use crate::startup::AppState;
+
+/// `GET /healthz`: 200 while the process can answer at all.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 only while the broker connection is up, so load balancers stop sending
+/// messages that could only be refused.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.broker.is_connected() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "broker": "up" }))
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            kinds::BROKER_UNAVAILABLE,
+            "not connected to the message broker",
+        )
+        .with_retry_after(1)
+        .to_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

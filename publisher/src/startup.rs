@@ -1,0 +1,117 @@
+//! Builds the publisher: binds the HTTP listener, wires routes to shared state, and runs the server and
+//! the broker supervisor until a shutdown future resolves.
+
+use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{dev::Server, http::StatusCode, web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use common::{
+    config::PublisherConfig,
+    problem::{kinds, Problem},
+};
+
+use crate::{broker::Broker, metrics::Metrics, routes};
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub broker: Arc<Broker>,
+    pub metrics: Arc<Metrics>,
+    pub max_message_bytes: usize,
+    pub max_batch_messages: usize,
+}
+
+/// A built publisher, bound to its port but not yet serving.
+pub struct Application {
+    port: u16,
+    server: Server,
+    broker: Arc<Broker>,
+}
+
+impl Application {
+    /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares the server.
+    pub fn build(config: &PublisherConfig) -> anyhow::Result<Self> {
+        let address = (config.http_host.as_str(), config.http_port);
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("Failed to bind {}:{}", config.http_host, config.http_port))?;
+        let port = listener
+            .local_addr()
+            .context("Failed to read the bound port")?
+            .port();
+        let metrics = Arc::new(Metrics::new());
+        let broker = Arc::new(Broker::new(
+            config.amqp_url.clone(),
+            config.topology(),
+            config.publish_channels,
+            Duration::from_millis(config.confirm_timeout_ms),
+            metrics.clone(),
+        ));
+        let state = web::Data::new(AppState {
+            broker: broker.clone(),
+            metrics,
+            max_message_bytes: config.max_message_bytes,
+            max_batch_messages: config.max_batch_messages,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route(
+                    "/message/publish",
+                    web::post().to(routes::publish::publish_one),
+                )
+                .route(
+                    "/message/publish/batch",
+                    web::post().to(routes::publish::publish_batch),
+                )
+                .route("/healthz", web::get().to(routes::health::healthz))
+                .route("/readyz", web::get().to(routes::health::readyz))
+                .route("/metrics", web::get().to(routes::health::metrics))
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)
+        .context("Failed to listen")?
+        // Signals are handled by `run_until_stopped`'s caller, so tests can drive shutdown themselves.
+        .disable_signals()
+        // Short keep-alive so idle connections do not hold a graceful stop open.
+        .keep_alive(Duration::from_secs(5))
+        .shutdown_timeout(config.shutdown_timeout_secs)
+        .run();
+        Ok(Self {
+            port,
+            server,
+            broker,
+        })
+    }
+
+    /// The port the server is bound to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` resolves, then stops taking connections, answers the requests in flight
+    /// (each waits at most for its confirm timeout) and closes the broker connection.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_broker, broker_stopped) = tokio::sync::oneshot::channel::<()>();
+        let supervisor = tokio::spawn(self.broker.clone().supervise(async {
+            let _ = broker_stopped.await;
+        }));
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let served = tokio::select! {
+            result = &mut server => result,
+            () = shutdown => {
+                tracing::info!("stopping: finishing requests in flight");
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        let _ = stop_broker.send(());
+        let _ = supervisor.await;
+        served
+            .context("The HTTP server task failed")?
+            .context("The HTTP server failed")
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    Problem::new(StatusCode::NOT_FOUND, kinds::NOT_FOUND, "no such route").to_response()
+}
