@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod config;
 pub mod message;
+pub mod metrics;
 pub mod problem;
 pub mod queued;
 pub mod shutdown;

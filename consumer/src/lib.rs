@@ -1,1 +1,24 @@
+//! The consumer service: drains RabbitMQ into PostgreSQL and serves the stored messages over HTTP.
+//!
+//! `startup` wires everything; `ingest` is the queue-to-table loop; `store` owns the SQL; `routes` holds
+//! the endpoints; `error` maps every failure to a status.
 
+pub mod database;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+pub mod status;
+pub mod store;
+
+use common::{config::ConsumerConfig, shutdown, telemetry};
+
+/// The whole process: configuration from the environment, logging, and the service until SIGTERM.
+pub async fn run() -> anyhow::Result<()> {
+    let config = ConsumerConfig::from_env()?;
+    telemetry::init(config.log_format);
+    let app = startup::Application::build(&config)?;
+    tracing::info!(port = app.port(), queue = %config.queue_name, "consumer listening");
+    app.run_until_stopped(shutdown::signal()).await
+}

@@ -1,9 +1,6 @@
 //! Prometheus metrics of the publisher, served at `/metrics`.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The publisher's counters. Each application owns its registry, so several can run in one process.
 pub struct Metrics {
@@ -59,17 +56,16 @@ impl Metrics {
             "1 while a broker connection is up",
         )
         .expect("valid metric");
-        for collector in [
-            Box::new(messages_accepted.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(requests_refused.clone()),
-            Box::new(broker_errors.clone()),
-            Box::new(confirm_seconds.clone()),
-            Box::new(broker_connected.clone()),
-        ] {
-            registry
-                .register(collector)
-                .expect("metric registered once");
-        }
+        common::metrics::register(
+            &registry,
+            vec![
+                Box::new(messages_accepted.clone()),
+                Box::new(requests_refused.clone()),
+                Box::new(broker_errors.clone()),
+                Box::new(confirm_seconds.clone()),
+                Box::new(broker_connected.clone()),
+            ],
+        );
         Self {
             registry,
             messages_accepted,
@@ -82,11 +78,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("text encoding cannot fail");
-        String::from_utf8(buffer).expect("text exposition is UTF-8")
+        common::metrics::render(&self.registry)
     }
 }
 

@@ -30,6 +30,6 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
+        .content_type(common::metrics::CONTENT_TYPE)
         .body(state.metrics.render())
 }

@@ -1,0 +1,70 @@
+//! The PostgreSQL pool, and preparing the database at start-up: create it if missing, then apply the
+//! migrations (sqlx takes an advisory lock, so replicas starting together apply them once).
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use common::backoff::reconnect_delays;
+use sqlx::{
+    migrate::MigrateDatabase,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool, Postgres,
+};
+use tokio_util::sync::CancellationToken;
+
+/// A pool that connects lazily, so the service starts (and answers `/healthz`) while PostgreSQL is down.
+pub fn lazy_pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(database_url)
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    Ok(PgPoolOptions::new()
+        .max_connections(size)
+        // A request or batch waits at most this long for a connection before reporting the database down.
+        .acquire_timeout(Duration::from_secs(3))
+        // Checked on acquire and recycled when idle, so connections killed by a restart are not handed out.
+        .test_before_acquire(true)
+        .idle_timeout(Duration::from_secs(60))
+        .connect_lazy_with(options))
+}
+
+/// Creates the database if needed and migrates it, retrying with backoff until it works or `cancel`
+/// fires. Returns whether the database is ready.
+pub async fn prepare(database_url: &str, pool: &PgPool, cancel: &CancellationToken) -> bool {
+    let mut delays = reconnect_delays();
+    loop {
+        match try_prepare(database_url, pool).await {
+            Ok(()) => return true,
+            Err(error) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "database not ready");
+                tokio::select! {
+                    () = cancel.cancelled() => return false,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn try_prepare(database_url: &str, pool: &PgPool) -> anyhow::Result<()> {
+    if !Postgres::database_exists(database_url)
+        .await
+        .context("Failed to check the database exists")?
+    {
+        // Another replica may create it between the check and here; only a failure that leaves it
+        // missing is an error.
+        if let Err(error) = Postgres::create_database(database_url).await {
+            if !Postgres::database_exists(database_url)
+                .await
+                .unwrap_or(false)
+            {
+                return Err(error).context("Failed to create the database");
+            }
+        }
+        tracing::info!("created the database");
+    }
+    sqlx::migrate!("../migrations")
+        .run(pool)
+        .await
+        .context("Failed to apply migrations")?;
+    Ok(())
+}

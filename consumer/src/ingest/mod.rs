@@ -1,0 +1,279 @@
+//! Draining the queue into PostgreSQL.
+//!
+//! Each batch of deliveries is decoded, written in one transaction, and only then acknowledged (one
+//! `multiple` ack for the batch). A crash at any point leaves the unacknowledged deliveries on the
+//! broker, which redelivers them; the insert skips ids already stored, so nothing is lost or doubled.
+//! A delivery that cannot be decoded, or whose row the database refuses, is rejected without requeue
+//! and dead-letters to `<QUEUE_NAME>.dead`; the rest of its batch is stored as usual.
+
+mod batch;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{backoff::reconnect_delays, QueuedMessage, Topology};
+use lapin::{
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
+        BasicRejectOptions,
+    },
+    types::FieldTable,
+    Connection, ConnectionProperties,
+};
+use tokio_util::sync::CancellationToken;
+
+use self::batch::{next_batch, BatchEnd};
+use crate::{
+    metrics::Metrics,
+    status::PeerStatus,
+    store::{classify, FailureKind, MessageStore},
+};
+
+/// Settings of the ingestion loop.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub batch_size: usize,
+    pub batch_linger: Duration,
+    pub prefetch: u16,
+}
+
+/// The ingestion loop and what it needs.
+pub struct Ingest {
+    settings: IngestSettings,
+    store: MessageStore,
+    status: Arc<PeerStatus>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a session with the broker ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("shutdown requested")]
+    Cancelled,
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    #[error("{0}")]
+    Batch(BatchEnd),
+}
+
+impl From<BatchEnd> for SessionEnd {
+    fn from(end: BatchEnd) -> Self {
+        match end {
+            BatchEnd::Cancelled => Self::Cancelled,
+            other => Self::Batch(other),
+        }
+    }
+}
+
+impl Ingest {
+    pub fn new(
+        settings: IngestSettings,
+        store: MessageStore,
+        status: Arc<PeerStatus>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            settings,
+            store,
+            status,
+            metrics,
+        }
+    }
+
+    /// Consumes until `cancel` fires, reconnecting to the broker with backoff whenever the session ends.
+    /// On cancellation the batch in hand is stored and acknowledged before returning.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut delays = reconnect_delays();
+        loop {
+            let outcome = self.session(&cancel).await;
+            if self.status.broker() {
+                // The session got as far as consuming: start the backoff afresh.
+                delays = reconnect_delays();
+            }
+            self.status.set_broker(false);
+            self.metrics.broker_connected.set(0);
+            match outcome {
+                Err(SessionEnd::Cancelled) => break,
+                Ok(()) => break,
+                Err(error) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %error, retry_in = ?delay, "broker session ended; reconnecting");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("ingestion stopped");
+    }
+
+    /// One connection to the broker: subscribe, then store batches until the connection fails or
+    /// `cancel` fires.
+    async fn session(&self, cancel: &CancellationToken) -> Result<(), SessionEnd> {
+        let properties =
+            ConnectionProperties::default().with_connection_name("message-consumer".into());
+        let connection = Connection::connect(&self.settings.amqp_url, properties).await?;
+        let channel = connection.create_channel().await?;
+        self.settings.topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                self.settings.topology.queue().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.status.set_broker(true);
+        self.metrics.broker_connected.set(1);
+        tracing::info!(queue = self.settings.topology.queue(), "consuming");
+        let ended = loop {
+            match next_batch(
+                &mut consumer,
+                self.settings.batch_size,
+                self.settings.batch_linger,
+                cancel,
+            )
+            .await
+            {
+                Ok(batch) => {
+                    if let Err(error) = self.handle(batch, cancel).await {
+                        break error;
+                    }
+                }
+                Err(end) => break SessionEnd::from(end),
+            }
+        };
+        // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
+        // to the queue. On a failed connection both calls fail harmlessly; on a channel-level failure
+        // the close keeps the dead connection from lingering.
+        let _ = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await;
+        let _ = connection.close(200, "closing".into()).await;
+        Err(ended)
+    }
+
+    /// Decodes, stores and acknowledges one batch.
+    async fn handle(
+        &self,
+        batch: Vec<Delivery>,
+        cancel: &CancellationToken,
+    ) -> Result<(), SessionEnd> {
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match QueuedMessage::from_payload(&delivery.data) {
+                Ok(message) => {
+                    messages.push(message);
+                    deliveries.push(delivery);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, delivery_tag = delivery.delivery_tag, "undecodable message; dead-lettering");
+                    self.dead_letter(&delivery).await?;
+                }
+            }
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let refused = self.store_with_retry(&messages, cancel).await?;
+        for &index in &refused {
+            self.dead_letter(&deliveries[index]).await?;
+        }
+        let last_stored = (0..deliveries.len()).rev().find(|i| !refused.contains(i));
+        if let Some(last) = last_stored {
+            // Everything before it on this channel is stored or already rejected.
+            deliveries[last]
+                .acker
+                .ack(BasicAckOptions { multiple: true })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores `messages`, retrying with backoff while the database is unreachable. Returns the indexes of
+    /// messages the database refused outright (found by storing the batch one row at a time).
+    async fn store_with_retry(
+        &self,
+        messages: &[QueuedMessage],
+        cancel: &CancellationToken,
+    ) -> Result<Vec<usize>, SessionEnd> {
+        let mut delays = reconnect_delays();
+        loop {
+            let started = std::time::Instant::now();
+            let outcome = match self.store.insert(messages).await {
+                Ok(inserted) => {
+                    self.record_stored(messages.len(), inserted, started);
+                    Ok(Vec::new())
+                }
+                Err(error) if classify(&error) == FailureKind::Refused => {
+                    tracing::warn!(error = %error, "the database refused a batch; storing its rows one by one");
+                    self.store_one_by_one(messages).await
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(refused) => {
+                    self.status.set_database(true);
+                    self.metrics.database_up.set(1);
+                    return Ok(refused);
+                }
+                Err(error) => {
+                    self.status.set_database(false);
+                    self.metrics.database_up.set(0);
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::warn!(error = %error, retry_in = ?delay, "cannot store a batch; it stays unacknowledged");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Err(SessionEnd::Cancelled),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store_one_by_one(
+        &self,
+        messages: &[QueuedMessage],
+    ) -> Result<Vec<usize>, sqlx::Error> {
+        let mut refused = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let started = std::time::Instant::now();
+            match self.store.insert(std::slice::from_ref(message)).await {
+                Ok(inserted) => self.record_stored(1, inserted, started),
+                Err(error) if classify(&error) == FailureKind::Refused => {
+                    tracing::warn!(id = %message.id, error = %error, "the database refused a message; dead-lettering");
+                    refused.push(index);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(refused)
+    }
+
+    fn record_stored(&self, delivered: usize, inserted: u64, started: std::time::Instant) {
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(delivered as f64);
+        self.metrics.messages_stored.inc_by(inserted);
+        self.metrics
+            .messages_duplicate
+            .inc_by(delivered as u64 - inserted);
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery) -> Result<(), SessionEnd> {
+        delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await?;
+        self.metrics.messages_dead_lettered.inc();
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! Liveness, readiness and metrics.
+
+use std::time::Duration;
+
+use actix_web::{http::StatusCode, web, HttpResponse};
+use common::problem::{kinds, Problem};
+use serde_json::json;
+
+use crate::startup::AppState;
+
+/// `GET /healthz`: 200 while the process can answer at all.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 only while the queue subscription is live and the database answers.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let broker = state.status.broker();
+    let ping = sqlx::query("SELECT 1").execute(state.store.pool());
+    let database = state.status.database()
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(1), ping).await,
+            Ok(Ok(_))
+        );
+    if broker && database {
+        return HttpResponse::Ok()
+            .json(json!({ "status": "ready", "broker": "up", "database": "up" }));
+    }
+    let down: Vec<&str> = [
+        (!broker).then_some("broker"),
+        (!database).then_some("database"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        if broker {
+            kinds::DATABASE_UNAVAILABLE
+        } else {
+            kinds::BROKER_UNAVAILABLE
+        },
+        format!("not ready: {} unreachable", down.join(" and ")),
+    )
+    .with_retry_after(1)
+    .to_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(common::metrics::CONTENT_TYPE)
+        .body(state.metrics.render())
+}

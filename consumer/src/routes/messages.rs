@@ -1,0 +1,129 @@
+//! `GET /message` (newest first, keyset-paginated with a `Link: rel="next"` header) and
+//! `GET /message/{id}`.
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::{
+    error::ApiError,
+    startup::AppState,
+    store::{PageRequest, StoredMessage},
+};
+
+/// Page size when `limit` is not given.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Largest `limit` accepted.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// The query string of `GET /message`, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    limit: Option<String>,
+    sender: Option<String>,
+    before: Option<String>,
+}
+
+/// Lists stored messages newest first.
+#[tracing::instrument(name = "list messages", skip_all)]
+pub async fn list(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params: ListParams = serde_urlencoded::from_str(request.query_string())
+        .map_err(|e| ApiError::InvalidParameter(format!("query string: {e}")))?;
+    let limit = parse_limit(params.limit.as_deref())?;
+    if params.sender.as_deref() == Some("") {
+        return Err(ApiError::InvalidParameter(
+            "sender must not be empty".into(),
+        ));
+    }
+    let after = match params.before.as_deref() {
+        None => None,
+        Some(raw) => {
+            let id = parse_id("before", raw)?;
+            let cursor = state.store.cursor_of(id).await?;
+            Some(cursor.ok_or_else(|| {
+                ApiError::InvalidParameter(format!("before: no message has the id {id}"))
+            })?)
+        }
+    };
+    // One row more than asked tells whether a next page exists.
+    let page = PageRequest {
+        sender: params.sender.clone(),
+        after,
+        limit: limit + 1,
+    };
+    let mut messages = state.store.page(&page).await?;
+    let mut response = HttpResponse::Ok();
+    if messages.len() > limit as usize {
+        messages.truncate(limit as usize);
+        let last = messages.last().expect("limit is at least 1");
+        response.insert_header((
+            header::LINK,
+            format!(
+                "<{}>; rel=\"next\"",
+                next_url(&request, limit, params.sender.as_deref(), last)
+            ),
+        ));
+    }
+    Ok(response.json(messages))
+}
+
+/// Returns one message.
+#[tracing::instrument(name = "get message", skip_all)]
+pub async fn get(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id("id", &path)?;
+    let message = state
+        .store
+        .find(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no message has the id {id}")))?;
+    Ok(HttpResponse::Ok().json(message))
+}
+
+fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    raw.parse::<u32>()
+        .ok()
+        .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+        .ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}"
+            ))
+        })
+}
+
+fn parse_id(name: &str, raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::InvalidParameter(format!("{name} must be a message id (a UUID), got {raw:?}"))
+    })
+}
+
+/// The absolute URL of the page after `last`, keeping the request's filters.
+fn next_url(
+    request: &HttpRequest,
+    limit: u32,
+    sender: Option<&str>,
+    last: &StoredMessage,
+) -> String {
+    let info = request.connection_info();
+    let mut query = vec![("limit", limit.to_string())];
+    if let Some(sender) = sender {
+        query.push(("sender", sender.to_owned()));
+    }
+    query.push(("before", last.id.to_string()));
+    let query = serde_urlencoded::to_string(query).expect("strings always encode");
+    format!(
+        "{}://{}{}?{query}",
+        info.scheme(),
+        info.host(),
+        request.path()
+    )
+}

@@ -1,0 +1,145 @@
+//! Builds the consumer: binds the HTTP listener, prepares the pool, and runs the HTTP API and the
+//! ingestion loop until a shutdown future resolves.
+
+use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{dev::Server, http::StatusCode, web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use common::{
+    config::ConsumerConfig,
+    problem::{kinds, Problem},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    database,
+    ingest::{Ingest, IngestSettings},
+    metrics::Metrics,
+    routes,
+    status::PeerStatus,
+    store::MessageStore,
+};
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub store: MessageStore,
+    pub status: Arc<PeerStatus>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A built consumer, bound to its port but not yet serving or consuming.
+pub struct Application {
+    port: u16,
+    server: Server,
+    ingest: Ingest,
+    store: MessageStore,
+    status: Arc<PeerStatus>,
+    database_url: String,
+}
+
+impl Application {
+    /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares everything; connects to nothing yet.
+    pub fn build(config: &ConsumerConfig) -> anyhow::Result<Self> {
+        let address = (config.http_host.as_str(), config.http_port);
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("Failed to bind {}:{}", config.http_host, config.http_port))?;
+        let port = listener
+            .local_addr()
+            .context("Failed to read the bound port")?
+            .port();
+        let store = MessageStore::new(database::lazy_pool(
+            &config.database_url,
+            config.db_pool_size,
+        )?);
+        let status = Arc::new(PeerStatus::default());
+        let metrics = Arc::new(Metrics::new());
+        let ingest = Ingest::new(
+            IngestSettings {
+                amqp_url: config.amqp_url.clone(),
+                topology: config.topology(),
+                batch_size: config.batch_size,
+                batch_linger: Duration::from_millis(config.batch_linger_ms),
+                prefetch: config.prefetch,
+            },
+            store.clone(),
+            status.clone(),
+            metrics.clone(),
+        );
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            status: status.clone(),
+            metrics,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/message", web::get().to(routes::messages::list))
+                .route("/message/{id}", web::get().to(routes::messages::get))
+                .route("/healthz", web::get().to(routes::health::healthz))
+                .route("/readyz", web::get().to(routes::health::readyz))
+                .route("/metrics", web::get().to(routes::health::metrics))
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)
+        .context("Failed to listen")?
+        .disable_signals()
+        .keep_alive(Duration::from_secs(5))
+        .shutdown_timeout(config.shutdown_timeout_secs)
+        .run();
+        Ok(Self {
+            port,
+            server,
+            ingest,
+            store,
+            status,
+            database_url: config.database_url.clone(),
+        })
+    }
+
+    /// The port the server is bound to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves and consumes until `shutdown` resolves, then stores and acknowledges the batch in hand,
+    /// finishes the requests in flight and closes every connection.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let cancel = CancellationToken::new();
+        let ingest = tokio::spawn({
+            let cancel = cancel.clone();
+            let (ingest, store, status, url) = (
+                self.ingest,
+                self.store.clone(),
+                self.status,
+                self.database_url,
+            );
+            async move {
+                if database::prepare(&url, store.pool(), &cancel).await {
+                    status.set_database(true);
+                    ingest.run(cancel).await;
+                }
+            }
+        });
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let served = tokio::select! {
+            result = &mut server => result,
+            () = shutdown => {
+                tracing::info!("stopping: finishing the current batch and requests in flight");
+                cancel.cancel();
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        cancel.cancel();
+        let _ = ingest.await;
+        self.store.pool().close().await;
+        served
+            .context("The HTTP server task failed")?
+            .context("The HTTP server failed")
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    Problem::new(StatusCode::NOT_FOUND, kinds::NOT_FOUND, "no such route").to_response()
+}
