@@ -29,6 +29,9 @@ pub struct PublisherConfig {
     /// `HTTP_PORT`: port the HTTP server binds; 0 picks a free one.
     #[serde(default = "default_publisher_port")]
     pub http_port: u16,
+    /// `HTTP_WORKERS`: HTTP worker threads; 0 means one per CPU core.
+    #[serde(default)]
+    pub http_workers: usize,
     /// `LOG_FORMAT`: `pretty` or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
@@ -73,6 +76,9 @@ pub struct ConsumerConfig {
     /// `HTTP_PORT`: port the HTTP server binds; 0 picks a free one.
     #[serde(default = "default_consumer_port")]
     pub http_port: u16,
+    /// `HTTP_WORKERS`: HTTP worker threads; 0 means one per CPU core.
+    #[serde(default)]
+    pub http_workers: usize,
     /// `LOG_FORMAT`: `pretty` or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
@@ -140,6 +146,7 @@ pub const VARIABLES: &[&str] = &[
     "DELIVERY_LIMIT",
     "HTTP_HOST",
     "HTTP_PORT",
+    "HTTP_WORKERS",
     "RUST_LOG",
     "LOG_FORMAT",
     "PUBLISH_CHANNELS",

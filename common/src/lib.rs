@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod http;
 pub mod message;
 pub mod metrics;
 pub mod problem;

@@ -3,12 +3,9 @@
 
 use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, http::StatusCode, web, App, HttpResponse, HttpServer};
+use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::Context;
-use common::{
-    config::ConsumerConfig,
-    problem::{kinds, Problem},
-};
+use common::{config::ConsumerConfig, http};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -78,8 +75,9 @@ impl Application {
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
                 .route("/metrics", web::get().to(routes::health::metrics))
-                .default_service(web::to(not_found))
+                .default_service(web::to(http::not_found))
         })
+        .workers(http::workers(config.http_workers))
         .listen(listener)
         .context("Failed to listen")?
         .disable_signals()
@@ -138,8 +136,4 @@ impl Application {
             .context("The HTTP server task failed")?
             .context("The HTTP server failed")
     }
-}
-
-async fn not_found() -> HttpResponse {
-    Problem::new(StatusCode::NOT_FOUND, kinds::NOT_FOUND, "no such route").to_response()
 }

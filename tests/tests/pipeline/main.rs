@@ -1,0 +1,14 @@
+//! End-to-end tests of the pipeline against the real RabbitMQ and PostgreSQL. Each test runs its own
+//! publisher and consumer with a database and queues of its own.
+
+mod batches;
+mod dead_letters;
+mod fixtures;
+mod idempotency;
+mod outages;
+mod pagination;
+mod query_plan;
+mod redelivery;
+mod refusals;
+mod round_trip;
+mod volume;
