@@ -127,3 +127,24 @@ fn next_url(
         request.path()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_defaults_to_100_and_accepts_1_to_1000() {
+        assert_eq!(parse_limit(None).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(parse_limit(Some("1")).unwrap(), 1);
+        assert_eq!(parse_limit(Some("1000")).unwrap(), 1000);
+        for bad in ["0", "1001", "-1", "ten", ""] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_id_that_is_not_a_uuid_is_refused_naming_the_parameter() {
+        let error = parse_id("before", "nope").unwrap_err();
+        assert!(error.to_string().starts_with("before must be a message id"), "{error}");
+    }
+}

@@ -1,0 +1,85 @@
+# shellcheck shell=bash
+# Finds RabbitMQ and PostgreSQL on their standard local ports, or starts them: with Docker Compose where a
+# Docker engine runs, otherwise from the distribution's packages (installing them with apt-get if needed).
+# Sourced by scripts/start and scripts/test; honours AMQP_URL and DATABASE_URL when they point elsewhere.
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*"; }
+die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# Is something listening on host:port?
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() {
+  local name=$1 host=$2 port=$3 deadline=$((SECONDS + 90))
+  until port_open "$host" "$port"; do
+    [ $SECONDS -lt $deadline ] || die "$name did not come up on $host:$port within 90 s"
+    sleep 1
+  done
+}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi; }
+
+docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
+
+apt_install() {
+  command -v apt-get >/dev/null || die "cannot install $*: no apt-get; install them yourself or run Docker"
+  say "installing $* with apt-get"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+start_postgresql_package() {
+  if ! command -v pg_ctlcluster >/dev/null; then apt_install postgresql; fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  [ -n "$version" ] || die "PostgreSQL is installed but has no cluster in /etc/postgresql"
+  say "starting PostgreSQL $version from the distribution's package"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
+    as_root pg_ctlcluster "$version" main start
+}
+
+start_rabbitmq_package() {
+  if ! command -v rabbitmq-server >/dev/null; then apt_install rabbitmq-server; fi
+  say "starting RabbitMQ from the distribution's package"
+  as_root rabbitmq-server -detached
+  # The node takes a moment to register before rabbitmqctl can even ask it whether it has booted.
+  local deadline=$((SECONDS + 90))
+  until as_root rabbitmqctl await_startup >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "RabbitMQ did not boot within 90 s; see its log in /var/log/rabbitmq"
+    sleep 1
+  done
+}
+
+# Makes sure both peers answer on 127.0.0.1 (or wherever AMQP_URL / DATABASE_URL point).
+ensure_services() {
+  local pg_host=127.0.0.1 pg_port=5432 mq_host=127.0.0.1 mq_port=5672
+  if ! port_open $pg_host $pg_port || ! port_open $mq_host $mq_port; then
+    if docker_engine && [ -f docker-compose.yml ]; then
+      say "starting RabbitMQ and PostgreSQL with docker compose"
+      docker compose up -d rabbitmq postgresql
+    else
+      port_open $pg_host $pg_port || start_postgresql_package
+      port_open $mq_host $mq_port || start_rabbitmq_package
+    fi
+  fi
+  wait_port PostgreSQL $pg_host $pg_port
+  wait_port RabbitMQ $mq_host $mq_port
+  say "PostgreSQL on $pg_host:$pg_port and RabbitMQ on $mq_host:$mq_port are up"
+  check_postgres_login
+}
+
+# The default DATABASE_URL logs in as postgres without a password. A distribution's PostgreSQL asks for
+# one over TCP; say how to fix that rather than fail later with a cryptic error.
+check_postgres_login() {
+  command -v psql >/dev/null || return 0
+  local url=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+  if ! PGCONNECT_TIMEOUT=5 psql "$url" -Atqc 'select 1' >/dev/null 2>&1; then
+    die "cannot log in to PostgreSQL as $url. Either allow it (for a local dev box: a 'host all postgres 127.0.0.1/32 trust' line in pg_hba.conf), or set a password with
+    sudo -u postgres psql -c \"ALTER USER postgres PASSWORD 'postgres'\"
+  and export DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/messages TEST_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres"
+  fi
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or your distribution's cargo package"
+}
