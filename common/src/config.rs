@@ -103,6 +103,7 @@ impl PublisherConfig {
     /// Reads the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
         let config: Self = load()?;
+        check_amqp_url(&config.amqp_url)?;
         ensure(
             config.publish_channels > 0,
             "PUBLISH_CHANNELS must be at least 1",
@@ -123,6 +124,7 @@ impl ConsumerConfig {
     /// Reads the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
         let config: Self = load()?;
+        check_amqp_url(&config.amqp_url)?;
         ensure(config.batch_size > 0, "BATCH_SIZE must be at least 1")?;
         ensure(
             usize::from(config.prefetch) >= config.batch_size,
@@ -160,8 +162,37 @@ pub const VARIABLES: &[&str] = &[
     "SHUTDOWN_TIMEOUT_SECS",
 ];
 
+/// Variables whose value must be one of a few words. envy's own error for these quotes the value but
+/// not the variable, so they are checked first.
+const CHOICES: &[(&str, &[&str])] = &[
+    ("QUEUE_TYPE", &["quorum", "classic"]),
+    ("LOG_FORMAT", &["pretty", "json"]),
+];
+
 fn load<T: DeserializeOwned>() -> anyhow::Result<T> {
+    check_choices(std::env::vars())?;
     envy::from_env::<T>().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+fn check_choices(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<()> {
+    for (name, value) in vars {
+        if let Some((_, allowed)) = CHOICES.iter().find(|(variable, _)| *variable == name) {
+            ensure(
+                allowed.contains(&value.as_str()),
+                &format!(
+                    "{name} must be one of {}, got {value:?}",
+                    allowed.join(", ")
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn check_amqp_url(url: &str) -> anyhow::Result<()> {
+    url.parse::<lapin::uri::AMQPUri>().map(|_| ()).map_err(|e| {
+        anyhow::anyhow!("invalid configuration: AMQP_URL {url:?} is not an AMQP URL: {e}")
+    })
 }
 
 fn ensure(condition: bool, message: &str) -> anyhow::Result<()> {
@@ -182,7 +213,7 @@ fn default_queue_name() -> String {
     "messages".into()
 }
 fn default_delivery_limit() -> u32 {
-    5
+    20
 }
 fn default_http_host() -> String {
     "0.0.0.0".into()
@@ -215,7 +246,7 @@ fn default_batch_linger_ms() -> u64 {
     20
 }
 fn default_prefetch() -> u16 {
-    2_000
+    1_000
 }
 fn default_db_pool_size() -> u32 {
     8
@@ -250,7 +281,26 @@ mod tests {
     fn a_value_that_does_not_parse_is_reported_with_its_variable() {
         let err = from_pairs::<PublisherConfig>(&[("HTTP_PORT", "eighty")]).unwrap_err();
         assert!(err.to_string().contains("HTTP_PORT"), "{err}");
-        let err = from_pairs::<ConsumerConfig>(&[("QUEUE_TYPE", "stream")]).unwrap_err();
-        assert!(err.to_string().contains("stream"), "{err}");
+    }
+
+    #[test]
+    fn a_word_outside_its_choices_is_reported_with_its_variable() {
+        let vars = [("QUEUE_TYPE".to_string(), "stream".to_string())];
+        let err = check_choices(vars.into_iter()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("QUEUE_TYPE must be one of quorum, classic"),
+            "{err}"
+        );
+        assert!(
+            check_choices([("LOG_FORMAT".to_string(), "json".to_string())].into_iter()).is_ok()
+        );
+    }
+
+    #[test]
+    fn an_amqp_url_that_does_not_parse_is_reported_with_its_variable() {
+        assert!(check_amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+        let err = check_amqp_url("http://[oops").unwrap_err();
+        assert!(err.to_string().contains("AMQP_URL"), "{err}");
     }
 }

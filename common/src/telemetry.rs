@@ -16,7 +16,15 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Calling it twice (as tests do) keeps the first.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(error) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                eprintln!("RUST_LOG is not a valid filter ({error}); logging at info");
+            }
+            EnvFilter::new("info")
+        }
+    };
     let builder = fmt().with_env_filter(filter).with_target(true);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),

@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! publisher ──▶ <queue>.exchange (direct) ──▶ <queue> ──▶ consumer
-//!                                              │ rejected, or over the delivery limit
-//!                                              ▼
-//!                      <queue>.dlx (direct) ──▶ <queue>.dead
+//!                    │ unroutable               │ rejected, or over the delivery limit
+//!                    ▼ (alternate exchange)     ▼
+//!               <queue>.dlx (direct) ─────────▶ <queue>.dead
 //! ```
+//!
+//! The alternate exchange means a published message is never unroutable, even if someone deletes the
+//! queue: it lands in `<queue>.dead` instead of being returned. That matters because lapin cannot tell
+//! reliably which publish a returned message belongs to when the broker acknowledges several at once.
 
 use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
@@ -85,16 +89,28 @@ impl Topology {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        for exchange in [self.exchange(), self.dead_letter_exchange()] {
-            channel
-                .exchange_declare(
-                    exchange.as_str().into(),
-                    ExchangeKind::Direct,
-                    durable_exchange,
-                    FieldTable::default(),
-                )
-                .await?;
-        }
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange().as_str().into(),
+                ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        let mut with_alternate = FieldTable::default();
+        insert_str(
+            &mut with_alternate,
+            "alternate-exchange",
+            &self.dead_letter_exchange(),
+        );
+        channel
+            .exchange_declare(
+                self.exchange().as_str().into(),
+                ExchangeKind::Direct,
+                durable_exchange,
+                with_alternate,
+            )
+            .await?;
         channel
             .queue_declare(
                 self.dead_letter_queue().as_str().into(),
@@ -102,15 +118,18 @@ impl Topology {
                 self.dead_letter_queue_arguments(),
             )
             .await?;
-        channel
-            .queue_bind(
-                self.dead_letter_queue().as_str().into(),
-                self.dead_letter_exchange().as_str().into(),
-                self.dead_letter_queue().as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // Dead letters keep the routing key `<queue>.dead`; unroutable messages keep `<queue>`.
+        for routing_key in [self.dead_letter_queue(), self.queue.clone()] {
+            channel
+                .queue_bind(
+                    self.dead_letter_queue().as_str().into(),
+                    self.dead_letter_exchange().as_str().into(),
+                    routing_key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         channel
             .queue_declare(
                 self.queue.as_str().into(),

@@ -16,11 +16,19 @@ pub enum ApiError {
     /// 503: the database could not be reached.
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable(#[source] sqlx::Error),
+    /// 500: a stored row could not be read back; logged, not shown.
+    #[error("an unexpected error occurred")]
+    Internal(#[source] sqlx::Error),
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        Self::DatabaseUnavailable(error)
+        match error {
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_) => Self::Internal(error),
+            other => Self::DatabaseUnavailable(other),
+        }
     }
 }
 
@@ -41,6 +49,11 @@ impl ApiError {
                 self.to_string(),
             )
             .with_retry_after(1),
+            Self::Internal(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                kinds::INTERNAL,
+                self.to_string(),
+            ),
         }
     }
 }
@@ -51,8 +64,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Self::DatabaseUnavailable(cause) = self {
-            tracing::warn!(error = %cause, "read failed");
+        match self {
+            Self::DatabaseUnavailable(cause) => tracing::warn!(error = %cause, "read failed"),
+            Self::Internal(cause) => tracing::error!(error = %cause, "read failed"),
+            _ => {}
         }
         self.problem().to_response()
     }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{backoff::reconnect_delays, QueuedMessage, Topology};
-use futures::future::try_join_all;
+use futures::future::join_all;
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
@@ -25,6 +25,8 @@ use crate::{error::PublishError, metrics::Metrics};
 
 /// How often the supervisor checks that the connection is still up when nothing reports a failure.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest wait for the broker to acknowledge closing the connection; a dead peer never answers.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A live connection and the channels publishes are spread over.
 struct Link {
@@ -102,13 +104,16 @@ impl Broker {
             let channel = &link.channels[(first + i) % link.channels.len()];
             publish_one(channel, &exchange, self.topology.queue(), message)
         });
-        let outcome = tokio::time::timeout(self.confirm_timeout, try_join_all(confirms)).await;
+        // Every confirm is awaited, not just up to the first failure, so none is left pending in lapin.
+        let outcome = tokio::time::timeout(self.confirm_timeout, join_all(confirms)).await;
         self.metrics
             .confirm_seconds
             .observe(started.elapsed().as_secs_f64());
         let result = match outcome {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error),
+            Ok(results) => results
+                .into_iter()
+                .collect::<Result<Vec<()>, _>>()
+                .map(drop),
             Err(_) => Err(PublishError::ConfirmTimeout),
         };
         if let Err(error) = &result {
@@ -138,25 +143,27 @@ impl Broker {
             tokio::select! {
                 () = &mut shutdown => break,
                 () = self.until_broken(&link) => {
-                    tracing::warn!("lost the broker connection; reconnecting");
+                    tracing::warn!("the broker link failed; reconnecting");
                     self.replace(None);
-                    let _ = link.connection.close(320, "reconnecting".into()).await;
+                    close(&link, "reconnecting").await;
                 }
             }
         }
         if let Some(link) = self.current() {
             self.replace(None);
-            let _ = link.connection.close(200, "shutting down".into()).await;
+            close(&link, "shutting down").await;
         }
         tracing::info!("broker connection closed");
     }
 
+    /// Returns when the connection or a channel is down, or a publish reported a failure that a fresh
+    /// link cures (a timed-out confirm, which lapin keeps in memory until its channel closes).
     async fn until_broken(&self, link: &Link) {
         let mut ticks = tokio::time::interval(HEALTH_CHECK_INTERVAL);
         while link.is_healthy() {
             tokio::select! {
                 _ = ticks.tick() => {}
-                () = self.link_failed.notified() => {}
+                () = self.link_failed.notified() => return,
             }
         }
     }
@@ -193,6 +200,11 @@ impl Broker {
             channels,
         })
     }
+}
+
+async fn close(link: &Link, reason: &str) {
+    let closing = link.connection.close(200, reason.into());
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
 }
 
 async fn publish_one(

@@ -34,14 +34,14 @@ pub enum PublishError {
     /// 503: the broker refused the message (for example a full queue or a resource alarm).
     #[error("the message broker refused the message; retry shortly")]
     Refused,
-    /// 503: the broker had no queue bound for the message; the topology is being declared again.
-    #[error("the message broker had no queue for the message; retry shortly")]
+    /// 503: the broker returned the message as unroutable; the link and topology are set up again.
+    #[error("the message broker could not route the message; retry shortly")]
     Unroutable,
     /// 503: the channel was not in confirm mode, so delivery could not be guaranteed.
     #[error("the message broker did not confirm the message; retry shortly")]
     Unconfirmed,
     /// 503: the AMQP connection or channel failed while publishing.
-    #[error("the message broker connection failed; retry shortly")]
+    #[error("the message broker connection failed; retry shortly (with the same Idempotency-Key to avoid a duplicate)")]
     Amqp(#[source] lapin::Error),
 }
 
@@ -65,7 +65,10 @@ impl PublishError {
 
     /// Whether the supervisor should replace the connection rather than wait for its next check.
     pub fn means_link_is_broken(&self) -> bool {
-        matches!(self, Self::Amqp(_) | Self::Unroutable | Self::Unconfirmed)
+        matches!(
+            self,
+            Self::Amqp(_) | Self::Unroutable | Self::Unconfirmed | Self::ConfirmTimeout
+        )
     }
 
     fn problem(&self) -> Problem {

@@ -8,7 +8,10 @@
 
 mod batch;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use common::{backoff::reconnect_delays, QueuedMessage, Topology};
 use lapin::{
@@ -18,7 +21,7 @@ use lapin::{
         BasicRejectOptions,
     },
     types::FieldTable,
-    Connection, ConnectionProperties,
+    Channel, Connection, ConnectionProperties, Consumer,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +31,11 @@ use crate::{
     status::PeerStatus,
     store::{classify, FailureKind, MessageStore},
 };
+
+/// Longest wait for the broker to answer a cancel or a close; a dead peer never answers.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A session that lasted this long was healthy: the next reconnect starts its backoff afresh.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 /// Settings of the ingestion loop.
 #[derive(Debug, Clone)]
@@ -56,6 +64,8 @@ enum SessionEnd {
     Amqp(#[from] lapin::Error),
     #[error("{0}")]
     Batch(BatchEnd),
+    #[error("the channel closed before a delivery could be settled")]
+    ChannelClosed,
 }
 
 impl From<BatchEnd> for SessionEnd {
@@ -87,9 +97,9 @@ impl Ingest {
     pub async fn run(self, cancel: CancellationToken) {
         let mut delays = reconnect_delays();
         loop {
+            let started = Instant::now();
             let outcome = self.session(&cancel).await;
-            if self.status.broker() {
-                // The session got as far as consuming: start the backoff afresh.
+            if started.elapsed() >= HEALTHY_SESSION {
                 delays = reconnect_delays();
             }
             self.status.set_broker(false);
@@ -113,22 +123,11 @@ impl Ingest {
     /// One connection to the broker: subscribe, then store batches until the connection fails or
     /// `cancel` fires.
     async fn session(&self, cancel: &CancellationToken) -> Result<(), SessionEnd> {
-        let properties =
-            ConnectionProperties::default().with_connection_name("message-consumer".into());
-        let connection = Connection::connect(&self.settings.amqp_url, properties).await?;
-        let channel = connection.create_channel().await?;
-        self.settings.topology.declare(&channel).await?;
-        channel
-            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                self.settings.topology.queue().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // Connecting can hang on an unreachable host until the OS gives up: never make shutdown wait.
+        let (connection, channel, mut consumer) = tokio::select! {
+            () = cancel.cancelled() => return Err(SessionEnd::Cancelled),
+            subscribed = self.subscribe() => subscribed?,
+        };
         self.status.set_broker(true);
         self.metrics.broker_connected.set(1);
         tracing::info!(queue = self.settings.topology.queue(), "consuming");
@@ -152,11 +151,31 @@ impl Ingest {
         // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
         // to the queue. On a failed connection both calls fail harmlessly; on a channel-level failure
         // the close keeps the dead connection from lingering.
-        let _ = channel
-            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-            .await;
-        let _ = connection.close(200, "closing".into()).await;
+        let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "closing".into())).await;
         Err(ended)
+    }
+
+    /// Connects, declares the topology and starts consuming with the configured prefetch.
+    async fn subscribe(&self) -> Result<(Connection, Channel, Consumer), SessionEnd> {
+        let properties =
+            ConnectionProperties::default().with_connection_name("message-consumer".into());
+        let connection = Connection::connect(&self.settings.amqp_url, properties).await?;
+        let channel = connection.create_channel().await?;
+        self.settings.topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.settings.topology.queue().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((connection, channel, consumer))
     }
 
     /// Decodes, stores and acknowledges one batch.
@@ -189,10 +208,12 @@ impl Ingest {
         let last_stored = (0..deliveries.len()).rev().find(|i| !refused.contains(i));
         if let Some(last) = last_stored {
             // Everything before it on this channel is stored or already rejected.
-            deliveries[last]
-                .acker
-                .ack(BasicAckOptions { multiple: true })
-                .await?;
+            settled(
+                deliveries[last]
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await,
+            )?;
         }
         Ok(())
     }
@@ -269,11 +290,23 @@ impl Ingest {
     }
 
     async fn dead_letter(&self, delivery: &Delivery) -> Result<(), SessionEnd> {
-        delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await?;
+        settled(
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await,
+        )?;
         self.metrics.messages_dead_lettered.inc();
         Ok(())
+    }
+}
+
+/// lapin answers `Ok(false)` rather than an error when the channel is already gone; either way the
+/// delivery is not settled and the broker will deliver it again, so the session is over.
+fn settled(outcome: lapin::Result<bool>) -> Result<(), SessionEnd> {
+    match outcome {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SessionEnd::ChannelClosed),
+        Err(error) => Err(SessionEnd::Amqp(error)),
     }
 }

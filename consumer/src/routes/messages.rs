@@ -145,6 +145,9 @@ mod tests {
     #[test]
     fn an_id_that_is_not_a_uuid_is_refused_naming_the_parameter() {
         let error = parse_id("before", "nope").unwrap_err();
-        assert!(error.to_string().starts_with("before must be a message id"), "{error}");
+        assert!(
+            error.to_string().starts_with("before must be a message id"),
+            "{error}"
+        );
     }
 }
