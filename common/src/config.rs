@@ -277,6 +277,53 @@ mod tests {
         assert_eq!(publisher.queue_type, QueueType::Quorum);
     }
 
+    /// The README's configuration table is what users read: every variable, with its real default.
+    #[test]
+    fn the_readme_documents_every_variable_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
+        let row = |variable: &str| {
+            rows.iter()
+                .find(|l| l.starts_with(&format!("| `{variable}` |")))
+                .unwrap_or_else(|| panic!("README has no row for {variable}"))
+                .to_string()
+        };
+        for variable in VARIABLES {
+            row(variable);
+        }
+        let p: PublisherConfig = from_pairs(&[]).unwrap();
+        let c: ConsumerConfig = from_pairs(&[]).unwrap();
+        let defaults = [
+            ("AMQP_URL", p.amqp_url.clone()),
+            ("DATABASE_URL", c.database_url.clone()),
+            ("QUEUE_NAME", p.queue_name.clone()),
+            ("QUEUE_TYPE", "quorum".into()),
+            ("DELIVERY_LIMIT", p.delivery_limit.to_string()),
+            ("HTTP_HOST", p.http_host.clone()),
+            ("HTTP_PORT", p.http_port.to_string()),
+            ("HTTP_PORT", c.http_port.to_string()),
+            ("HTTP_WORKERS", p.http_workers.to_string()),
+            ("LOG_FORMAT", "pretty".into()),
+            ("SHUTDOWN_TIMEOUT_SECS", p.shutdown_timeout_secs.to_string()),
+            ("PUBLISH_CHANNELS", p.publish_channels.to_string()),
+            ("CONFIRM_TIMEOUT_MS", p.confirm_timeout_ms.to_string()),
+            ("MAX_MESSAGE_BYTES", p.max_message_bytes.to_string()),
+            ("MAX_BATCH_MESSAGES", p.max_batch_messages.to_string()),
+            ("BATCH_SIZE", c.batch_size.to_string()),
+            ("BATCH_LINGER_MS", c.batch_linger_ms.to_string()),
+            ("PREFETCH", c.prefetch.to_string()),
+            ("DB_POOL_SIZE", c.db_pool_size.to_string()),
+        ];
+        for (variable, default) in defaults {
+            let line = row(variable);
+            assert!(
+                line.contains(&format!("`{default}`")),
+                "README default of {variable} should be {default}: {line}"
+            );
+        }
+        assert_eq!(c.delivery_limit, p.delivery_limit);
+    }
+
     #[test]
     fn a_value_that_does_not_parse_is_reported_with_its_variable() {
         let err = from_pairs::<PublisherConfig>(&[("HTTP_PORT", "eighty")]).unwrap_err();
