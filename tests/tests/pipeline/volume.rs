@@ -1,6 +1,5 @@
 use std::{
     net::TcpListener,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -8,54 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::config::ConsumerConfig;
 use end_to_end::{eventually, StackConfig, TestStack};
 use futures::{stream, StreamExt};
 use uuid::Uuid;
 
-/// The consumer in a child process, so that it can really be killed.
-struct ConsumerProcess {
-    child: Child,
-    url: String,
-}
-
-impl ConsumerProcess {
-    fn spawn(config: &ConsumerConfig) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_consumer-process"))
-            .env("AMQP_URL", &config.amqp_url)
-            .env("DATABASE_URL", &config.database_url)
-            .env("QUEUE_NAME", &config.queue_name)
-            .env("HTTP_HOST", "127.0.0.1")
-            .env("HTTP_PORT", port.to_string())
-            .env("HTTP_WORKERS", "1")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("consumer process starts");
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// SIGKILL: no shutdown code runs, in-flight batches are simply gone.
-    fn kill(&mut self) {
-        self.child.kill().expect("kill consumer");
-        self.child.wait().expect("reap consumer");
-    }
-}
-
-impl Drop for ConsumerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::process::ConsumerProcess;
 
 async fn publish_many(
     http: reqwest::Client,

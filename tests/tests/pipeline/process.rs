@@ -1,0 +1,63 @@
+//! The consumer as a child process, so that tests can send it real signals.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::config::ConsumerConfig;
+
+/// The consumer in a child process, so that it can really be killed.
+pub struct ConsumerProcess {
+    child: Child,
+    pub url: String,
+}
+
+impl ConsumerProcess {
+    pub fn spawn(config: &ConsumerConfig) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_consumer-process"))
+            .env("AMQP_URL", &config.amqp_url)
+            .env("DATABASE_URL", &config.database_url)
+            .env("QUEUE_NAME", &config.queue_name)
+            .env("HTTP_HOST", "127.0.0.1")
+            .env("HTTP_PORT", port.to_string())
+            .env("HTTP_WORKERS", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("consumer process starts");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// SIGTERM, as Kubernetes sends; returns the exit status and how long the process took to exit.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        // SAFETY: sending a signal to a child process this struct owns and has not reaped.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM sent");
+        let status = self.child.wait().expect("reap consumer");
+        (status, started.elapsed())
+    }
+
+    /// SIGKILL: no shutdown code runs, in-flight batches are simply gone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill consumer");
+        self.child.wait().expect("reap consumer");
+    }
+}
+
+impl Drop for ConsumerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
