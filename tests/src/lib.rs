@@ -38,6 +38,27 @@ fn database_url(name: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// The URL of database `name` on the test server, reached through `address` (a proxy) instead.
+pub fn database_url_via(address: std::net::SocketAddr, name: &str) -> String {
+    let url = database_url(name);
+    let (scheme_and_user, rest) = url.split_once('@').expect("a URL with a user");
+    let (_, path) = rest.split_once('/').expect("a URL with a database");
+    format!("{scheme_and_user}@{address}/{path}")
+}
+
+/// The host and port of a URL such as `amqp://user:password@host:port/vhost`.
+pub fn url_address(url: &str) -> std::net::SocketAddr {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, host)| host);
+    let authority = authority.split('/').next().expect("an authority");
+    std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .expect("a resolvable address")
+        .next()
+        .expect("an address")
+}
+
 /// Polls `probe` every 25 ms until it returns `Some`, failing the test with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
 where

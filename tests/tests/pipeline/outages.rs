@@ -1,6 +1,10 @@
 use std::time::{Duration, Instant};
 
-use end_to_end::{amqp_url, eventually, proxy::CuttableProxy, StackConfig, TestStack};
+use end_to_end::{
+    amqp_url, database_url_via, eventually, proxy::CuttableProxy, server_url, url_address,
+    StackConfig, TestStack,
+};
+use uuid::Uuid;
 
 use crate::fixtures::message_from;
 
@@ -57,7 +61,7 @@ async fn while_the_broker_is_unreachable_publishing_fails_fast_with_503_and_resu
             let response = stack.publish(&message_from("after")).await;
             if response.status() == 202 {
                 let body: serde_json::Value = response.json().await.ok()?;
-                body["id"].as_str()?.parse::<uuid::Uuid>().ok()
+                body["id"].as_str()?.parse::<Uuid>().ok()
             } else {
                 None
             }
@@ -68,17 +72,62 @@ async fn while_the_broker_is_unreachable_publishing_fails_fast_with_503_and_resu
     assert_eq!(stack.row_count().await, 2);
 }
 
-fn url_address(url: &str) -> std::net::SocketAddr {
-    let authority = url
-        .split('@')
-        .nth(1)
-        .unwrap_or(url)
-        .split('/')
-        .next()
-        .unwrap();
-    let authority = authority.strip_prefix("amqp://").unwrap_or(authority);
-    std::net::ToSocketAddrs::to_socket_addrs(authority)
-        .unwrap()
-        .next()
-        .unwrap()
+async fn readiness(stack: &TestStack, url: &str) -> u16 {
+    match stack.http.get(format!("{url}/readyz")).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_unreachable_the_consumer_holds_messages_unacknowledged_and_resumes()
+{
+    // Arrange: the consumer reaches PostgreSQL through a proxy the test can cut.
+    let proxy = CuttableProxy::start(url_address(&server_url())).await;
+    let mut config = StackConfig::unique();
+    config.consumer.database_url = database_url_via(proxy.address(), &config.database);
+    let stack = TestStack::start_with(config).await;
+    let before = stack.publish_ok(&message_from("before")).await;
+    stack.wait_stored(before).await;
+
+    // Act
+    proxy.cut().await;
+    let mut during = Vec::new();
+    for _ in 0..3 {
+        during.push(stack.publish_ok(&message_from("during")).await);
+    }
+
+    // Assert: the consumer reports the outage, stays up, and stores nothing meanwhile.
+    let consumer = stack.consumer_url().to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "consumer readiness to fail",
+        || async { (readiness(&stack, &consumer).await == 503).then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "a failed attempt to store", || async {
+        let metrics = stack.get("/metrics").await.text().await.ok()?;
+        metrics.contains("consumer_database_up 0").then_some(())
+    })
+    .await;
+    assert_eq!(stack.rows_for(&during).await, (0, 0));
+    assert_eq!(
+        readiness(&stack, stack.consumer_url()).await,
+        503,
+        "the consumer must stay up"
+    );
+
+    // Act
+    proxy.restore().await;
+
+    // Assert: every message is stored once the database is back, without a restart.
+    let count = during.len() as i64;
+    eventually(
+        Duration::from_secs(30),
+        "the held messages to be stored",
+        || async { (stack.rows_for(&during).await == (count, count)).then_some(()) },
+    )
+    .await;
+    stack.wait_ready(stack.consumer_url()).await;
+    assert_eq!(stack.row_count().await, 4);
 }
