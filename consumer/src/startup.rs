@@ -1,7 +1,7 @@
 //! Builds the consumer: binds the HTTP listener, prepares the pool, and runs the HTTP API and the
 //! ingestion loop until a shutdown future resolves.
 
-use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::Context;
@@ -37,13 +37,7 @@ pub struct Application {
 impl Application {
     /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares everything; connects to nothing yet.
     pub fn build(config: &ConsumerConfig) -> anyhow::Result<Self> {
-        let address = (config.http_host.as_str(), config.http_port);
-        let listener = TcpListener::bind(address)
-            .with_context(|| format!("Failed to bind {}:{}", config.http_host, config.http_port))?;
-        let port = listener
-            .local_addr()
-            .context("Failed to read the bound port")?
-            .port();
+        let (listener, port) = http::bind(&config.http_host, config.http_port)?;
         let store = MessageStore::new(database::lazy_pool(
             &config.database_url,
             config.db_pool_size,
@@ -118,22 +112,10 @@ impl Application {
                 }
             }
         });
-        let handle = self.server.handle();
-        let mut server = tokio::spawn(self.server);
-        let served = tokio::select! {
-            result = &mut server => result,
-            () = shutdown => {
-                tracing::info!("stopping: finishing the current batch and requests in flight");
-                cancel.cancel();
-                handle.stop(true).await;
-                server.await
-            }
-        };
+        let served = http::serve_until(self.server, shutdown, || cancel.cancel()).await;
         cancel.cancel();
         let _ = ingest.await;
         self.store.pool().close().await;
         served
-            .context("The HTTP server task failed")?
-            .context("The HTTP server failed")
     }
 }

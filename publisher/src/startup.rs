@@ -1,7 +1,7 @@
 //! Builds the publisher: binds the HTTP listener, wires routes to shared state, and runs the server and
 //! the broker supervisor until a shutdown future resolves.
 
-use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::Context;
@@ -27,13 +27,7 @@ pub struct Application {
 impl Application {
     /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares the server.
     pub fn build(config: &PublisherConfig) -> anyhow::Result<Self> {
-        let address = (config.http_host.as_str(), config.http_port);
-        let listener = TcpListener::bind(address)
-            .with_context(|| format!("Failed to bind {}:{}", config.http_host, config.http_port))?;
-        let port = listener
-            .local_addr()
-            .context("Failed to read the bound port")?
-            .port();
+        let (listener, port) = http::bind(&config.http_host, config.http_port)?;
         let metrics = Arc::new(Metrics::new());
         let broker = Arc::new(Broker::new(
             config.amqp_url.clone(),
@@ -92,20 +86,9 @@ impl Application {
         let supervisor = tokio::spawn(self.broker.clone().supervise(async {
             let _ = broker_stopped.await;
         }));
-        let handle = self.server.handle();
-        let mut server = tokio::spawn(self.server);
-        let served = tokio::select! {
-            result = &mut server => result,
-            () = shutdown => {
-                tracing::info!("stopping: finishing requests in flight");
-                handle.stop(true).await;
-                server.await
-            }
-        };
+        let served = http::serve_until(self.server, shutdown, || {}).await;
         let _ = stop_broker.send(());
         let _ = supervisor.await;
         served
-            .context("The HTTP server task failed")?
-            .context("The HTTP server failed")
     }
 }

@@ -218,6 +218,25 @@ impl TestStack {
             .expect("publisher reachable")
     }
 
+    /// `POST /message/publish/batch`, expecting 202; returns the ids in input order.
+    pub async fn publish_batch_ok(&self, batch: &[serde_json::Value]) -> Vec<Uuid> {
+        let response = self
+            .http
+            .post(format!("{}/message/publish/batch", self.publisher_url()))
+            .json(batch)
+            .send()
+            .await
+            .expect("publisher reachable");
+        assert_eq!(response.status(), 202, "{:?}", response.text().await);
+        let body: serde_json::Value = response.json().await.expect("JSON answer");
+        body["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|id| id.as_str().expect("a string").parse().expect("a UUID"))
+            .collect()
+    }
+
     /// Publishes `body` and returns the id of the accepted message.
     pub async fn publish_ok(&self, body: &serde_json::Value) -> Uuid {
         let response = self.publish(body).await;
@@ -375,28 +394,26 @@ async fn remove_resources(queue: &str, database: &str) {
 /// Starts a publisher in this process.
 pub fn spawn_publisher(config: &PublisherConfig) -> RunningService {
     let app = publisher::startup::Application::build(config).expect("publisher builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    RunningService {
-        url,
-        stop: Some(stop),
-        task,
-    }
+    spawn_service(app.port(), |shutdown| app.run_until_stopped(shutdown))
 }
 
 /// Starts a consumer in this process.
 pub fn spawn_consumer(config: &ConsumerConfig) -> RunningService {
     let app = consumer::startup::Application::build(config).expect("consumer builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(app.run_until_stopped(async {
+    spawn_service(app.port(), |shutdown| app.run_until_stopped(shutdown))
+}
+
+fn spawn_service<F, Fut>(port: u16, run: F) -> RunningService
+where
+    F: FnOnce(futures::future::BoxFuture<'static, ()>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(Box::pin(async {
         let _ = stopped.await;
-    }));
+    })));
     RunningService {
-        url,
+        url: format!("http://127.0.0.1:{port}"),
         stop: Some(stop),
         task,
     }

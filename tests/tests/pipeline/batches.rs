@@ -13,23 +13,9 @@ async fn a_batch_of_500_is_stored_exactly_with_ids_in_input_order() {
         .collect();
 
     // Act
-    let response = stack
-        .http
-        .post(format!("{}/message/publish/batch", stack.publisher_url()))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
+    let ids = stack.publish_batch_ok(&batch).await;
 
     // Assert
-    assert_eq!(response.status(), 202);
-    let body: Value = response.json().await.unwrap();
-    let ids: Vec<Uuid> = body["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_str().unwrap().parse().unwrap())
-        .collect();
     assert_eq!(ids.len(), 500);
     eventually(Duration::from_secs(30), "500 rows", || async {
         (stack.rows_for(&ids).await == (500, 500)).then_some(())

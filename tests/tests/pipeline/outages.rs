@@ -105,10 +105,14 @@ async fn while_the_database_is_unreachable_the_consumer_holds_messages_unacknowl
         || async { (readiness(&stack, &consumer).await == 503).then_some(()) },
     )
     .await;
-    eventually(Duration::from_secs(10), "a failed attempt to store", || async {
-        let metrics = stack.get("/metrics").await.text().await.ok()?;
-        metrics.contains("consumer_database_up 0").then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "a failed attempt to store",
+        || async {
+            let metrics = stack.get("/metrics").await.text().await.ok()?;
+            metrics.contains("consumer_database_up 0").then_some(())
+        },
+    )
     .await;
     assert_eq!(stack.rows_for(&during).await, (0, 0));
     assert_eq!(

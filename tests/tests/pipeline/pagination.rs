@@ -10,21 +10,7 @@ use crate::fixtures::message_from;
 
 async fn publish_batch(stack: &TestStack, sender: &str, count: usize) -> Vec<Uuid> {
     let batch: Vec<Value> = (0..count).map(|_| message_from(sender)).collect();
-    let response = stack
-        .http
-        .post(format!("{}/message/publish/batch", stack.publisher_url()))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let body: Value = response.json().await.unwrap();
-    body["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_str().unwrap().parse().unwrap())
-        .collect()
+    stack.publish_batch_ok(&batch).await
 }
 
 async fn wait_rows(stack: &TestStack, ids: &[Uuid]) {

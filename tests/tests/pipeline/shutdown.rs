@@ -16,22 +16,7 @@ async fn the_consumer_exits_0_promptly_on_sigterm_mid_backlog_and_nothing_is_los
         let batch: Vec<Value> = (0..1000)
             .map(|i| json!({ "sender": format!("backlog-{i}") }))
             .collect();
-        let response = stack
-            .http
-            .post(format!("{}/message/publish/batch", stack.publisher_url()))
-            .json(&batch)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        let body: Value = response.json().await.unwrap();
-        ids.extend(
-            body["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|id| id.as_str().unwrap().parse::<Uuid>().unwrap()),
-        );
+        ids.extend(stack.publish_batch_ok(&batch).await);
     }
     let mut consumer = ConsumerProcess::spawn(&stack.consumer_config);
     stack.wait_ready(&consumer.url).await;

@@ -1,5 +1,4 @@
 use std::{
-    net::TcpListener,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
