@@ -44,6 +44,9 @@ pub struct PublisherConfig {
     /// `MAX_MESSAGE_BYTES`: largest body of `/message/publish`; a batch may be this times its length limit.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// `BODY_TIMEOUT_MS`: longest a client may take to send a request body before it is answered 408.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
     /// `MAX_BATCH_MESSAGES`: most messages one `/message/publish/batch` request may carry.
     #[serde(default = "default_max_batch_messages")]
     pub max_batch_messages: usize,
@@ -155,6 +158,7 @@ pub const VARIABLES: &[&str] = &[
     "CONFIRM_TIMEOUT_MS",
     "MAX_MESSAGE_BYTES",
     "MAX_BATCH_MESSAGES",
+    "BODY_TIMEOUT_MS",
     "BATCH_SIZE",
     "BATCH_LINGER_MS",
     "PREFETCH",
@@ -233,6 +237,9 @@ fn default_confirm_timeout_ms() -> u64 {
 fn default_max_message_bytes() -> usize {
     64 * 1024
 }
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
 fn default_max_batch_messages() -> usize {
     1_000
 }
@@ -309,6 +316,7 @@ mod tests {
             ("CONFIRM_TIMEOUT_MS", p.confirm_timeout_ms.to_string()),
             ("MAX_MESSAGE_BYTES", p.max_message_bytes.to_string()),
             ("MAX_BATCH_MESSAGES", p.max_batch_messages.to_string()),
+            ("BODY_TIMEOUT_MS", p.body_timeout_ms.to_string()),
             ("BATCH_SIZE", c.batch_size.to_string()),
             ("BATCH_LINGER_MS", c.batch_linger_ms.to_string()),
             ("PREFETCH", c.prefetch.to_string()),

@@ -58,6 +58,7 @@ pub mod kinds {
     pub const INVALID_FIELD: &str = "urn:message-queue:problem:invalid-field";
     pub const INVALID_PARAMETER: &str = "urn:message-queue:problem:invalid-parameter";
     pub const PAYLOAD_TOO_LARGE: &str = "urn:message-queue:problem:payload-too-large";
+    pub const REQUEST_TIMEOUT: &str = "urn:message-queue:problem:request-timeout";
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "urn:message-queue:problem:unsupported-media-type";
     pub const NOT_FOUND: &str = "urn:message-queue:problem:not-found";
     pub const BROKER_UNAVAILABLE: &str = "urn:message-queue:problem:broker-unavailable";

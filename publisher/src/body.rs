@@ -28,8 +28,20 @@ pub fn require_json(request: &HttpRequest) -> Result<(), PublishError> {
     }
 }
 
-/// Reads the whole body, refusing it as soon as it is known to exceed `limit` bytes.
+/// Reads the whole body within `deadline` (a stalled upload must not hold a request open forever),
+/// refusing it as soon as it is known to exceed `limit` bytes.
 pub async fn read_limited(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<web::Bytes, PublishError> {
+    tokio::time::timeout(deadline, read_body(request, payload, limit))
+        .await
+        .map_err(|_| PublishError::BodyTimeout(deadline.as_millis()))?
+}
+
+async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

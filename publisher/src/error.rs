@@ -16,6 +16,9 @@ pub enum PublishError {
     /// 413: the body, or the number of messages in a batch, is over the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 408: the client did not send its whole body in time.
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u128),
     /// 400: the body is not JSON; the detail gives line and column.
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
@@ -51,6 +54,7 @@ impl PublishError {
         match self {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::TooLarge(_) => "too_large",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidMessage(_) => "invalid_message",
             Self::InvalidHeader(_) => "invalid_header",
@@ -78,6 +82,7 @@ impl PublishError {
                 kinds::UNSUPPORTED_MEDIA_TYPE,
             ),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, kinds::PAYLOAD_TOO_LARGE),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, kinds::REQUEST_TIMEOUT),
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, kinds::MALFORMED_JSON),
             Self::InvalidMessage(_) => (StatusCode::BAD_REQUEST, kinds::INVALID_FIELD),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, kinds::INVALID_PARAMETER),

@@ -15,6 +15,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub max_batch_messages: usize,
+    pub body_timeout: Duration,
 }
 
 /// A built publisher, bound to its port but not yet serving.
@@ -41,6 +42,7 @@ impl Application {
             metrics,
             max_message_bytes: config.max_message_bytes,
             max_batch_messages: config.max_batch_messages,
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -9,7 +9,8 @@ use std::{future::Future, time::Duration};
 use common::config::{ConsumerConfig, PublisherConfig};
 use lapin::{
     options::{
-        BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicGetOptions, BasicPublishOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
     },
     types::FieldTable,
     BasicProperties, Connection, ConnectionProperties,
@@ -316,6 +317,23 @@ impl TestStack {
             "raw publish confirmed and routed"
         );
         let _ = channel.close(200, "done".into()).await;
+    }
+
+    /// Takes every message off the main queue, in delivery order, and returns their priorities.
+    pub async fn drain_priorities(&self) -> Vec<u8> {
+        let channel = self.amqp.create_channel().await.expect("channel");
+        let mut priorities = Vec::new();
+        while let Some(message) = channel
+            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            let queued = common::QueuedMessage::from_payload(&message.delivery.data)
+                .expect("a queued message");
+            priorities.push(queued.message.priority().value());
+        }
+        let _ = channel.close(200, "done".into()).await;
+        priorities
     }
 
     /// Messages waiting in a queue of this test (`""` for the main queue, `".dead"` for dead letters).

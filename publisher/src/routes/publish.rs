@@ -24,7 +24,13 @@ pub async fn publish_one(
     let outcome = async {
         require_json(&request)?;
         let key = IdempotencyKey::from_request(&request)?;
-        let body = read_limited(&request, payload, state.max_message_bytes).await?;
+        let body = read_limited(
+            &request,
+            payload,
+            state.max_message_bytes,
+            state.body_timeout,
+        )
+        .await?;
         let message = parse_message(&body)?;
         let queued = [enqueue(message, key.as_ref(), None)];
         state.broker.publish(&queued).await?;
@@ -51,7 +57,7 @@ pub async fn publish_batch(
         let limit = state
             .max_message_bytes
             .saturating_mul(state.max_batch_messages);
-        let body = read_limited(&request, payload, limit).await?;
+        let body = read_limited(&request, payload, limit, state.body_timeout).await?;
         let messages = parse_batch(&body, state.max_batch_messages)?;
         let queued: Vec<QueuedMessage> = messages
             .into_iter()

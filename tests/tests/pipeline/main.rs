@@ -7,6 +7,7 @@ mod fixtures;
 mod idempotency;
 mod outages;
 mod pagination;
+mod priority;
 mod process;
 mod query_plan;
 mod redelivery;

@@ -238,3 +238,35 @@ async fn bad_reads_are_problems_naming_the_parameter() {
         assert_problem(response, path, status, detail).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_mid_body_gets_408_and_others_are_served_meanwhile() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Arrange
+    let mut config = end_to_end::StackConfig::unique();
+    config.publisher.body_timeout_ms = 300;
+    let stack = TestStack::start_with(config).await;
+    let address = stack
+        .publisher_url()
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+
+    // Act: promise 100 bytes, send 10, then nothing.
+    stalled
+        .write_all(b"POST /message/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"sender\":")
+        .await
+        .unwrap();
+    let served_meanwhile = stack.publish_ok(&message_from("not blocked")).await;
+    let mut answer = vec![0; 1024];
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(5), stalled.read(&mut answer)).await;
+
+    // Assert
+    let answer =
+        String::from_utf8_lossy(&answer[..read.expect("an answer in time").unwrap()]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    stack.wait_stored(served_meanwhile).await;
+}
