@@ -45,26 +45,36 @@ pub async fn prepare(database_url: &str, pool: &PgPool, cancel: &CancellationTok
     }
 }
 
+/// Migrates the database, creating it first only if PostgreSQL says it does not exist: a managed
+/// database's user often cannot reach the maintenance database that an existence check needs.
 async fn try_prepare(database_url: &str, pool: &PgPool) -> anyhow::Result<()> {
-    if !Postgres::database_exists(database_url)
-        .await
-        .context("Failed to check the database exists")?
-    {
-        // Another replica may create it between the check and here; only a failure that leaves it
-        // missing is an error.
-        if let Err(error) = Postgres::create_database(database_url).await {
-            if !Postgres::database_exists(database_url)
-                .await
-                .unwrap_or(false)
-            {
-                return Err(error).context("Failed to create the database");
+    match migrate(pool).await {
+        Err(error) if is_missing_database(&error) => {
+            // Another replica may create it at the same moment; only a failure that leaves it missing counts.
+            if let Err(create) = Postgres::create_database(database_url).await {
+                if !Postgres::database_exists(database_url)
+                    .await
+                    .unwrap_or(false)
+                {
+                    return Err(create).context("Failed to create the database");
+                }
             }
+            tracing::info!("created the database");
+            migrate(pool).await.context("Failed to apply migrations")
         }
-        tracing::info!("created the database");
+        other => other.context("Failed to apply migrations"),
     }
-    sqlx::migrate!("../migrations")
-        .run(pool)
-        .await
-        .context("Failed to apply migrations")?;
-    Ok(())
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("../migrations").run(pool).await
+}
+
+fn is_missing_database(error: &sqlx::migrate::MigrateError) -> bool {
+    match error {
+        sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db)) => {
+            db.code().as_deref() == Some("3D000")
+        }
+        _ => false,
+    }
 }
