@@ -1,8 +1,15 @@
 //! HTTP pieces both services configure the same way.
 
-use std::{future::Future, net::TcpListener};
+use std::{fmt, future::Future, net::TcpListener, time::Duration};
 
-use actix_web::{dev::Server, http::StatusCode, HttpResponse};
+use actix_http::{Request, Response};
+use actix_service::IntoServiceFactory;
+use actix_web::{
+    body::MessageBody,
+    dev::{AppConfig, Server, Service, ServiceFactory},
+    http::StatusCode,
+    Error, HttpResponse, HttpServer,
+};
 use anyhow::Context;
 
 use crate::problem::{kinds, Problem};
@@ -16,6 +23,36 @@ pub fn bind(host: &str, port: u16) -> anyhow::Result<(TcpListener, u16)> {
         .context("Failed to read the bound port")?
         .port();
     Ok((listener, port))
+}
+
+/// Builds the HTTP server both services run: `workers` threads on `listener`, signals left to the caller
+/// (so tests can drive shutdown), a short keep-alive so idle connections do not hold a graceful stop
+/// open, and at most `shutdown_timeout_secs` to answer the requests in flight once stopped.
+pub fn server<F, I, S, B>(
+    app: F,
+    listener: TcpListener,
+    workers: usize,
+    shutdown_timeout_secs: u64,
+) -> anyhow::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<Error> + 'static,
+    S::InitError: fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    Ok(HttpServer::new(app)
+        .workers(self::workers(workers))
+        .listen(listener)
+        .context("Failed to listen")?
+        .disable_signals()
+        .keep_alive(Duration::from_secs(5))
+        .shutdown_timeout(shutdown_timeout_secs)
+        .run())
 }
 
 /// Serves until the server fails or `shutdown` resolves. On shutdown, `on_stop` runs first (so the

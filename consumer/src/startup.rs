@@ -3,8 +3,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, web, App, HttpServer};
-use anyhow::Context;
+use actix_web::{dev::Server, web, App};
 use common::{config::ConsumerConfig, http};
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +60,7 @@ impl Application {
             status: status.clone(),
             metrics,
         });
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(state.clone())
                 .route("/message", web::get().to(routes::messages::list))
@@ -70,14 +69,13 @@ impl Application {
                 .route("/readyz", web::get().to(routes::health::readyz))
                 .route("/metrics", web::get().to(routes::health::metrics))
                 .default_service(web::to(http::not_found))
-        })
-        .workers(http::workers(config.http_workers))
-        .listen(listener)
-        .context("Failed to listen")?
-        .disable_signals()
-        .keep_alive(Duration::from_secs(5))
-        .shutdown_timeout(config.shutdown_timeout_secs)
-        .run();
+        };
+        let server = http::server(
+            app,
+            listener,
+            config.http_workers,
+            config.shutdown_timeout_secs,
+        )?;
         Ok(Self {
             port,
             server,

@@ -3,8 +3,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, web, App, HttpServer};
-use anyhow::Context;
+use actix_web::{dev::Server, web, App};
 use common::{config::PublisherConfig, http};
 
 use crate::{broker::Broker, metrics::Metrics, routes};
@@ -44,7 +43,7 @@ impl Application {
             max_batch_messages: config.max_batch_messages,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
         });
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(state.clone())
                 .route(
@@ -59,16 +58,13 @@ impl Application {
                 .route("/readyz", web::get().to(routes::health::readyz))
                 .route("/metrics", web::get().to(routes::health::metrics))
                 .default_service(web::to(http::not_found))
-        })
-        .workers(http::workers(config.http_workers))
-        .listen(listener)
-        .context("Failed to listen")?
-        // Signals are handled by `run_until_stopped`'s caller, so tests can drive shutdown themselves.
-        .disable_signals()
-        // Short keep-alive so idle connections do not hold a graceful stop open.
-        .keep_alive(Duration::from_secs(5))
-        .shutdown_timeout(config.shutdown_timeout_secs)
-        .run();
+        };
+        let server = http::server(
+            app,
+            listener,
+            config.http_workers,
+            config.shutdown_timeout_secs,
+        )?;
         Ok(Self {
             port,
             server,
