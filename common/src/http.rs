@@ -88,6 +88,31 @@ pub fn workers(configured: usize) -> usize {
     }
 }
 
+/// A path served by one route, answering any other method with 405 and `Allow: <allow>`.
+pub fn resource(path: &str, allow: &'static str, route: actix_web::Route) -> actix_web::Resource {
+    actix_web::web::resource(path)
+        .route(route)
+        .default_service(method_not_allowed(allow))
+}
+
+/// The answer to a known path asked with a method it does not serve: a 405 problem naming the methods
+/// it does serve, in the `Allow` header too.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    actix_web::web::to(move || async move {
+        let mut response = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            kinds::METHOD_NOT_ALLOWED,
+            format!("this route answers {allow} only"),
+        )
+        .to_response();
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        response
+    })
+}
+
 /// The answer to a path no route matches: a 404 problem, like every other error.
 pub async fn not_found() -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, kinds::NOT_FOUND, "no such route").to_response()

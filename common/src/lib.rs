@@ -6,6 +6,7 @@ pub mod config;
 pub mod http;
 pub mod message;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod queued;
 pub mod shutdown;

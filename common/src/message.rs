@@ -29,8 +29,9 @@ pub struct MessageInput {
     pub message_attributes: Option<Map<String, Value>>,
     #[serde(default)]
     pub sent_from_ip: Option<String>,
+    /// Any JSON number: `3` and `3.0` are the same integer to JSON Schema, and so to us.
     #[serde(default)]
-    pub priority: Option<i64>,
+    pub priority: Option<serde_json::Number>,
 }
 
 /// A rule of the contract that an input broke; `field` is the JSON name of the offending field.
@@ -107,10 +108,15 @@ impl ClientTimestamp {
 pub struct Priority(u8);
 
 impl Priority {
-    /// Checks the contract's rule for `priority`.
-    pub fn parse(raw: i64) -> Result<Self, InvalidField> {
-        u8::try_from(raw)
-            .ok()
+    /// Checks the contract's rule for `priority`: an integral number (`3` or `3.0`) from 0 to 9.
+    pub fn parse(raw: &serde_json::Number) -> Result<Self, InvalidField> {
+        let integral = raw.as_i64().or_else(|| {
+            raw.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=255.0).contains(f))
+                .map(|f| f as i64)
+        });
+        integral
+            .and_then(|p| u8::try_from(p).ok())
             .filter(|p| *p <= MAX_PRIORITY)
             .map(Self)
             .ok_or_else(|| {
@@ -187,6 +193,7 @@ impl TryFrom<MessageInput> for Message {
             .transpose()?;
         let priority = input
             .priority
+            .as_ref()
             .map(Priority::parse)
             .transpose()?
             .unwrap_or_default();
@@ -265,10 +272,22 @@ mod tests {
             let message = parse(json!({ "sender": "s", "priority": ok })).unwrap();
             assert_eq!(i64::from(message.priority().value()), ok);
         }
-        for bad in [-1, 10] {
+        for bad in [
+            json!(-1),
+            json!(10),
+            json!(1.5),
+            json!(9.000001),
+            json!(1e300),
+        ] {
             let err = parse(json!({ "sender": "s", "priority": bad })).unwrap_err();
             assert!(err.starts_with("priority:"), "{err}");
         }
+    }
+
+    #[test]
+    fn an_integral_float_priority_is_the_same_integer() {
+        let message = parse(json!({ "sender": "s", "priority": 8.0 })).unwrap();
+        assert_eq!(message.priority().value(), 8);
     }
 
     #[test]

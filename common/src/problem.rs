@@ -61,6 +61,7 @@ pub mod kinds {
     pub const REQUEST_TIMEOUT: &str = "urn:message-queue:problem:request-timeout";
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "urn:message-queue:problem:unsupported-media-type";
     pub const NOT_FOUND: &str = "urn:message-queue:problem:not-found";
+    pub const METHOD_NOT_ALLOWED: &str = "urn:message-queue:problem:method-not-allowed";
     pub const BROKER_UNAVAILABLE: &str = "urn:message-queue:problem:broker-unavailable";
     pub const DATABASE_UNAVAILABLE: &str = "urn:message-queue:problem:database-unavailable";
     pub const INTERNAL: &str = "urn:message-queue:problem:internal";

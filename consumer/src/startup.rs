@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use actix_web::{dev::Server, web, App};
-use common::{config::ConsumerConfig, http};
+use common::{config::ConsumerConfig, http, openapi::OpenApiDocument};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -15,6 +15,9 @@ use crate::{
     status::PeerStatus,
     store::MessageStore,
 };
+
+/// The service's OpenAPI document, the one source of truth for its API.
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -60,14 +63,37 @@ impl Application {
             status: status.clone(),
             metrics,
         });
+        let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         let app = move || {
+            use routes::{health, messages};
             App::new()
                 .app_data(state.clone())
-                .route("/message", web::get().to(routes::messages::list))
-                .route("/message/{id}", web::get().to(routes::messages::get))
-                .route("/healthz", web::get().to(routes::health::healthz))
-                .route("/readyz", web::get().to(routes::health::readyz))
-                .route("/metrics", web::get().to(routes::health::metrics))
+                .service(http::resource(
+                    "/message",
+                    "GET",
+                    web::get().to(messages::list),
+                ))
+                .service(http::resource(
+                    "/message/{id}",
+                    "GET",
+                    web::get().to(messages::get),
+                ))
+                .service(http::resource(
+                    "/healthz",
+                    "GET",
+                    web::get().to(health::healthz),
+                ))
+                .service(http::resource(
+                    "/readyz",
+                    "GET",
+                    web::get().to(health::readyz),
+                ))
+                .service(http::resource(
+                    "/metrics",
+                    "GET",
+                    web::get().to(health::metrics),
+                ))
+                .service(http::resource("/openapi.json", "GET", openapi.route()))
                 .default_service(web::to(http::not_found))
         };
         let server = http::server(

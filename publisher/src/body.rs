@@ -83,7 +83,7 @@ pub fn parse_batch(body: &[u8], max_len: usize) -> Result<Vec<Message>, PublishE
         ));
     }
     if inputs.len() > max_len {
-        return Err(PublishError::TooLarge(format!(
+        return Err(PublishError::InvalidMessage(format!(
             "a batch may contain at most {max_len} messages, got {}",
             inputs.len()
         )));
@@ -204,7 +204,7 @@ mod tests {
         ));
         assert!(matches!(
             parse_batch(br#"[{"sender":"a"},{"sender":"b"}]"#, 1),
-            Err(PublishError::TooLarge(_))
+            Err(PublishError::InvalidMessage(_))
         ));
     }
 

@@ -13,7 +13,7 @@ pub enum PublishError {
     /// 415: the body is not declared as JSON.
     #[error("Content-Type must be application/json, got {0}")]
     UnsupportedMediaType(String),
-    /// 413: the body, or the number of messages in a batch, is over the limit.
+    /// 413: the body is over the limit.
     #[error("{0}")]
     TooLarge(String),
     /// 408: the client did not send its whole body in time.

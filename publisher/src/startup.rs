@@ -4,9 +4,12 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use actix_web::{dev::Server, web, App};
-use common::{config::PublisherConfig, http};
+use common::{config::PublisherConfig, http, openapi::OpenApiDocument};
 
 use crate::{broker::Broker, metrics::Metrics, routes};
+
+/// The service's OpenAPI document, the one source of truth for its API.
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// What every request handler can reach.
 pub struct AppState {
@@ -43,20 +46,37 @@ impl Application {
             max_batch_messages: config.max_batch_messages,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
         });
+        let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         let app = move || {
+            use routes::{health, publish};
             App::new()
                 .app_data(state.clone())
-                .route(
+                .service(http::resource(
                     "/message/publish",
-                    web::post().to(routes::publish::publish_one),
-                )
-                .route(
+                    "POST",
+                    web::post().to(publish::publish_one),
+                ))
+                .service(http::resource(
                     "/message/publish/batch",
-                    web::post().to(routes::publish::publish_batch),
-                )
-                .route("/healthz", web::get().to(routes::health::healthz))
-                .route("/readyz", web::get().to(routes::health::readyz))
-                .route("/metrics", web::get().to(routes::health::metrics))
+                    "POST",
+                    web::post().to(publish::publish_batch),
+                ))
+                .service(http::resource(
+                    "/healthz",
+                    "GET",
+                    web::get().to(health::healthz),
+                ))
+                .service(http::resource(
+                    "/readyz",
+                    "GET",
+                    web::get().to(health::readyz),
+                ))
+                .service(http::resource(
+                    "/metrics",
+                    "GET",
+                    web::get().to(health::metrics),
+                ))
+                .service(http::resource("/openapi.json", "GET", openapi.route()))
                 .default_service(web::to(http::not_found))
         };
         let server = http::server(

@@ -34,21 +34,24 @@ pub async fn list(
     let params: ListParams = serde_urlencoded::from_str(request.query_string())
         .map_err(|e| ApiError::InvalidParameter(format!("query string: {e}")))?;
     let limit = parse_limit(params.limit.as_deref())?;
-    if params.sender.as_deref() == Some("") {
-        return Err(ApiError::InvalidParameter(
-            "sender must not be empty".into(),
-        ));
-    }
-    let after = match params.before.as_deref() {
-        None => None,
-        Some(raw) => {
-            let id = parse_id("before", raw)?;
-            let cursor = state.store.cursor_of(id).await?;
-            Some(cursor.ok_or_else(|| {
-                ApiError::InvalidParameter(format!("before: no message has the id {id}"))
-            })?)
+    if let Some(sender) = params.sender.as_deref() {
+        if sender.is_empty() || sender.contains('\0') {
+            return Err(ApiError::InvalidParameter(
+                "sender must be a non-empty name without NUL characters".into(),
+            ));
         }
-    };
+    }
+    let after =
+        match params.before.as_deref() {
+            None => None,
+            Some(raw) => {
+                let id = parse_id("before", raw)?;
+                let cursor = state.store.cursor_of(id).await?;
+                Some(cursor.ok_or_else(|| {
+                    ApiError::NotFound(format!("before: no message has the id {id}"))
+                })?)
+            }
+        };
     // One row more than asked tells whether a next page exists.
     let page = PageRequest {
         sender: params.sender.clone(),

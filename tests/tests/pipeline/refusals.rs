@@ -144,7 +144,7 @@ fn refusals() -> Vec<Refusal> {
             ..refusal(
                 "batch of 1001",
                 json(Value::Array(vec![message_from("a"); 1001])),
-                413,
+                400,
                 "at most 1000",
             )
         },
@@ -223,10 +223,11 @@ async fn bad_reads_are_problems_naming_the_parameter() {
         ("/message?before=nope", 400, "before"),
         (
             "/message?before=0190a0e8-0000-7000-8000-000000000000",
-            400,
+            404,
             "before",
         ),
         ("/message?page=2", 400, "page"),
+        ("/message?sender=a%00b", 400, "sender"),
         ("/no/such/route", 404, "no such route"),
     ];
 
@@ -269,4 +270,63 @@ async fn a_client_that_stalls_mid_body_gets_408_and_others_are_served_meanwhile(
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
     stack.wait_stored(served_meanwhile).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_route_asked_with_another_method_is_a_405_problem_naming_the_allowed_one() {
+    // Arrange
+    let stack = TestStack::start().await;
+
+    // Act
+    let publisher = stack
+        .http
+        .get(format!("{}/message/publish", stack.publisher_url()))
+        .send()
+        .await
+        .unwrap();
+    let consumer = stack
+        .http
+        .delete(format!("{}/message", stack.consumer_url()))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(publisher.headers()["allow"], "POST");
+    assert_problem(publisher, "GET /message/publish", 405, "POST").await;
+    assert_eq!(consumer.headers()["allow"], "GET");
+    assert_problem(consumer, "DELETE /message", 405, "GET").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_serves_its_openapi_document_as_json() {
+    // Arrange
+    let stack = TestStack::start().await;
+
+    for (url, title, path) in [
+        (
+            stack.publisher_url(),
+            "message-publisher",
+            "/message/publish",
+        ),
+        (stack.consumer_url(), "message-consumer", "/message/{id}"),
+    ] {
+        // Act
+        let response = stack
+            .http
+            .get(format!("{url}/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+
+        // Assert
+        assert_eq!(response.status(), 200);
+        let document: Value = response.json().await.unwrap();
+        assert_eq!(document["openapi"], "3.1.0");
+        assert_eq!(document["info"]["title"], title);
+        assert!(
+            document["paths"][path].is_object(),
+            "{title} documents {path}"
+        );
+    }
 }
