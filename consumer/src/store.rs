@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use common::QueuedMessage;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{value::RawValue, Value};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -14,14 +14,16 @@ const COLUMNS: &str =
     "id, sender, ts, message_attributes, sent_from_ip, priority, received_at, stored_at";
 
 /// A message as stored, served by the HTTP API with the contract's field names.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StoredMessage {
     pub id: Uuid,
     pub sender: String,
     pub ts: Option<String>,
+    /// Served as PostgreSQL returns it, never parsed into floats and back: `jsonb` keeps numbers exactly,
+    /// and a number at the edge of `f64` must not turn one row (and every page holding it) into an error.
     #[serde(rename = "messageAttributes")]
     #[sqlx(json)]
-    pub message_attributes: Map<String, Value>,
+    pub message_attributes: Box<RawValue>,
     pub sent_from_ip: Option<IpAddr>,
     pub priority: i16,
     pub received_at: DateTime<Utc>,

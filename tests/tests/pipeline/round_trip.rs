@@ -71,3 +71,23 @@ async fn the_tutorials_request_without_its_comma_is_refused_at_line_9_and_accept
     );
     assert_eq!(accepted.status(), 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_at_the_edges_of_f64_are_stored_and_served_back_equal() {
+    // Arrange: the values schemathesis found (PostgreSQL keeps -f64::MAX as an exact 309-digit number).
+    let stack = TestStack::start().await;
+    let attributes = serde_json::json!({
+        "max": f64::MAX, "min": -f64::MAX, "tiny": 5e-324, "big_int": u64::MAX, "neg_int": i64::MIN
+    });
+
+    // Act
+    let id = stack
+        .publish_ok(&serde_json::json!({ "sender": "edges", "messageAttributes": attributes }))
+        .await;
+    let stored = stack.wait_stored(id).await;
+    let listed = stack.get("/message").await;
+
+    // Assert
+    assert_eq!(stored["messageAttributes"], attributes);
+    assert_eq!(listed.status(), 200);
+}
