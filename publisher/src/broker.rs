@@ -8,16 +8,16 @@
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
     },
     time::{Duration, Instant},
 };
 
 use common::{backoff::reconnect_delays, QueuedMessage, Topology};
-use futures::future::join_all;
+use futures::{future::join_all, Stream, StreamExt};
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event,
 };
 use tokio::sync::Notify;
 
@@ -32,12 +32,31 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 struct Link {
     connection: Connection,
     channels: Vec<Channel>,
+    /// Set while the broker blocks publishing on this connection (a memory or disk alarm), with its reason.
+    blocked: Mutex<Option<String>>,
 }
 
 impl Link {
     fn is_healthy(&self) -> bool {
         self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
     }
+
+    fn blocked(&self) -> Option<String> {
+        self.blocked.lock().expect("blocked lock poisoned").clone()
+    }
+
+    fn set_blocked(&self, reason: Option<String>) {
+        *self.blocked.lock().expect("blocked lock poisoned") = reason;
+    }
+}
+
+/// Why the broker cannot take messages right now, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unready {
+    /// No connection.
+    Disconnected,
+    /// Connected, but the broker blocks publishing (resource alarm).
+    Blocked(String),
 }
 
 /// Publishes messages to the exchange of a [`Topology`], with publisher confirms.
@@ -73,9 +92,16 @@ impl Broker {
         }
     }
 
-    /// Whether publishes can be attempted now; drives `/readyz`.
-    pub fn is_connected(&self) -> bool {
-        self.current().is_some_and(|link| link.is_healthy())
+    /// Whether publishes can be accepted now; drives `/readyz`.
+    pub fn readiness(&self) -> Result<(), Unready> {
+        let link = self
+            .current()
+            .filter(|link| link.is_healthy())
+            .ok_or(Unready::Disconnected)?;
+        match link.blocked() {
+            Some(reason) => Err(Unready::Blocked(reason)),
+            None => Ok(()),
+        }
     }
 
     fn current(&self) -> Option<Arc<Link>> {
@@ -95,6 +121,14 @@ impl Broker {
             .current()
             .filter(|link| link.is_healthy())
             .ok_or(PublishError::BrokerUnavailable)?;
+        if let Some(reason) = link.blocked() {
+            // Publishing now would only wait for a confirm that cannot come before the alarm clears.
+            self.metrics
+                .broker_errors
+                .with_label_values(&["blocked"])
+                .inc();
+            return Err(PublishError::BrokerBlocked(reason));
+        }
         let exchange = self.topology.exchange();
         let first = self
             .next_channel
@@ -121,7 +155,11 @@ impl Broker {
                 .broker_errors
                 .with_label_values(&[error.kind()])
                 .inc();
-            if error.means_link_is_broken() {
+            // A confirm that timed out under a resource alarm is released when the alarm clears;
+            // reconnecting would only lose track of the block.
+            let blocked_timeout =
+                matches!(error, PublishError::ConfirmTimeout) && link.blocked().is_some();
+            if error.means_link_is_broken() && !blocked_timeout {
                 self.link_failed.notify_one();
             }
         }
@@ -138,11 +176,13 @@ impl Broker {
                 () = &mut shutdown => break,
                 link = self.connect_with_backoff() => Arc::new(link),
             };
+            // Listen before anything can be published: lapin drops events nobody listens to.
+            let events = link.connection.events_listener();
             self.replace(Some(link.clone()));
             tracing::info!(channels = link.channels.len(), "connected to the broker");
             tokio::select! {
                 () = &mut shutdown => break,
-                () = self.until_broken(&link) => {
+                () = self.until_broken(&link, events) => {
                     tracing::warn!("the broker link failed; reconnecting");
                     self.replace(None);
                     close(&link, "reconnecting").await;
@@ -158,12 +198,24 @@ impl Broker {
 
     /// Returns when the connection or a channel is down, or a publish reported a failure that a fresh
     /// link cures (a timed-out confirm, which lapin keeps in memory until its channel closes).
-    async fn until_broken(&self, link: &Link) {
+    async fn until_broken(&self, link: &Link, events: impl Stream<Item = Event>) {
         let mut ticks = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+        tokio::pin!(events);
         while link.is_healthy() {
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = self.link_failed.notified() => return,
+                Some(event) = events.next() => match event {
+                    Event::ConnectionBlocked(reason) => {
+                        tracing::warn!(%reason, "the broker blocks publishing; answering 503 until it unblocks");
+                        link.set_blocked(Some(reason));
+                    }
+                    Event::ConnectionUnblocked => {
+                        tracing::info!("the broker accepts publishing again");
+                        link.set_blocked(None);
+                    }
+                    _ => {}
+                },
             }
         }
     }
@@ -198,6 +250,7 @@ impl Broker {
         Ok(Link {
             connection,
             channels,
+            blocked: Mutex::new(None),
         })
     }
 }

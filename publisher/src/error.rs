@@ -31,6 +31,9 @@ pub enum PublishError {
     /// 503: no connection to the broker right now.
     #[error("the message broker is unavailable; retry shortly")]
     BrokerUnavailable,
+    /// 503: the broker blocks publishing because of a resource alarm (memory or disk).
+    #[error("the message broker is refusing new messages for now ({0}); retry shortly")]
+    BrokerBlocked(String),
     /// 503: the broker did not confirm in time; the message may or may not have been queued.
     #[error("the message broker did not confirm in time; retry shortly (with the same Idempotency-Key to avoid a duplicate)")]
     ConfirmTimeout,
@@ -59,6 +62,7 @@ impl PublishError {
             Self::InvalidMessage(_) => "invalid_message",
             Self::InvalidHeader(_) => "invalid_header",
             Self::BrokerUnavailable => "broker_unavailable",
+            Self::BrokerBlocked(_) => "broker_blocked",
             Self::ConfirmTimeout => "confirm_timeout",
             Self::Refused => "refused",
             Self::Unroutable => "unroutable",
@@ -87,6 +91,7 @@ impl PublishError {
             Self::InvalidMessage(_) => (StatusCode::BAD_REQUEST, kinds::INVALID_FIELD),
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, kinds::INVALID_PARAMETER),
             Self::BrokerUnavailable
+            | Self::BrokerBlocked(_)
             | Self::ConfirmTimeout
             | Self::Refused
             | Self::Unroutable

@@ -336,6 +336,40 @@ impl TestStack {
         priorities
     }
 
+    /// Takes every message off the dead-letter queue and returns the reason header of each.
+    pub async fn drain_dead_letter_reasons(&self) -> Vec<String> {
+        let channel = self.amqp.create_channel().await.expect("channel");
+        let mut reasons = Vec::new();
+        while let Some(message) = channel
+            .basic_get(
+                format!("{}.dead", self.queue).as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")
+        {
+            let reason = message
+                .delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|headers| {
+                    headers
+                        .inner()
+                        .get(consumer::ingest::dead_letter::REASON_HEADER)
+                        .cloned()
+                })
+                .map(|value| match value {
+                    lapin::types::AMQPValue::LongString(text) => text.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            reasons.push(reason);
+        }
+        let _ = channel.close(200, "done".into()).await;
+        reasons
+    }
+
     /// Messages waiting in a queue of this test (`""` for the main queue, `".dead"` for dead letters).
     pub async fn queue_depth(&self, suffix: &str) -> u32 {
         let channel = self.amqp.create_channel().await.expect("channel");

@@ -3,10 +3,12 @@
 //! Each batch of deliveries is decoded, written in one transaction, and only then acknowledged (one
 //! `multiple` ack for the batch). A crash at any point leaves the unacknowledged deliveries on the
 //! broker, which redelivers them; the insert skips ids already stored, so nothing is lost or doubled.
-//! A delivery that cannot be decoded, or whose row the database refuses, is rejected without requeue
-//! and dead-letters to `<QUEUE_NAME>.dead`; the rest of its batch is stored as usual.
+//! A delivery that cannot be decoded, or whose row the database refuses, is copied to
+//! `<QUEUE_NAME>.dead` with the reason in a header, then acknowledged (or, if the copy fails, rejected
+//! without requeue so the broker dead-letters it); the rest of its batch is stored as usual.
 
 mod batch;
+pub mod dead_letter;
 
 use std::{
     sync::Arc,
@@ -25,7 +27,10 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::batch::{next_batch, BatchEnd};
+use self::{
+    batch::{next_batch, BatchEnd},
+    dead_letter::DeadLetters,
+};
 use crate::{
     metrics::Metrics,
     status::PeerStatus,
@@ -124,7 +129,7 @@ impl Ingest {
     /// `cancel` fires.
     async fn session(&self, cancel: &CancellationToken) -> Result<(), SessionEnd> {
         // Connecting can hang on an unreachable host until the OS gives up: never make shutdown wait.
-        let (connection, channel, mut consumer) = tokio::select! {
+        let (connection, channel, mut consumer, dead_letters) = tokio::select! {
             () = cancel.cancelled() => return Err(SessionEnd::Cancelled),
             subscribed = self.subscribe() => subscribed?,
         };
@@ -141,7 +146,7 @@ impl Ingest {
             .await
             {
                 Ok(batch) => {
-                    if let Err(error) = self.handle(batch, cancel).await {
+                    if let Err(error) = self.handle(batch, cancel, &dead_letters).await {
                         break error;
                     }
                 }
@@ -158,7 +163,7 @@ impl Ingest {
     }
 
     /// Connects, declares the topology and starts consuming with the configured prefetch.
-    async fn subscribe(&self) -> Result<(Connection, Channel, Consumer), SessionEnd> {
+    async fn subscribe(&self) -> Result<(Connection, Channel, Consumer, DeadLetters), SessionEnd> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-consumer".into());
         let connection = Connection::connect(&self.settings.amqp_url, properties).await?;
@@ -175,7 +180,8 @@ impl Ingest {
                 FieldTable::default(),
             )
             .await?;
-        Ok((connection, channel, consumer))
+        let dead_letters = DeadLetters::open(&connection, &self.settings.topology).await?;
+        Ok((connection, channel, consumer, dead_letters))
     }
 
     /// Decodes, stores and acknowledges one batch.
@@ -183,6 +189,7 @@ impl Ingest {
         &self,
         batch: Vec<Delivery>,
         cancel: &CancellationToken,
+        dead_letters: &DeadLetters,
     ) -> Result<(), SessionEnd> {
         let mut messages = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
@@ -194,7 +201,8 @@ impl Ingest {
                 }
                 Err(error) => {
                     tracing::warn!(error = %error, delivery_tag = delivery.delivery_tag, "undecodable message; dead-lettering");
-                    self.dead_letter(&delivery).await?;
+                    let reason = format!("undecodable: {error}");
+                    self.dead_letter(&delivery, &reason, dead_letters).await?;
                 }
             }
         }
@@ -202,10 +210,14 @@ impl Ingest {
             return Ok(());
         }
         let refused = self.store_with_retry(&messages, cancel).await?;
-        for &index in &refused {
-            self.dead_letter(&deliveries[index]).await?;
+        for (index, reason) in &refused {
+            let reason = format!("refused by PostgreSQL: {reason}");
+            self.dead_letter(&deliveries[*index], &reason, dead_letters)
+                .await?;
         }
-        let last_stored = (0..deliveries.len()).rev().find(|i| !refused.contains(i));
+        let last_stored = (0..deliveries.len())
+            .rev()
+            .find(|i| !refused.iter().any(|(index, _)| index == i));
         if let Some(last) = last_stored {
             // Everything before it on this channel is stored or already rejected.
             settled(
@@ -219,12 +231,12 @@ impl Ingest {
     }
 
     /// Stores `messages`, retrying with backoff while the database is unreachable. Returns the indexes of
-    /// messages the database refused outright (found by storing the batch one row at a time).
+    /// messages the database refused outright, with its reasons (found by storing one row at a time).
     async fn store_with_retry(
         &self,
         messages: &[QueuedMessage],
         cancel: &CancellationToken,
-    ) -> Result<Vec<usize>, SessionEnd> {
+    ) -> Result<Vec<(usize, String)>, SessionEnd> {
         let mut delays = reconnect_delays();
         loop {
             let started = std::time::Instant::now();
@@ -262,7 +274,7 @@ impl Ingest {
     async fn store_one_by_one(
         &self,
         messages: &[QueuedMessage],
-    ) -> Result<Vec<usize>, sqlx::Error> {
+    ) -> Result<Vec<(usize, String)>, sqlx::Error> {
         let mut refused = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             let started = std::time::Instant::now();
@@ -270,7 +282,7 @@ impl Ingest {
                 Ok(inserted) => self.record_stored(1, inserted, started),
                 Err(error) if classify(&error) == FailureKind::Refused => {
                     tracing::warn!(id = %message.id, error = %error, "the database refused a message; dead-lettering");
-                    refused.push(index);
+                    refused.push((index, error.to_string()));
                 }
                 Err(error) => return Err(error),
             }
@@ -289,13 +301,27 @@ impl Ingest {
             .inc_by(delivered as u64 - inserted);
     }
 
-    async fn dead_letter(&self, delivery: &Delivery) -> Result<(), SessionEnd> {
-        settled(
+    /// Moves `delivery` to the dead-letter queue with `reason`; falls back to a plain reject (which the
+    /// broker dead-letters without the reason) if the copy cannot be confirmed.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        dead_letters: &DeadLetters,
+    ) -> Result<(), SessionEnd> {
+        let copied = dead_letters.copy(delivery, reason).await.unwrap_or_else(|error| {
+            tracing::warn!(error = %error, "could not copy to the dead-letter queue; rejecting instead");
+            false
+        });
+        let outcome = if copied {
+            delivery.acker.ack(BasicAckOptions::default()).await
+        } else {
             delivery
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
-                .await,
-        )?;
+                .await
+        };
+        settled(outcome)?;
         self.metrics.messages_dead_lettered.inc();
         Ok(())
     }

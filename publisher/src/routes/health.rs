@@ -4,27 +4,28 @@ use actix_web::{http::StatusCode, web, HttpResponse};
 use common::problem::{kinds, Problem};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::{broker::Unready, startup::AppState};
 
 /// `GET /healthz`: 200 while the process can answer at all.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 only while the broker connection is up, so load balancers stop sending
-/// messages that could only be refused.
+/// `GET /readyz`: 200 only while the broker connection is up and not blocked by a resource alarm, so
+/// load balancers stop sending messages that could only be refused.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.broker.is_connected() {
-        HttpResponse::Ok().json(json!({ "status": "ready", "broker": "up" }))
-    } else {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            kinds::BROKER_UNAVAILABLE,
-            "not connected to the message broker",
-        )
-        .with_retry_after(1)
-        .to_response()
-    }
+    let detail = match state.broker.readiness() {
+        Ok(()) => return HttpResponse::Ok().json(json!({ "status": "ready", "broker": "up" })),
+        Err(Unready::Disconnected) => "not connected to the message broker".to_owned(),
+        Err(Unready::Blocked(reason)) => format!("the message broker blocks publishing ({reason})"),
+    };
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        kinds::BROKER_UNAVAILABLE,
+        detail,
+    )
+    .with_retry_after(1)
+    .to_response()
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -1,30 +1,55 @@
 use std::time::Duration;
 
+use chrono::{TimeZone, Utc};
+use common::{Message, QueuedMessage};
 use end_to_end::{eventually, TestStack};
 use uuid::Uuid;
 
 use crate::fixtures::message_from;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undecodable_payloads_go_to_the_dead_letter_queue_and_the_messages_after_them_are_stored() {
-    // Arrange
+async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason_and_the_rest_are_stored() {
+    // Arrange: an undecodable payload, one that breaks a message rule, and one PostgreSQL refuses
+    // (a time 7,000 years before timestamptz's earliest).
     let stack = TestStack::start().await;
     let breaks_a_rule = format!(
         r#"{{"id":"{}","received_at":"2026-01-01T00:00:00Z","message":{{"sender":"s","priority":42}}}}"#,
         Uuid::now_v7()
     );
+    let refused_by_database = QueuedMessage {
+        id: Uuid::now_v7(),
+        received_at: Utc.with_ymd_and_hms(-7000, 1, 1, 0, 0, 0).unwrap(),
+        message: serde_json::from_value::<Message>(message_from("ancient")).unwrap(),
+    };
+    let before = stack.publish_ok(&message_from("before the poison")).await;
 
     // Act
     stack.publish_raw(b"this is not JSON").await;
     stack.publish_raw(breaks_a_rule.as_bytes()).await;
+    stack.publish_raw(&refused_by_database.to_payload()).await;
     let after = stack.publish_ok(&message_from("after the poison")).await;
 
     // Assert
+    stack.wait_stored(before).await;
     stack.wait_stored(after).await;
-    eventually(Duration::from_secs(10), "two dead letters", || async {
-        (stack.queue_depth(".dead").await == 2).then_some(())
+    eventually(Duration::from_secs(10), "three dead letters", || async {
+        (stack.queue_depth(".dead").await == 3).then_some(())
     })
     .await;
-    assert_eq!(stack.row_count().await, 1);
+    assert_eq!(stack.row_count().await, 2);
     assert_eq!(stack.queue_depth("").await, 0);
+    let reasons = stack.drain_dead_letter_reasons().await;
+    assert!(
+        reasons[0].starts_with("undecodable: expected"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("undecodable: priority: must be an integer from 0 to 9"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].starts_with("refused by PostgreSQL")
+            && reasons[2].contains("timestamp out of range"),
+        "{reasons:?}"
+    );
 }
