@@ -24,14 +24,18 @@ impl IdempotencyKey {
         let Some(value) = request.headers().get(HEADER) else {
             return Ok(None);
         };
-        let bytes = value.as_bytes();
+        Self::parse(value.as_bytes()).map(Some)
+    }
+
+    /// Checks a key's rule; clients can use it to know the id a keyed request gets.
+    pub fn parse(bytes: &[u8]) -> Result<Self, PublishError> {
         let visible_ascii = bytes.iter().all(|b| (0x21..=0x7e).contains(b));
         if bytes.is_empty() || bytes.len() > MAX_LEN || !visible_ascii {
             return Err(PublishError::InvalidHeader(format!(
                 "{HEADER} must be 1 to {MAX_LEN} visible ASCII characters"
             )));
         }
-        Ok(Some(Self(String::from_utf8_lossy(bytes).into_owned())))
+        Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
     }
 
     /// The id of `message`, the same for every request that repeats this key for the same sender.

@@ -412,7 +412,8 @@ impl Drop for TestStack {
     }
 }
 
-async fn remove_resources(queue: &str, database: &str) {
+/// Drops a test's database and deletes its queues and exchanges.
+pub async fn remove_resources(queue: &str, database: &str) {
     if let Ok(admin) = PgPoolOptions::new()
         .max_connections(1)
         .connect(&server_url())

@@ -1,0 +1,487 @@
+//! What the fault scenarios share: the release binaries as child processes, control of the machine's
+//! RabbitMQ and PostgreSQL (always restored, even when a scenario fails), a load of concurrent clients
+//! that records every attempt, and the final accounting.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use common::Message;
+use end_to_end::{amqp_url, eventually, StackConfig};
+use publisher::idempotency::IdempotencyKey;
+use sqlx::{postgres::PgPoolOptions, PgPool};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Where the release binaries are: `SERVICE_BIN_DIR`, else the workspace's `target/release`.
+fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SERVICE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build with `cargo build --release`",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One service binary running as a child process, restartable on the same port.
+pub struct Service {
+    name: &'static str,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub url: String,
+}
+
+impl Service {
+    pub fn start(name: &'static str, env: Vec<(String, String)>) -> Self {
+        let port = free_port();
+        let mut env = env;
+        env.extend([
+            ("HTTP_HOST".to_owned(), "127.0.0.1".to_owned()),
+            ("HTTP_PORT".to_owned(), port.to_string()),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ]);
+        let mut service = Self {
+            name,
+            env,
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        service.spawn();
+        service
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(binary(self.name))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("service starts");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: nothing of the service's own shutdown runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, as Kubernetes sends; returns how the process exited and how long it took.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        // SAFETY: signalling a child this struct owns and has not reaped.
+        assert_eq!(
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        let status = child.wait().expect("reap");
+        (status, started.elapsed())
+    }
+
+    /// Starts the binary again, on the same port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn();
+    }
+
+    /// Whether the process is still running (not crashed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().expect("status").is_none())
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Status code of `GET url/readyz`, or 0 if it did not answer.
+pub async fn readiness(http: &reqwest::Client, url: &str) -> u16 {
+    match http
+        .get(format!("{url}/readyz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+pub async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) {
+    eventually(within, &format!("{url} to be ready"), || async {
+        (readiness(http, url).await == 200).then_some(())
+    })
+    .await;
+}
+
+/// The machine's RabbitMQ and PostgreSQL. Dropping it starts both again, whatever state a failed
+/// scenario left them in.
+pub struct Machine;
+
+fn run(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn postgres_version() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .expect("PostgreSQL from the distribution's package")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .max()
+        .expect("a cluster")
+}
+
+impl Machine {
+    pub fn stop_broker_app(&self) {
+        assert!(run("rabbitmqctl", &["stop_app"]), "rabbitmqctl stop_app");
+    }
+
+    pub fn start_broker_app(&self) {
+        assert!(run("rabbitmqctl", &["start_app"]), "rabbitmqctl start_app");
+    }
+
+    /// Stops the whole Erlang node, as a crash or a host restart would.
+    pub fn stop_broker_node(&self) {
+        assert!(run("rabbitmqctl", &["stop"]), "rabbitmqctl stop");
+    }
+
+    pub fn start_broker_node(&self) {
+        run("rabbitmq-server", &["-detached"]);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !run("rabbitmqctl", &["await_startup"]) {
+            assert!(Instant::now() < deadline, "RabbitMQ did not come back");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    pub fn stop_database(&self) {
+        let version = postgres_version();
+        assert!(run(
+            "pg_ctlcluster",
+            &[
+                "--skip-systemctl-redirect",
+                &version,
+                "main",
+                "stop",
+                "-m",
+                "fast"
+            ]
+        ));
+    }
+
+    pub fn start_database(&self) {
+        let version = postgres_version();
+        run(
+            "pg_ctlcluster",
+            &["--skip-systemctl-redirect", &version, "main", "start"],
+        );
+    }
+
+    pub fn set_memory_watermark(&self, fraction: &str) {
+        assert!(run(
+            "rabbitmqctl",
+            &["set_vm_memory_high_watermark", fraction]
+        ));
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.set_memory_watermark("0.4");
+        // Running, or only the app stopped (start it), or the whole node down (start the node).
+        if !run("rabbitmqctl", &["await_startup", "--timeout", "2"])
+            && !run("rabbitmqctl", &["start_app"])
+        {
+            self.start_broker_node();
+        }
+        self.start_database();
+    }
+}
+
+/// A publisher and a consumer running as processes on a database and queue of their own.
+pub struct Pipeline {
+    pub publisher: Service,
+    pub consumer: Service,
+    pub db: PgPool,
+    pub http: reqwest::Client,
+    config: StackConfig,
+}
+
+impl Pipeline {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts both services with extra environment variables for both.
+    pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        let config = StackConfig::unique();
+        let mut env = vec![
+            ("AMQP_URL".to_owned(), amqp_url()),
+            ("QUEUE_NAME".to_owned(), config.queue.clone()),
+            (
+                "DATABASE_URL".to_owned(),
+                config.consumer.database_url.clone(),
+            ),
+            ("SHUTDOWN_TIMEOUT_SECS".to_owned(), "20".to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let publisher = Service::start("publisher", env.clone());
+        let consumer = Service::start("consumer", env);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        wait_ready(&http, &publisher.url, Duration::from_secs(30)).await;
+        wait_ready(&http, &consumer.url, Duration::from_secs(30)).await;
+        let db = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy(&config.consumer.database_url)
+            .unwrap();
+        Self {
+            publisher,
+            consumer,
+            db,
+            http,
+            config,
+        }
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.config.queue
+    }
+
+    /// Every id in the table (retrying while the database is coming back).
+    pub async fn stored_ids(&self) -> Vec<Uuid> {
+        eventually(
+            Duration::from_secs(60),
+            "the database to answer",
+            || async {
+                sqlx::query_scalar("SELECT id FROM messages")
+                    .fetch_all(&self.db)
+                    .await
+                    .ok()
+            },
+        )
+        .await
+    }
+
+    /// The delivery guarantee: every accepted id is stored exactly once, and nothing is stored that was
+    /// not attempted. Waits for the consumer to catch up; returns how long that took.
+    pub async fn assert_accepted_stored_once(&self, report: &LoadReport) -> Duration {
+        let started = Instant::now();
+        let accepted: HashSet<Uuid> = report.accepted.iter().copied().collect();
+        assert_eq!(
+            accepted.len(),
+            report.accepted.len(),
+            "an id was answered twice"
+        );
+        let rows = eventually(
+            Duration::from_secs(120),
+            "every accepted message to be stored",
+            || async {
+                let rows = self.stored_ids().await;
+                let stored: HashSet<Uuid> = rows.iter().copied().collect();
+                accepted.is_subset(&stored).then_some(rows)
+            },
+        )
+        .await;
+        let distinct: HashSet<Uuid> = rows.iter().copied().collect();
+        assert_eq!(distinct.len(), rows.len(), "a message was stored twice");
+        let attempted: HashSet<Uuid> = report.attempted.iter().copied().collect();
+        let unknown: Vec<&Uuid> = distinct
+            .iter()
+            .filter(|id| !attempted.contains(id))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{} rows were never attempted",
+            unknown.len()
+        );
+        started.elapsed()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Stop the services first, or the consumer would declare the queue again after its removal.
+        self.publisher.kill();
+        self.consumer.kill();
+        let (queue, database) = (self.config.queue.clone(), self.config.database.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(end_to_end::remove_resources(&queue, &database));
+        })
+        .join();
+    }
+}
+
+/// What the clients of a [`Load`] saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Ids answered 202.
+    pub accepted: Vec<Uuid>,
+    /// The id of every attempt, answered or not (derived from its Idempotency-Key).
+    pub attempted: Vec<Uuid>,
+    /// Answers by status.
+    pub statuses: BTreeMap<u16, usize>,
+    /// Requests that got no answer (connection refused or reset, timeout).
+    pub unanswered: usize,
+    /// Their Idempotency-Key, body and id, for a client to retry.
+    pub unanswered_attempts: Vec<(String, serde_json::Value, Uuid)>,
+    /// Refusals (503) that came without a Retry-After header.
+    pub refusals_without_retry_after: usize,
+    /// The slowest 503.
+    pub slowest_refusal: Duration,
+}
+
+/// Concurrent clients publishing one message a request, each with its own Idempotency-Key, until stopped.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    clients: Vec<JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    pub fn start(http: &reqwest::Client, publisher_url: &str, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let url = Arc::new(format!("{publisher_url}/message/publish"));
+        let clients = (0..clients)
+            .map(|client| {
+                let (http, url, stop, accepted) =
+                    (http.clone(), url.clone(), stop.clone(), accepted.clone());
+                tokio::spawn(async move {
+                    let mut report = LoadReport::default();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let key = format!("load-{client}-{n}-{}", Uuid::new_v4().simple());
+                        let body = serde_json::json!({ "sender": format!("client-{client}") });
+                        let message: Message = serde_json::from_value(body.clone()).unwrap();
+                        let id = IdempotencyKey::parse(key.as_bytes())
+                            .unwrap()
+                            .message_id(&message, None);
+                        report.attempted.push(id);
+                        let started = Instant::now();
+                        let response = http
+                            .post(url.as_str())
+                            .header("Idempotency-Key", &key)
+                            .json(&body)
+                            .send()
+                            .await;
+                        match response {
+                            Ok(response) => {
+                                let status = response.status().as_u16();
+                                *report.statuses.entry(status).or_default() += 1;
+                                if status == 202 {
+                                    report.accepted.push(id);
+                                    accepted.fetch_add(1, Ordering::Relaxed);
+                                } else if status == 503 {
+                                    report.slowest_refusal =
+                                        report.slowest_refusal.max(started.elapsed());
+                                    if !response.headers().contains_key("retry-after") {
+                                        report.refusals_without_retry_after += 1;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                            }
+                            Err(_) => {
+                                report.unanswered += 1;
+                                report.unanswered_attempts.push((key, body, id));
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            accepted,
+            clients,
+        }
+    }
+
+    /// Messages accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further messages have been accepted.
+    pub async fn wait_accepted(&self, more: usize, within: Duration) {
+        let target = self.accepted() + more;
+        eventually(
+            within,
+            &format!("{more} more messages to be accepted"),
+            || async { (self.accepted() >= target).then_some(()) },
+        )
+        .await;
+    }
+
+    pub async fn stop(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = LoadReport::default();
+        for client in self.clients {
+            let report = client.await.expect("client task");
+            total.accepted.extend(report.accepted);
+            total.attempted.extend(report.attempted);
+            for (status, count) in report.statuses {
+                *total.statuses.entry(status).or_default() += count;
+            }
+            total.unanswered += report.unanswered;
+            total.unanswered_attempts.extend(report.unanswered_attempts);
+            total.refusals_without_retry_after += report.refusals_without_retry_after;
+            total.slowest_refusal = total.slowest_refusal.max(report.slowest_refusal);
+        }
+        total
+    }
+}

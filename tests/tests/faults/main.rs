@@ -1,0 +1,539 @@
+//! The delivery guarantee under faults, against the machine's real RabbitMQ and PostgreSQL and the
+//! release binaries as processes. Each scenario runs concurrent clients, records every id answered 202,
+//! injects a fault, then proves that every accepted id is stored exactly once, that nothing is stored that
+//! was never attempted, and that the services recovered by themselves.
+//!
+//! These stop the machine's broker and database, so they are ignored by a plain `cargo test` and run one
+//! at a time by `scripts/fault-suite` (`--include-ignored --test-threads=1`).
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{readiness, wait_ready, Load, Machine, Pipeline};
+use lapin::{
+    options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions},
+    types::FieldTable,
+    BasicProperties, Connection, ConnectionProperties,
+};
+
+const CLIENTS: usize = 16;
+
+fn summary(scenario: &str, report: &harness::LoadReport, caught_up: Duration, extra: &str) {
+    println!(
+        "{scenario}: accepted {} ({} attempts, {} unanswered, statuses {:?}); stored once, duplicates 0; \
+         caught up {caught_up:.1?} after the load stopped{extra}",
+        report.accepted.len(),
+        report.attempted.len(),
+        report.unanswered,
+        report.statuses
+    );
+}
+
+/// Connections the broker has from this system's services, by name.
+fn broker_connections() -> Vec<String> {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            ["message-publisher", "message-consumer"]
+                .into_iter()
+                .find(|name| line.contains(name))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+async fn database_connections(pipeline: &Pipeline) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        .fetch_one(&pipeline.db)
+        .await
+        .expect("count connections")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s1_a_consumer_killed_mid_batch_loses_and_doubles_nothing() {
+    let _machine = Machine;
+    let mut pipeline = Pipeline::start().await;
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    load.wait_accepted(2000, Duration::from_secs(60)).await;
+
+    pipeline.consumer.kill();
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    pipeline.consumer.restart();
+    let restarted = Instant::now();
+    wait_ready(
+        &pipeline.http,
+        &pipeline.consumer.url,
+        Duration::from_secs(30),
+    )
+    .await;
+    let recovered = restarted.elapsed();
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    let report = load.stop().await;
+
+    let caught_up = pipeline.assert_accepted_stored_once(&report).await;
+    summary(
+        "consumer SIGKILL",
+        &report,
+        caught_up,
+        &format!("; ready {recovered:.1?} after restart"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s2_s9_a_publisher_killed_under_load_keeps_every_accepted_message_and_keyed_retries_store_once(
+) {
+    let _machine = Machine;
+    let mut pipeline = Pipeline::start().await;
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    load.wait_accepted(2000, Duration::from_secs(60)).await;
+
+    pipeline.publisher.kill();
+    pipeline.publisher.restart();
+    wait_ready(
+        &pipeline.http,
+        &pipeline.publisher.url,
+        Duration::from_secs(30),
+    )
+    .await;
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    let mut report = load.stop().await;
+
+    // Clients that saw no answer retry with the same key: same id, stored once, confirmed or not before.
+    let retried = report.unanswered_attempts.clone();
+    for (key, body, id) in &retried {
+        let response = pipeline
+            .http
+            .post(format!("{}/message/publish", pipeline.publisher.url))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("publisher answers");
+        assert_eq!(response.status(), 202);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["id"], id.to_string(), "a retry got another id");
+        report.accepted.push(*id);
+    }
+
+    let caught_up = pipeline.assert_accepted_stored_once(&report).await;
+    summary(
+        "publisher SIGKILL",
+        &report,
+        caught_up,
+        &format!(
+            "; {} unanswered requests retried with their key",
+            retried.len()
+        ),
+    );
+}
+
+/// Scenario 3, for a broker outage made by `stop`, then ended by `start`.
+async fn broker_outage(scenario: &str, stop: impl Fn(&Machine), start: impl Fn(&Machine)) {
+    let machine = Machine;
+    let pipeline = Pipeline::start().await;
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+
+    stop(&machine);
+    let down = Instant::now();
+    for url in [&pipeline.publisher.url, &pipeline.consumer.url] {
+        end_to_end::eventually(
+            Duration::from_secs(5),
+            "readiness to report the outage",
+            || async { (readiness(&pipeline.http, url).await == 503).then_some(()) },
+        )
+        .await;
+    }
+    let accepted_while_down = load.accepted();
+    // The outage itself: about ten seconds of clients being refused.
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
+    assert!(
+        load.accepted() <= accepted_while_down + CLIENTS,
+        "accepted while the broker was down"
+    );
+    start(&machine);
+    let back = Instant::now();
+    load.wait_accepted(500, Duration::from_secs(60)).await;
+    let publisher_recovered = back.elapsed();
+    wait_ready(
+        &pipeline.http,
+        &pipeline.consumer.url,
+        Duration::from_secs(60),
+    )
+    .await;
+    let consumer_recovered = back.elapsed();
+    let report = load.stop().await;
+
+    assert_eq!(
+        report.refusals_without_retry_after, 0,
+        "a 503 without Retry-After"
+    );
+    assert!(
+        report.slowest_refusal < Duration::from_secs(1),
+        "a refusal took {:?}",
+        report.slowest_refusal
+    );
+    let caught_up = pipeline.assert_accepted_stored_once(&report).await;
+    let connections = broker_connections();
+    assert_eq!(
+        connections
+            .iter()
+            .filter(|c| *c == "message-publisher")
+            .count(),
+        1,
+        "{connections:?}"
+    );
+    assert_eq!(
+        connections
+            .iter()
+            .filter(|c| *c == "message-consumer")
+            .count(),
+        1,
+        "{connections:?}"
+    );
+    summary(
+        scenario,
+        &report,
+        caught_up,
+        &format!(
+            "; slowest 503 {:.0?}; publisher accepting {publisher_recovered:.1?} and consumer ready \
+             {consumer_recovered:.1?} after the broker returned; one connection each afterwards",
+            report.slowest_refusal
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s3_a_broker_app_stopped_for_ten_seconds_is_waited_out() {
+    broker_outage(
+        "RabbitMQ stop_app",
+        Machine::stop_broker_app,
+        Machine::start_broker_app,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s3_a_broker_node_restart_is_waited_out() {
+    broker_outage(
+        "RabbitMQ node restart",
+        Machine::stop_broker_node,
+        Machine::start_broker_node,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s4_a_database_stopped_for_ten_seconds_is_waited_out_without_acks_or_crashes() {
+    let machine = Machine;
+    let mut pipeline = Pipeline::start().await;
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    let connections_before = database_connections(&pipeline).await;
+
+    machine.stop_database();
+    let down = Instant::now();
+    end_to_end::eventually(
+        Duration::from_secs(10),
+        "consumer readiness to report the outage",
+        || async { (readiness(&pipeline.http, &pipeline.consumer.url).await == 503).then_some(()) },
+    )
+    .await;
+    // The publisher does not need the database: it keeps accepting.
+    load.wait_accepted(200, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
+    assert!(
+        pipeline.consumer.is_running(),
+        "the consumer exited during the outage"
+    );
+    machine.start_database();
+    let back = Instant::now();
+    wait_ready(
+        &pipeline.http,
+        &pipeline.consumer.url,
+        Duration::from_secs(60),
+    )
+    .await;
+    let recovered = back.elapsed();
+    load.wait_accepted(500, Duration::from_secs(60)).await;
+    let report = load.stop().await;
+
+    let caught_up = pipeline.assert_accepted_stored_once(&report).await;
+    let connections_after = database_connections(&pipeline).await;
+    assert!(
+        connections_after <= 8 + 2,
+        "{connections_after} database connections: a pool leaks"
+    );
+    summary(
+        "PostgreSQL stop",
+        &report,
+        caught_up,
+        &format!(
+            "; consumer ready {recovered:.1?} after the database returned; database connections \
+             {connections_before} before, {connections_after} after"
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s5_sigterm_under_load_exits_0_promptly_and_loses_nothing() {
+    let _machine = Machine;
+    let mut pipeline = Pipeline::start().await;
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+
+    let (consumer_status, consumer_took) = pipeline.consumer.terminate();
+    pipeline.consumer.restart();
+    load.wait_accepted(500, Duration::from_secs(60)).await;
+    let (publisher_status, publisher_took) = pipeline.publisher.terminate();
+    pipeline.publisher.restart();
+    wait_ready(
+        &pipeline.http,
+        &pipeline.publisher.url,
+        Duration::from_secs(30),
+    )
+    .await;
+    load.wait_accepted(500, Duration::from_secs(60)).await;
+    let report = load.stop().await;
+
+    assert!(
+        consumer_status.success(),
+        "consumer exited with {consumer_status}"
+    );
+    assert!(
+        publisher_status.success(),
+        "publisher exited with {publisher_status}"
+    );
+    for took in [consumer_took, publisher_took] {
+        assert!(took < Duration::from_secs(10), "took {took:?} to exit");
+    }
+    let refused: usize = report
+        .statuses
+        .iter()
+        .filter(|(s, _)| **s >= 500)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        refused, 0,
+        "in-flight requests were refused: {:?}",
+        report.statuses
+    );
+    let caught_up = pipeline.assert_accepted_stored_once(&report).await;
+    summary(
+        "SIGTERM",
+        &report,
+        caught_up,
+        &format!("; consumer exited 0 in {consumer_took:.1?}, publisher in {publisher_took:.1?}"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s6_a_message_that_keeps_crashing_its_consumer_is_dead_lettered_after_the_delivery_limit() {
+    // Arrange: no consumer of ours; a message on the queue.
+    let _machine = Machine;
+    let mut pipeline = Pipeline::start_with(&[("DELIVERY_LIMIT", "3")]).await;
+    pipeline.consumer.kill();
+    let amqp = Connection::connect(&end_to_end::amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = amqp.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let queue = pipeline.queue().to_owned();
+    channel
+        .basic_publish(
+            format!("{queue}.exchange").as_str().into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            b"{\"crashes\": \"every consumer\"}",
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    // Act: a consumer that dies holding it, again and again.
+    let mut deliveries = 0;
+    for _ in 0..10 {
+        let crashing =
+            Connection::connect(&end_to_end::amqp_url(), ConnectionProperties::default())
+                .await
+                .unwrap();
+        let crashing_channel = crashing.create_channel().await.unwrap();
+        crashing_channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let mut consumer = crashing_channel
+            .basic_consume(
+                queue.as_str().into(),
+                "crashing".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        use futures::StreamExt;
+        let got = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+        let _ = crashing.close(320, "crash".into()).await;
+        if got.is_err() {
+            break; // nothing left to deliver: it was dead-lettered
+        }
+        deliveries += 1;
+    }
+
+    // Assert
+    let dead = channel
+        .queue_declare(
+            format!("{queue}.dead").as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.message_count(),
+        1,
+        "the message is in the dead-letter queue"
+    );
+    assert!(
+        deliveries <= 4,
+        "delivered {deliveries} times with a delivery limit of 3"
+    );
+    println!("crash loop: dead-lettered after {deliveries} deliveries (DELIVERY_LIMIT=3)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s7_under_a_broker_memory_alarm_the_publisher_refuses_with_503_and_stays_bounded() {
+    let machine = Machine;
+    let pipeline = Pipeline::start().await;
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    let rss_before = pipeline.publisher.rss_kib();
+
+    machine.set_memory_watermark("0.0000001");
+    end_to_end::eventually(
+        Duration::from_secs(15),
+        "the publisher to report the alarm",
+        || async {
+            (readiness(&pipeline.http, &pipeline.publisher.url).await == 503).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // five seconds of clients under the alarm
+    let rss_during = pipeline.publisher.rss_kib();
+    machine.set_memory_watermark("0.4");
+    let back = Instant::now();
+    load.wait_accepted(500, Duration::from_secs(60)).await;
+    let recovered = back.elapsed();
+    let report = load.stop().await;
+
+    assert!(
+        report.statuses.get(&503).copied().unwrap_or(0) > 0,
+        "nothing was refused under the alarm"
+    );
+    assert!(
+        rss_during < rss_before + 50 * 1024,
+        "RSS grew from {rss_before} to {rss_during} KiB"
+    );
+    let caught_up = pipeline.assert_accepted_stored_once(&report).await;
+    summary(
+        "memory alarm",
+        &report,
+        caught_up,
+        &format!("; publisher RSS {rss_before} KiB before, {rss_during} KiB under the alarm; accepting {recovered:.1?} after it cleared"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s8_slow_and_idle_clients_do_not_stop_others_being_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raise_open_file_limit();
+    let _machine = Machine;
+    let pipeline = Pipeline::start_with(&[("BODY_TIMEOUT_MS", "2000")]).await;
+    let address = pipeline
+        .publisher
+        .url
+        .trim_start_matches("http://")
+        .to_owned();
+
+    // 1,000 idle connections, and one client sending its body a byte every 100 ms.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"POST /message/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n").await.unwrap();
+    let trickle = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        for byte in b"{\"sender\": \"slow\"".iter().cycle().take(200) {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut buffer = [0; 512];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buffer)).await
+            {
+                answer.extend_from_slice(&buffer[..n]);
+                break;
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+
+    // Others are served meanwhile.
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    let started = Instant::now();
+    load.wait_accepted(1000, Duration::from_secs(30)).await;
+    let served_in = started.elapsed();
+    let slow_answer = trickle.await.unwrap();
+    let report = load.stop().await;
+
+    assert!(
+        slow_answer.starts_with("HTTP/1.1 408"),
+        "the trickling client got: {slow_answer:?}"
+    );
+    drop(idle);
+    let caught_up = pipeline.assert_accepted_stored_once(&report).await;
+    summary("slow and idle clients", &report, caught_up, &format!("; 1000 accepted in {served_in:.1?} beside 1,000 idle connections and a trickling body (answered 408)"));
+}
+
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max.min(65536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
