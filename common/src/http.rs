@@ -25,9 +25,15 @@ pub fn bind(host: &str, port: u16) -> anyhow::Result<(TcpListener, u16)> {
     Ok((listener, port))
 }
 
+/// Open connections one worker accepts before it stops accepting more (idle clients cannot exhaust it).
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+/// Longest a client may take to send its request line and headers before the connection is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Builds the HTTP server both services run: `workers` threads on `listener`, signals left to the caller
 /// (so tests can drive shutdown), a short keep-alive so idle connections do not hold a graceful stop
-/// open, and at most `shutdown_timeout_secs` to answer the requests in flight once stopped.
+/// open, bounded connections and header time, and at most `shutdown_timeout_secs` to answer the
+/// requests in flight once stopped.
 pub fn server<F, I, S, B>(
     app: F,
     listener: TcpListener,
@@ -51,6 +57,8 @@ where
         .context("Failed to listen")?
         .disable_signals()
         .keep_alive(Duration::from_secs(5))
+        .max_connections(MAX_CONNECTIONS_PER_WORKER)
+        .client_request_timeout(HEADER_TIMEOUT)
         .shutdown_timeout(shutdown_timeout_secs)
         .run())
 }
