@@ -31,7 +31,7 @@ apt_install() {
 start_postgresql_package() {
   if ! command -v pg_ctlcluster >/dev/null; then apt_install postgresql; fi
   local version
-  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
   [ -n "$version" ] || die "PostgreSQL is installed but has no cluster in /etc/postgresql"
   say "starting PostgreSQL $version from the distribution's package"
   as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start ||

@@ -27,6 +27,9 @@ use crate::{error::PublishError, metrics::Metrics};
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest wait for the broker to acknowledge closing the connection; a dead peer never answers.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a connection and its channels; a host that drops packets would otherwise hold the
+/// supervisor for the operating system's TCP timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A live connection and the channels publishes are spread over.
 struct Link {
@@ -34,6 +37,9 @@ struct Link {
     channels: Vec<Channel>,
     /// Set while the broker blocks publishing on this connection (a memory or disk alarm), with its reason.
     blocked: Mutex<Option<String>>,
+    /// Woken by a failed publish so the supervisor replaces this link without waiting for its next check.
+    /// One per link: a failure reported on an old link must not tear down its successor.
+    failed: Notify,
 }
 
 impl Link {
@@ -66,8 +72,6 @@ pub struct Broker {
     channel_count: usize,
     confirm_timeout: Duration,
     link: RwLock<Option<Arc<Link>>>,
-    /// Woken by a failed publish so the supervisor replaces the link without waiting for its next check.
-    link_failed: Notify,
     next_channel: AtomicUsize,
     metrics: Arc<Metrics>,
 }
@@ -86,7 +90,6 @@ impl Broker {
             channel_count,
             confirm_timeout,
             link: RwLock::new(None),
-            link_failed: Notify::new(),
             next_channel: AtomicUsize::new(0),
             metrics,
         }
@@ -160,7 +163,7 @@ impl Broker {
             let blocked_timeout =
                 matches!(error, PublishError::ConfirmTimeout) && link.blocked().is_some();
             if error.means_link_is_broken() && !blocked_timeout {
-                self.link_failed.notify_one();
+                link.failed.notify_one();
             }
         }
         result
@@ -204,7 +207,7 @@ impl Broker {
         while link.is_healthy() {
             tokio::select! {
                 _ = ticks.tick() => {}
-                () = self.link_failed.notified() => return,
+                () = link.failed.notified() => return,
                 Some(event) = events.next() => match event {
                     Event::ConnectionBlocked(reason) => {
                         tracing::warn!(%reason, "the broker blocks publishing; answering 503 until it unblocks");
@@ -223,14 +226,14 @@ impl Broker {
     async fn connect_with_backoff(&self) -> Link {
         let mut delays = reconnect_delays();
         loop {
-            match self.connect().await {
-                Ok(link) => return link,
-                Err(error) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                    tracing::warn!(error = %error, retry_in = ?delay, "cannot reach the broker");
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            let error = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+                Ok(Ok(link)) => return link,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
+            };
+            let delay = delays.next().unwrap_or(Duration::from_secs(2));
+            tracing::warn!(%error, retry_in = ?delay, "cannot reach the broker");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -251,6 +254,7 @@ impl Broker {
             connection,
             channels,
             blocked: Mutex::new(None),
+            failed: Notify::new(),
         })
     }
 }

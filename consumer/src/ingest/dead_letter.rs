@@ -1,42 +1,67 @@
 //! Sending a delivery that can never be stored to `<QUEUE_NAME>.dead`, with the reason in a header, so
 //! that whoever inspects the dead-letter queue sees why each message is there.
 
+use std::time::Duration;
+
 use common::Topology;
 use lapin::{
     message::Delivery,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, LongString, ShortString},
-    Channel, Confirmation, Connection,
+    Channel, Confirmation, Connection, ConnectionProperties,
 };
 
 /// The header that carries why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-dead-letter-reason";
 /// Longest reason kept; PostgreSQL and serde errors can quote a lot of the payload.
 const MAX_REASON_CHARS: usize = 1000;
+/// Longest wait for the copy's confirm. Under a resource alarm the broker blocks publishing connections;
+/// past this the delivery is rejected instead, so a poison message never stalls the batch.
+const COPY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A confirm-mode channel to the dead-letter exchange.
+/// A confirm-mode channel to the dead-letter exchange, on a connection of its own: the broker blocks a
+/// connection that publishes during a resource alarm, and that must never be the one that consumes.
 pub struct DeadLetters {
+    connection: Connection,
     channel: Channel,
     exchange: String,
     routing_key: String,
 }
 
 impl DeadLetters {
-    pub async fn open(connection: &Connection, topology: &Topology) -> lapin::Result<Self> {
+    pub async fn open(amqp_url: &str, topology: &Topology) -> lapin::Result<Self> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name("message-consumer-dead-letters".into());
+        let connection = Connection::connect(amqp_url, properties).await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(Self {
+            connection,
             channel,
             exchange: topology.dead_letter_exchange(),
             routing_key: topology.dead_letter_queue(),
         })
     }
 
+    /// Closes the connection, waiting at most `timeout` for the broker.
+    pub async fn close(&self, timeout: Duration) {
+        let closing = self.connection.close(200, "closing".into());
+        let _ = tokio::time::timeout(timeout, closing).await;
+    }
+
     /// Copies `delivery` (body and properties) to the dead-letter queue with `reason` added to its
-    /// headers. Returns whether the broker confirmed the copy, which is when the original may be acked.
+    /// headers. Returns whether the broker confirmed the copy in time, which is when the original may be
+    /// acked.
     pub async fn copy(&self, delivery: &Delivery, reason: &str) -> lapin::Result<bool> {
+        match tokio::time::timeout(COPY_TIMEOUT, self.copy_confirmed(delivery, reason)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn copy_confirmed(&self, delivery: &Delivery, reason: &str) -> lapin::Result<bool> {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         headers.insert(

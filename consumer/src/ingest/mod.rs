@@ -159,6 +159,7 @@ impl Ingest {
         let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "closing".into())).await;
+        dead_letters.close(CLOSE_TIMEOUT).await;
         Err(ended)
     }
 
@@ -180,7 +181,8 @@ impl Ingest {
                 FieldTable::default(),
             )
             .await?;
-        let dead_letters = DeadLetters::open(&connection, &self.settings.topology).await?;
+        let dead_letters =
+            DeadLetters::open(&self.settings.amqp_url, &self.settings.topology).await?;
         Ok((connection, channel, consumer, dead_letters))
     }
 
