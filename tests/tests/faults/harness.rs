@@ -378,6 +378,8 @@ pub struct LoadReport {
     pub unanswered_attempts: Vec<(String, serde_json::Value, Uuid)>,
     /// Refusals (503) that came without a Retry-After header.
     pub refusals_without_retry_after: usize,
+    /// When each 5xx answer arrived.
+    pub refusals_at: Vec<Instant>,
     /// The slowest 503.
     pub slowest_refusal: Duration,
 }
@@ -424,7 +426,10 @@ impl Load {
                                 if status == 202 {
                                     report.accepted.push(id);
                                     accepted.fetch_add(1, Ordering::Relaxed);
-                                } else if status == 503 {
+                                } else if status >= 500 {
+                                    report.refusals_at.push(Instant::now());
+                                }
+                                if status == 503 {
                                     report.slowest_refusal =
                                         report.slowest_refusal.max(started.elapsed());
                                     if !response.headers().contains_key("retry-after") {
@@ -480,6 +485,7 @@ impl Load {
             total.unanswered += report.unanswered;
             total.unanswered_attempts.extend(report.unanswered_attempts);
             total.refusals_without_retry_after += report.refusals_without_retry_after;
+            total.refusals_at.extend(report.refusals_at);
             total.slowest_refusal = total.slowest_refusal.max(report.slowest_refusal);
         }
         total
