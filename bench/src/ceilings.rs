@@ -1,0 +1,142 @@
+//! Ceilings: what RabbitMQ and PostgreSQL do on this machine for minimal clients with no HTTP, using the
+//! services' own patterns (confirm window, channels, prefetch, batch size and insert statement).
+
+use std::time::{Duration, Instant};
+
+use common::QueuedMessage;
+use consumer::store::MessageStore;
+use futures::{stream::FuturesUnordered, StreamExt};
+use lapin::{
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions,
+    },
+    types::FieldTable,
+    BasicProperties, Connection, ConnectionProperties,
+};
+
+use crate::fixture::{queued, Scratch, AMQP_URL};
+
+/// The publisher's defaults: 4 confirm-mode channels, up to 1,000 confirms in flight.
+pub const CHANNELS: usize = 4;
+pub const WINDOW: usize = 1000;
+/// The consumer's defaults.
+pub const PREFETCH: u16 = 1000;
+pub const BATCH: usize = 500;
+pub const LINGER: Duration = Duration::from_millis(20);
+
+/// Messages to publish, each with its own id (a repeated id would be skipped by the insert).
+pub fn messages(count: usize) -> Vec<QueuedMessage> {
+    (0..count).map(|_| queued()).collect()
+}
+
+/// Publishes `payloads` as persistent, mandatory messages and waits for every confirm. Returns msg/s.
+pub async fn publish(scratch: &Scratch, payloads: &[Vec<u8>]) -> anyhow::Result<f64> {
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let mut channels = Vec::new();
+    for _ in 0..CHANNELS {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channels.push(channel);
+    }
+    let exchange = scratch.topology.exchange();
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into());
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    for (i, payload) in payloads.iter().enumerate() {
+        if in_flight.len() >= WINDOW {
+            in_flight.next().await.expect("a publish in flight")?;
+        }
+        let channel = &channels[i % CHANNELS];
+        let (exchange, queue, properties) = (&exchange, &scratch.queue, properties.clone());
+        in_flight.push(async move {
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    queue.as_str().into(),
+                    options,
+                    payload,
+                    properties,
+                )
+                .await?
+                .await?;
+            anyhow::ensure!(confirm.is_ack(), "nacked");
+            Ok(())
+        });
+    }
+    while let Some(outcome) = in_flight.next().await {
+        outcome?;
+    }
+    let rate = payloads.len() as f64 / started.elapsed().as_secs_f64();
+    connection.close(200, "done".into()).await?;
+    Ok(rate)
+}
+
+/// Drains `count` messages with manual acks (one `multiple` ack per batch), optionally storing each batch
+/// in PostgreSQL first, as the consumer does. Returns msg/s.
+pub async fn drain(
+    scratch: &Scratch,
+    count: usize,
+    store: Option<&MessageStore>,
+) -> anyhow::Result<f64> {
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            scratch.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut drained = 0;
+    while drained < count {
+        let first = consumer.next().await.expect("a delivery")?;
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(delivery)) => batch.push(delivery?),
+                _ => break,
+            }
+        }
+        if let Some(store) = store {
+            let rows: Vec<QueuedMessage> = batch
+                .iter()
+                .map(|d| QueuedMessage::from_payload(&d.data))
+                .collect::<Result<_, _>>()?;
+            store.insert(&rows).await?;
+        }
+        drained += batch.len();
+        batch
+            .last()
+            .expect("non-empty")
+            .acker
+            .ack(BasicAckOptions { multiple: true })
+            .await?;
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    connection.close(200, "done".into()).await?;
+    Ok(rate)
+}
+
+/// Inserts `rows` in batches with the consumer's statement, on one connection. Returns rows/s.
+pub async fn ingest(store: &MessageStore, rows: &[QueuedMessage]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    for batch in rows.chunks(BATCH) {
+        store.insert(batch).await?;
+    }
+    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
+}

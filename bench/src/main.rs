@@ -1,0 +1,321 @@
+//! `cargo run --release -p bench` measures the pipeline against this machine's own ceilings in one run, and
+//! prints a table and the ratios between them. `-- --quick` is a short smoke run with small counts.
+//!
+//! The release binaries of both services must be built first (`cargo build --release`); RabbitMQ and
+//! PostgreSQL must run on their standard local ports. Every measurement uses a queue and a database of its
+//! own, removed afterwards, and is repeated (three times by default) to report the median.
+
+mod ceilings;
+mod fixture;
+mod services;
+
+use std::time::{Duration, Instant};
+
+use consumer::store::MessageStore;
+use fixture::Scratch;
+use services::Service;
+
+/// Sizes of one run.
+struct Plan {
+    runs: usize,
+    raw_messages: usize,
+    backlog: usize,
+    http_duration: Duration,
+}
+
+impl Plan {
+    fn from_args() -> Self {
+        if std::env::args().any(|arg| arg == "--quick") {
+            Self {
+                runs: 1,
+                raw_messages: 5_000,
+                backlog: 5_000,
+                http_duration: Duration::from_secs(2),
+            }
+        } else {
+            Self {
+                runs: 3,
+                raw_messages: 50_000,
+                backlog: 200_000,
+                http_duration: Duration::from_secs(10),
+            }
+        }
+    }
+}
+
+/// One figure of the table: the median of its runs.
+struct Figure {
+    name: &'static str,
+    unit: &'static str,
+    runs: Vec<f64>,
+}
+
+impl Figure {
+    fn median(&self) -> f64 {
+        let mut sorted = self.runs.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+}
+
+#[derive(Default)]
+struct Table(Vec<Figure>);
+
+impl Table {
+    fn record(&mut self, name: &'static str, unit: &'static str, value: f64) {
+        match self.0.iter_mut().find(|f| f.name == name) {
+            Some(figure) => figure.runs.push(value),
+            None => self.0.push(Figure {
+                name,
+                unit,
+                runs: vec![value],
+            }),
+        }
+    }
+
+    fn median(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(f64::NAN, Figure::median)
+    }
+
+    fn print(&self) {
+        println!(
+            "\n{:<58} {:>12}  {:<10} runs",
+            "measurement", "median", "unit"
+        );
+        for figure in &self.0 {
+            let runs: Vec<String> = figure.runs.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "{:<58} {:>12.2}  {:<10} {}",
+                figure.name,
+                figure.median(),
+                figure.unit,
+                runs.join(" / ")
+            );
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let plan = Plan::from_args();
+    let started = Instant::now();
+    let mut table = Table::default();
+    for run in 1..=plan.runs {
+        eprintln!("run {run} of {}", plan.runs);
+        measure_ceilings(&plan, &mut table).await?;
+        measure_publisher(&plan, &mut table).await?;
+        measure_consumer(&plan, &mut table).await?;
+        measure_end_to_end(&plan, &mut table).await?;
+    }
+    table.print();
+    let ratio = |a: &str, b: &str| 100.0 * table.median(a) / table.median(b);
+    println!("\nratios (medians):");
+    println!(
+        "  publisher single / raw publish:        {:>5.1} %",
+        ratio(PUB_SINGLE, RAW_PUBLISH)
+    );
+    println!(
+        "  publisher batch / raw publish:         {:>5.1} %",
+        ratio(PUB_BATCH, RAW_PUBLISH)
+    );
+    println!(
+        "  consumer drain / raw pipeline drain:   {:>5.1} %",
+        ratio(CONSUMER_DRAIN, RAW_PIPELINE)
+    );
+    println!(
+        "  end to end / raw pipeline drain:       {:>5.1} %",
+        ratio(E2E_RATE, RAW_PIPELINE)
+    );
+    println!("\nbenchmark took {:.0?}", started.elapsed());
+    Ok(())
+}
+
+const RAW_PUBLISH: &str = "raw publish (persistent, confirmed, quorum queue)";
+const RAW_CONSUME: &str = "raw consume (manual ack, prefetch 1000)";
+const RAW_INGEST: &str = "raw PostgreSQL ingest (UNNEST, batches of 500)";
+const RAW_PIPELINE: &str = "raw pipeline drain (consume, insert, ack)";
+const PUB_SINGLE: &str = "publisher /message/publish, 64 clients";
+const PUB_BATCH: &str = "publisher /message/publish/batch (100), 64 clients";
+const CONSUMER_DRAIN: &str = "consumer drain of a backlog";
+const E2E_RATE: &str = "end to end (batches of 100), queue not growing";
+
+async fn measure_ceilings(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let scratch = Scratch::new().await?;
+    let messages = ceilings::messages(plan.raw_messages);
+    let payloads: Vec<Vec<u8>> = messages.iter().map(|m| m.to_payload()).collect();
+    table.record(
+        RAW_PUBLISH,
+        "msg/s",
+        ceilings::publish(&scratch, &payloads).await?,
+    );
+    table.record(
+        RAW_CONSUME,
+        "msg/s",
+        ceilings::drain(&scratch, payloads.len(), None).await?,
+    );
+    let store = MessageStore::new(scratch.migrated_pool(1).await?);
+    table.record(
+        RAW_INGEST,
+        "rows/s",
+        ceilings::ingest(&store, &messages).await?,
+    );
+    // The same messages again through a pipeline with no HTTP and no service code: new ids, empty table.
+    sqlx::query("TRUNCATE messages")
+        .execute(store.pool())
+        .await?;
+    let fresh: Vec<Vec<u8>> = ceilings::messages(plan.raw_messages)
+        .iter()
+        .map(|m| m.to_payload())
+        .collect();
+    ceilings::publish(&scratch, &fresh).await?;
+    table.record(
+        RAW_PIPELINE,
+        "msg/s",
+        ceilings::drain(&scratch, fresh.len(), Some(&store)).await?,
+    );
+    store.pool().close().await;
+    scratch.remove().await
+}
+
+async fn measure_publisher(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let scratch = Scratch::new().await?;
+    let publisher = Service::start("publisher", &scratch).await?;
+    table.record("publisher idle RSS", "MiB", publisher.rss_mib());
+    let cpu_before = publisher.cpu_seconds();
+    let single = services::load(&publisher, 64, 1, plan.http_duration, None).await?;
+    let cpu = publisher.cpu_seconds() - cpu_before;
+    table.record(PUB_SINGLE, "msg/s", single.rate);
+    table.record("  p50 latency", "ms", single.p50.as_secs_f64() * 1e3);
+    table.record("  p99 latency", "ms", single.p99.as_secs_f64() * 1e3);
+    table.record(
+        "  publisher CPU per 10,000 messages",
+        "s",
+        cpu * 10_000.0 / single.accepted.max(1) as f64,
+    );
+    let batch = services::load(&publisher, 64, 100, plan.http_duration, None).await?;
+    table.record(PUB_BATCH, "msg/s", batch.rate);
+    table.record(
+        "  p50 latency (a request of 100)",
+        "ms",
+        batch.p50.as_secs_f64() * 1e3,
+    );
+    table.record(
+        "  p99 latency (a request of 100)",
+        "ms",
+        batch.p99.as_secs_f64() * 1e3,
+    );
+    let half = services::load(
+        &publisher,
+        64,
+        1,
+        plan.http_duration,
+        Some(single.rate / 2.0),
+    )
+    .await?;
+    table.record(
+        "publisher single at half its maximum: p99 latency",
+        "ms",
+        half.p99.as_secs_f64() * 1e3,
+    );
+    table.record("publisher peak RSS", "MiB", publisher.peak_rss_mib());
+    drop(publisher);
+    scratch.remove().await
+}
+
+async fn measure_consumer(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let scratch = Scratch::new().await?;
+    let pool = scratch.migrated_pool(1).await?;
+    let payloads: Vec<Vec<u8>> = ceilings::messages(plan.backlog)
+        .iter()
+        .map(|m| m.to_payload())
+        .collect();
+    ceilings::publish(&scratch, &payloads).await?;
+    let consumer = Service::start("consumer", &scratch).await?;
+    // Timed from readiness, so that start-up (connections, migrations) does not count as draining.
+    let started = Instant::now();
+    let cpu_before = consumer.cpu_seconds();
+    let at_start = count_rows(&pool).await?;
+    while count_rows(&pool).await? < plan.backlog {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = (plan.backlog - at_start) as f64 / started.elapsed().as_secs_f64();
+    table.record(CONSUMER_DRAIN, "msg/s", rate);
+    table.record(
+        "  consumer CPU per 10,000 messages",
+        "s",
+        (consumer.cpu_seconds() - cpu_before) * 10_000.0 / plan.backlog as f64,
+    );
+    table.record("consumer peak RSS", "MiB", consumer.peak_rss_mib());
+    drop(consumer);
+    pool.close().await;
+    scratch.remove().await
+}
+
+async fn measure_end_to_end(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let scratch = Scratch::new().await?;
+    let publisher = Service::start("publisher", &scratch).await?;
+    let consumer = Service::start("consumer", &scratch).await?;
+    table.record("consumer idle RSS", "MiB", consumer.rss_mib());
+    let pool = scratch.pool().await?;
+    // Batches of 100, so that the pipeline rather than per-request HTTP is what is measured.
+    let full = services::load(&publisher, 64, 100, plan.http_duration, None).await?;
+    let backlog = scratch.queue_depth().await? as f64;
+    // The rate the pipeline sustained: what was accepted, less what piled up in the queue meanwhile.
+    let sustained = (full.accepted as f64 - backlog) / plan.http_duration.as_secs_f64();
+    table.record(E2E_RATE, "msg/s", sustained.min(full.rate));
+    // Drain what is left, then measure publish-to-stored latency at half that rate.
+    while scratch.queue_depth().await? > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let since = chrono::Utc::now();
+    let half = services::load(
+        &publisher,
+        64,
+        100,
+        plan.http_duration,
+        Some(sustained / 200.0),
+    )
+    .await?;
+    loop {
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM messages WHERE received_at >= $1")
+                .bind(since)
+                .fetch_one(&pool)
+                .await?;
+        if stored as usize >= half.accepted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (p50, p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - received_at)), \
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - received_at)) \
+         FROM messages WHERE received_at >= $1",
+    )
+    .bind(since)
+    .fetch_one(&pool)
+    .await?;
+    table.record(
+        "end to end at half that rate: publish-to-stored p50",
+        "ms",
+        p50 * 1e3,
+    );
+    table.record(
+        "end to end at half that rate: publish-to-stored p99",
+        "ms",
+        p99 * 1e3,
+    );
+    drop((publisher, consumer));
+    pool.close().await;
+    scratch.remove().await
+}
+
+async fn count_rows(pool: &sqlx::PgPool) -> anyhow::Result<usize> {
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(pool)
+        .await?;
+    Ok(rows as usize)
+}

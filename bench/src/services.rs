@@ -1,0 +1,182 @@
+//! The services under measurement: the release binaries as processes, an HTTP load of keep-alive clients,
+//! and what `/proc` says each process spent.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+
+use crate::fixture::{message, Scratch, AMQP_URL};
+
+/// A service binary running as a child process.
+pub struct Service {
+    child: Child,
+    pub url: String,
+}
+
+impl Service {
+    pub async fn start(name: &str, scratch: &Scratch) -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/release")
+            .join(name);
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: cargo build --release",
+            binary.display()
+        );
+        let child = Command::new(binary)
+            .env("AMQP_URL", AMQP_URL)
+            .env("QUEUE_NAME", &scratch.queue)
+            .env("DATABASE_URL", scratch.database_url())
+            .env("HTTP_HOST", "127.0.0.1")
+            .env("HTTP_PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let service = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = http.get(format!("{}/readyz", service.url)).send().await {
+                if response.status() == 200 {
+                    return Ok(service);
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{name} not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn proc_status(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory now, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.proc_status("VmRSS:") as f64 / 1024.0
+    }
+
+    /// Highest resident memory so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.proc_status("VmHWM:") as f64 / 1024.0
+    }
+
+    /// CPU time (user + system) spent so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        // SAFETY: a read-only query of a system constant.
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What an HTTP load measured.
+pub struct LoadResult {
+    /// Messages accepted per second.
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub accepted: usize,
+}
+
+/// `clients` keep-alive clients posting for `duration`, each request carrying `per_request` messages
+/// (1: `/message/publish`, more: `/message/publish/batch`). With `pace`, the clients together send at most
+/// that many requests a second.
+pub async fn load(
+    publisher: &Service,
+    clients: usize,
+    per_request: usize,
+    duration: Duration,
+    pace: Option<f64>,
+) -> anyhow::Result<LoadResult> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let (url, body) = if per_request == 1 {
+        (
+            format!("{}/message/publish", publisher.url),
+            serde_json::to_vec(&message())?,
+        )
+    } else {
+        let batch = vec![message(); per_request];
+        (
+            format!("{}/message/publish/batch", publisher.url),
+            serde_json::to_vec(&batch)?,
+        )
+    };
+    let (url, body) = (Arc::new(url), Arc::new(body));
+    let interval = pace.map(|per_second| Duration::from_secs_f64(clients as f64 / per_second));
+    let started = Instant::now();
+    let tasks = (0..clients).map(|_| {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut ticks = interval.map(tokio::time::interval);
+            while started.elapsed() < duration {
+                if let Some(ticks) = ticks.as_mut() {
+                    ticks.tick().await;
+                }
+                let sent = Instant::now();
+                let response = http
+                    .post(url.as_str())
+                    .header("Content-Type", "application/json")
+                    .body(body.as_ref().clone())
+                    .send()
+                    .await;
+                if matches!(&response, Ok(r) if r.status() == 202) {
+                    latencies.push(sent.elapsed());
+                }
+            }
+            latencies
+        })
+    });
+    let mut latencies: Vec<Duration> = join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(|t| t.unwrap_or_default())
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(LoadResult {
+        rate: (latencies.len() * per_request) as f64 / elapsed,
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+        accepted: latencies.len() * per_request,
+    })
+}
