@@ -240,7 +240,7 @@ impl Broker {
     async fn connect(&self) -> lapin::Result<Link> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-publisher".into());
-        let connection = Connection::connect(&self.amqp_url, properties).await?;
+        let connection = common::amqp::connect(&self.amqp_url, properties).await?;
         let mut channels = Vec::with_capacity(self.channel_count);
         for _ in 0..self.channel_count {
             let channel = connection.create_channel().await?;

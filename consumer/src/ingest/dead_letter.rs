@@ -32,7 +32,7 @@ impl DeadLetters {
     pub async fn open(amqp_url: &str, topology: &Topology) -> lapin::Result<Self> {
         let properties = ConnectionProperties::default()
             .with_connection_name("message-consumer-dead-letters".into());
-        let connection = Connection::connect(amqp_url, properties).await?;
+        let connection = common::amqp::connect(amqp_url, properties).await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

@@ -167,7 +167,7 @@ impl Ingest {
     async fn subscribe(&self) -> Result<(Connection, Channel, Consumer, DeadLetters), SessionEnd> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-consumer".into());
-        let connection = Connection::connect(&self.settings.amqp_url, properties).await?;
+        let connection = common::amqp::connect(&self.settings.amqp_url, properties).await?;
         let channel = connection.create_channel().await?;
         self.settings.topology.declare(&channel).await?;
         channel
