@@ -96,6 +96,31 @@ pub fn workers(configured: usize) -> usize {
     }
 }
 
+/// `GET path` served by `handler`; any other method answers 405 with `Allow: GET`.
+pub fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    resource(path, "GET", actix_web::web::get().to(handler))
+}
+
+/// `POST path` served by `handler`; any other method answers 405 with `Allow: POST`.
+pub fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    resource(path, "POST", actix_web::web::post().to(handler))
+}
+
+/// `GET /healthz`: 200 while the process can answer at all; the same for both services.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
 /// A path served by one route, answering any other method with 405 and `Allow: <allow>`.
 pub fn resource(path: &str, allow: &'static str, route: actix_web::Route) -> actix_web::Resource {
     actix_web::web::resource(path)

@@ -68,31 +68,11 @@ impl Application {
             use routes::{health, messages};
             App::new()
                 .app_data(state.clone())
-                .service(http::resource(
-                    "/message",
-                    "GET",
-                    web::get().to(messages::list),
-                ))
-                .service(http::resource(
-                    "/message/{id}",
-                    "GET",
-                    web::get().to(messages::get),
-                ))
-                .service(http::resource(
-                    "/healthz",
-                    "GET",
-                    web::get().to(health::healthz),
-                ))
-                .service(http::resource(
-                    "/readyz",
-                    "GET",
-                    web::get().to(health::readyz),
-                ))
-                .service(http::resource(
-                    "/metrics",
-                    "GET",
-                    web::get().to(health::metrics),
-                ))
+                .service(http::get("/message", messages::list))
+                .service(http::get("/message/{id}", messages::get))
+                .service(http::get("/healthz", http::healthz))
+                .service(http::get("/readyz", health::readyz))
+                .service(http::get("/metrics", health::metrics))
                 .service(http::resource("/openapi.json", "GET", openapi.route()))
                 .default_service(web::to(http::not_found))
         };

@@ -51,31 +51,11 @@ impl Application {
             use routes::{health, publish};
             App::new()
                 .app_data(state.clone())
-                .service(http::resource(
-                    "/message/publish",
-                    "POST",
-                    web::post().to(publish::publish_one),
-                ))
-                .service(http::resource(
-                    "/message/publish/batch",
-                    "POST",
-                    web::post().to(publish::publish_batch),
-                ))
-                .service(http::resource(
-                    "/healthz",
-                    "GET",
-                    web::get().to(health::healthz),
-                ))
-                .service(http::resource(
-                    "/readyz",
-                    "GET",
-                    web::get().to(health::readyz),
-                ))
-                .service(http::resource(
-                    "/metrics",
-                    "GET",
-                    web::get().to(health::metrics),
-                ))
+                .service(http::post("/message/publish", publish::publish_one))
+                .service(http::post("/message/publish/batch", publish::publish_batch))
+                .service(http::get("/healthz", http::healthz))
+                .service(http::get("/readyz", health::readyz))
+                .service(http::get("/metrics", health::metrics))
                 .service(http::resource("/openapi.json", "GET", openapi.route()))
                 .default_service(web::to(http::not_found))
         };

@@ -1,4 +1,4 @@
-//! Liveness, readiness and metrics.
+//! Readiness and metrics (liveness is `common::http::healthz`).
 
 use std::time::Duration;
 
@@ -7,11 +7,6 @@ use common::problem::{kinds, Problem};
 use serde_json::json;
 
 use crate::startup::AppState;
-
-/// `GET /healthz`: 200 while the process can answer at all.
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
-}
 
 /// `GET /readyz`: 200 only while the queue subscription is live and the database answers.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {

@@ -1,15 +1,10 @@
-//! Liveness, readiness and metrics.
+//! Readiness and metrics (liveness is `common::http::healthz`).
 
 use actix_web::{http::StatusCode, web, HttpResponse};
 use common::problem::{kinds, Problem};
 use serde_json::json;
 
 use crate::{broker::Unready, startup::AppState};
-
-/// `GET /healthz`: 200 while the process can answer at all.
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
-}
 
 /// `GET /readyz`: 200 only while the broker connection is up and not blocked by a resource alarm, so
 /// load balancers stop sending messages that could only be refused.
