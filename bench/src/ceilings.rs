@@ -17,9 +17,12 @@ use lapin::{
 
 use crate::fixture::{queued, Scratch, AMQP_URL};
 
-/// The publisher's defaults: 4 confirm-mode channels, up to 1,000 confirms in flight.
+/// The publisher's default of 4 confirm-mode channels.
 pub const CHANNELS: usize = 4;
-pub const WINDOW: usize = 1000;
+/// Confirms in flight when publishing flat out: as many as 64 clients sending batches keep waiting.
+pub const WIDE_WINDOW: usize = 1000;
+/// Confirms in flight when 64 clients each wait for one message's confirm: the single endpoint's window.
+pub const CLIENT_WINDOW: usize = 64;
 /// The consumer's defaults.
 pub const PREFETCH: u16 = 1000;
 pub const BATCH: usize = 500;
@@ -30,8 +33,13 @@ pub fn messages(count: usize) -> Vec<QueuedMessage> {
     (0..count).map(|_| queued()).collect()
 }
 
-/// Publishes `payloads` as persistent, mandatory messages and waits for every confirm. Returns msg/s.
-pub async fn publish(scratch: &Scratch, payloads: &[Vec<u8>]) -> anyhow::Result<f64> {
+/// Publishes `payloads` as persistent, mandatory messages with at most `window` confirms outstanding, and
+/// waits for every confirm. Returns msg/s.
+pub async fn publish(
+    scratch: &Scratch,
+    payloads: &[Vec<u8>],
+    window: usize,
+) -> anyhow::Result<f64> {
     let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
     let mut channels = Vec::new();
     for _ in 0..CHANNELS {
@@ -52,7 +60,7 @@ pub async fn publish(scratch: &Scratch, payloads: &[Vec<u8>]) -> anyhow::Result<
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     for (i, payload) in payloads.iter().enumerate() {
-        if in_flight.len() >= WINDOW {
+        if in_flight.len() >= window {
             in_flight.next().await.expect("a publish in flight")?;
         }
         let channel = &channels[i % CHANNELS];

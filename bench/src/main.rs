@@ -7,6 +7,7 @@
 
 mod ceilings;
 mod fixture;
+mod http_load;
 mod services;
 
 use std::time::{Duration, Instant};
@@ -118,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
         ratio(PUB_SINGLE, RAW_PUBLISH)
     );
     println!(
+        "  publisher single / raw publish at 64:  {:>5.1} %   (the same confirms in flight)",
+        ratio(PUB_SINGLE, RAW_PUBLISH_64)
+    );
+    println!(
         "  publisher batch / raw publish:         {:>5.1} %",
         ratio(PUB_BATCH, RAW_PUBLISH)
     );
@@ -126,17 +131,19 @@ async fn main() -> anyhow::Result<()> {
         ratio(CONSUMER_DRAIN, RAW_PIPELINE)
     );
     println!(
-        "  end to end / raw pipeline drain:       {:>5.1} %",
-        ratio(E2E_RATE, RAW_PIPELINE)
+        "  end to end / raw pipeline end to end:  {:>5.1} %",
+        ratio(E2E_RATE, RAW_PIPELINE_FLOWING)
     );
     println!("\nbenchmark took {:.0?}", started.elapsed());
     Ok(())
 }
 
 const RAW_PUBLISH: &str = "raw publish (persistent, confirmed, quorum queue)";
+const RAW_PUBLISH_64: &str = "raw publish, 64 confirms in flight";
 const RAW_CONSUME: &str = "raw consume (manual ack, prefetch 1000)";
 const RAW_INGEST: &str = "raw PostgreSQL ingest (UNNEST, batches of 500)";
 const RAW_PIPELINE: &str = "raw pipeline drain (consume, insert, ack)";
+const RAW_PIPELINE_FLOWING: &str = "raw pipeline end to end (publish, consume, insert, ack)";
 const PUB_SINGLE: &str = "publisher /message/publish, 64 clients";
 const PUB_BATCH: &str = "publisher /message/publish/batch (100), 64 clients";
 const CONSUMER_DRAIN: &str = "consumer drain of a backlog";
@@ -149,12 +156,18 @@ async fn measure_ceilings(plan: &Plan, table: &mut Table) -> anyhow::Result<()> 
     table.record(
         RAW_PUBLISH,
         "msg/s",
-        ceilings::publish(&scratch, &payloads).await?,
+        ceilings::publish(&scratch, &payloads, ceilings::WIDE_WINDOW).await?,
     );
+    table.record(
+        RAW_PUBLISH_64,
+        "msg/s",
+        ceilings::publish(&scratch, &payloads, ceilings::CLIENT_WINDOW).await?,
+    );
+    // Both publishes above are in the queue now.
     table.record(
         RAW_CONSUME,
         "msg/s",
-        ceilings::drain(&scratch, payloads.len(), None).await?,
+        ceilings::drain(&scratch, 2 * payloads.len(), None).await?,
     );
     let store = MessageStore::new(scratch.migrated_pool(1).await?);
     table.record(
@@ -170,11 +183,29 @@ async fn measure_ceilings(plan: &Plan, table: &mut Table) -> anyhow::Result<()> 
         .iter()
         .map(|m| m.to_payload())
         .collect();
-    ceilings::publish(&scratch, &fresh).await?;
+    ceilings::publish(&scratch, &fresh, ceilings::WIDE_WINDOW).await?;
     table.record(
         RAW_PIPELINE,
         "msg/s",
         ceilings::drain(&scratch, fresh.len(), Some(&store)).await?,
+    );
+    // And once more with publishing and draining at the same time, as the two services run: the rate is
+    // what was stored over the time from the first publish to the last ack.
+    let flowing: Vec<Vec<u8>> = ceilings::messages(plan.raw_messages)
+        .iter()
+        .map(|m| m.to_payload())
+        .collect();
+    let started = Instant::now();
+    let (published, drained) = tokio::join!(
+        ceilings::publish(&scratch, &flowing, ceilings::WIDE_WINDOW),
+        ceilings::drain(&scratch, flowing.len(), Some(&store)),
+    );
+    published?;
+    drained?;
+    table.record(
+        RAW_PIPELINE_FLOWING,
+        "msg/s",
+        flowing.len() as f64 / started.elapsed().as_secs_f64(),
     );
     store.pool().close().await;
     scratch.remove().await
@@ -195,8 +226,25 @@ async fn measure_publisher(plan: &Plan, table: &mut Table) -> anyhow::Result<()>
         "s",
         cpu * 10_000.0 / single.accepted.max(1) as f64,
     );
+    table.record(
+        "  load generator CPU per 10,000 messages",
+        "s",
+        single.generator_cpu_per_10k,
+    );
+    let cpu_before = publisher.cpu_seconds();
     let batch = services::load(&publisher, 64, 100, plan.http_duration, None).await?;
+    let cpu = publisher.cpu_seconds() - cpu_before;
     table.record(PUB_BATCH, "msg/s", batch.rate);
+    table.record(
+        "  publisher CPU per 10,000 messages (batches)",
+        "s",
+        cpu * 10_000.0 / batch.accepted.max(1) as f64,
+    );
+    table.record(
+        "  load generator CPU per 10,000 messages (batches)",
+        "s",
+        batch.generator_cpu_per_10k,
+    );
     table.record(
         "  p50 latency (a request of 100)",
         "ms",
@@ -232,7 +280,7 @@ async fn measure_consumer(plan: &Plan, table: &mut Table) -> anyhow::Result<()> 
         .iter()
         .map(|m| m.to_payload())
         .collect();
-    ceilings::publish(&scratch, &payloads).await?;
+    ceilings::publish(&scratch, &payloads, ceilings::WIDE_WINDOW).await?;
     let consumer = Service::start("consumer", &scratch).await?;
     // Timed from readiness, so that start-up (connections, migrations) does not count as draining.
     let started = Instant::now();

@@ -5,18 +5,21 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use futures::future::join_all;
 
-use crate::fixture::{message, Scratch, AMQP_URL};
+use crate::{
+    fixture::{message, Scratch, AMQP_URL},
+    http_load::{run_client, Client, Request},
+};
 
 /// A service binary running as a child process.
 pub struct Service {
     child: Child,
-    pub url: String,
+    /// `127.0.0.1:<port>` of its HTTP server.
+    pub address: String,
 }
 
 impl Service {
@@ -41,15 +44,13 @@ impl Service {
             .spawn()?;
         let service = Self {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            address: format!("127.0.0.1:{port}"),
         };
-        let http = reqwest::Client::new();
+        let readyz = Request::get(&service.address, "/readyz");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(response) = http.get(format!("{}/readyz", service.url)).send().await {
-                if response.status() == 200 {
-                    return Ok(service);
-                }
+            if let Ok(200) = Client::new(&service.address).send(&readyz).await {
+                return Ok(service);
             }
             anyhow::ensure!(Instant::now() < deadline, "{name} not ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -78,19 +79,23 @@ impl Service {
 
     /// CPU time (user + system) spent so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        // SAFETY: a read-only query of a system constant.
-        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+        cpu_seconds(&self.child.id().to_string())
     }
+}
+
+/// CPU time (user + system) that process `pid` (or `self`) has spent so far, in seconds.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    // SAFETY: a read-only query of a system constant.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 impl Drop for Service {
@@ -107,6 +112,8 @@ pub struct LoadResult {
     pub p50: Duration,
     pub p99: Duration,
     pub accepted: usize,
+    /// CPU seconds the load generator (this process) spent per 10,000 accepted messages.
+    pub generator_cpu_per_10k: f64,
 }
 
 /// `clients` keep-alive clients posting for `duration`, each request carrying `per_request` messages
@@ -119,46 +126,31 @@ pub async fn load(
     duration: Duration,
     pace: Option<f64>,
 ) -> anyhow::Result<LoadResult> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
-    let (url, body) = if per_request == 1 {
-        (
-            format!("{}/message/publish", publisher.url),
-            serde_json::to_vec(&message())?,
+    let request = if per_request == 1 {
+        Request::post_json(
+            &publisher.address,
+            "/message/publish",
+            &serde_json::to_vec(&message())?,
         )
     } else {
-        let batch = vec![message(); per_request];
-        (
-            format!("{}/message/publish/batch", publisher.url),
-            serde_json::to_vec(&batch)?,
+        Request::post_json(
+            &publisher.address,
+            "/message/publish/batch",
+            &serde_json::to_vec(&vec![message(); per_request])?,
         )
     };
-    let (url, body) = (Arc::new(url), Arc::new(body));
     let interval = pace.map(|per_second| Duration::from_secs_f64(clients as f64 / per_second));
+    let cpu_before = cpu_seconds("self");
     let started = Instant::now();
     let tasks = (0..clients).map(|_| {
-        let (http, url, body) = (http.clone(), url.clone(), body.clone());
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut ticks = interval.map(tokio::time::interval);
-            while started.elapsed() < duration {
-                if let Some(ticks) = ticks.as_mut() {
-                    ticks.tick().await;
-                }
-                let sent = Instant::now();
-                let response = http
-                    .post(url.as_str())
-                    .header("Content-Type", "application/json")
-                    .body(body.as_ref().clone())
-                    .send()
-                    .await;
-                if matches!(&response, Ok(r) if r.status() == 202) {
-                    latencies.push(sent.elapsed());
-                }
-            }
-            latencies
-        })
+        tokio::spawn(run_client(
+            publisher.address.clone(),
+            request.clone(),
+            202,
+            started,
+            duration,
+            interval,
+        ))
     });
     let mut latencies: Vec<Duration> = join_all(tasks)
         .await
@@ -166,6 +158,7 @@ pub async fn load(
         .flat_map(|t| t.unwrap_or_default())
         .collect();
     let elapsed = started.elapsed().as_secs_f64();
+    let generator_cpu = cpu_seconds("self") - cpu_before;
     latencies.sort();
     let percentile = |p: f64| {
         latencies
@@ -173,10 +166,12 @@ pub async fn load(
             .copied()
             .unwrap_or_default()
     };
+    let accepted = latencies.len() * per_request;
     Ok(LoadResult {
-        rate: (latencies.len() * per_request) as f64 / elapsed,
+        rate: accepted as f64 / elapsed,
         p50: percentile(0.50),
         p99: percentile(0.99),
-        accepted: latencies.len() * per_request,
+        accepted,
+        generator_cpu_per_10k: generator_cpu * 10_000.0 / accepted.max(1) as f64,
     })
 }

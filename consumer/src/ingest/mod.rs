@@ -136,23 +136,7 @@ impl Ingest {
         self.status.set_broker(true);
         self.metrics.broker_connected.set(1);
         tracing::info!(queue = self.settings.topology.queue(), "consuming");
-        let ended = loop {
-            match next_batch(
-                &mut consumer,
-                self.settings.batch_size,
-                self.settings.batch_linger,
-                cancel,
-            )
-            .await
-            {
-                Ok(batch) => {
-                    if let Err(error) = self.handle(batch, cancel, &dead_letters).await {
-                        break error;
-                    }
-                }
-                Err(end) => break SessionEnd::from(end),
-            }
-        };
+        let ended = self.pipeline(&mut consumer, cancel, &dead_letters).await;
         // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
         // to the queue. On a failed connection both calls fail harmlessly; on a channel-level failure
         // the close keeps the dead connection from lingering.
@@ -161,6 +145,57 @@ impl Ingest {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "closing".into())).await;
         dead_letters.close(CLOSE_TIMEOUT).await;
         Err(ended)
+    }
+
+    /// Gathers the next batch while the previous one is being stored, so the database is kept busy and
+    /// the broker keeps delivering. Batches are stored and acknowledged one at a time, in delivery order,
+    /// so a `multiple` ack never covers a delivery of a later batch. Returns why the session ended; on
+    /// cancellation, batches already gathered are stored and acknowledged first.
+    async fn pipeline(
+        &self,
+        consumer: &mut Consumer,
+        cancel: &CancellationToken,
+        dead_letters: &DeadLetters,
+    ) -> SessionEnd {
+        // One batch waiting while one is stored: with the prefetch bounding what the broker sends, a
+        // deeper queue would only hold more deliveries unacknowledged.
+        let (ready, mut gathered) = tokio::sync::mpsc::channel::<Vec<Delivery>>(1);
+        let (batch_size, linger) = (self.settings.batch_size, self.settings.batch_linger);
+        let gather = async move {
+            let end = loop {
+                match next_batch(consumer, batch_size, linger, cancel).await {
+                    Ok(batch) => {
+                        if ready.send(batch).await.is_err() {
+                            // Only possible once storing has stopped, which ends the session first.
+                            break SessionEnd::ChannelClosed;
+                        }
+                    }
+                    Err(end) => break SessionEnd::from(end),
+                }
+            };
+            // Closing the channel lets storing finish what was gathered, then stop.
+            drop(ready);
+            end
+        };
+        let store = async {
+            while let Some(batch) = gathered.recv().await {
+                self.handle(batch, cancel, dead_letters).await?;
+            }
+            Ok(())
+        };
+        tokio::pin!(gather, store);
+        tokio::select! {
+            // Gathering is polled first, so storing can see the channel closed only after it has ended.
+            biased;
+            end = &mut gather => match store.await {
+                Err(error) => error,
+                Ok(()) => end,
+            },
+            stored = &mut store => match stored {
+                Err(error) => error,
+                Ok(()) => SessionEnd::ChannelClosed,
+            },
+        }
     }
 
     /// Connects, declares the topology and starts consuming with the configured prefetch.
