@@ -53,20 +53,28 @@ impl Client {
     /// Sends `request` and returns the answer's status code, reconnecting first if the server closed the
     /// connection. An I/O error drops the connection and is returned.
     pub async fn send(&mut self, request: &Request) -> std::io::Result<u16> {
+        self.fetch(request).await.map(|(status, _)| status)
+    }
+
+    /// Like [`Client::send`], also returning the body of the answer.
+    pub async fn fetch(&mut self, request: &Request) -> std::io::Result<(u16, &[u8])> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(&self.address).await?;
             stream.set_nodelay(true)?;
             self.stream = Some(stream);
         }
         let outcome = self.exchange(request).await;
-        if !matches!(outcome, Ok((_, true))) {
+        if !matches!(outcome, Ok((_, true, _))) {
             self.stream = None;
         }
-        outcome.map(|(status, _)| status)
+        outcome.map(|(status, _, body)| (status, &self.buffer[body]))
     }
 
-    /// Returns the status and whether the connection may be reused.
-    async fn exchange(&mut self, request: &Request) -> std::io::Result<(u16, bool)> {
+    /// Returns the status, whether the connection may be reused, and where the body is in the buffer.
+    async fn exchange(
+        &mut self,
+        request: &Request,
+    ) -> std::io::Result<(u16, bool, std::ops::Range<usize>)> {
         let stream = self.stream.as_mut().expect("connected");
         stream.write_all(&request.0).await?;
         self.buffer.clear();
@@ -77,7 +85,7 @@ impl Client {
                 while self.buffer.len() < body_end {
                     read_more(stream, &mut self.buffer).await?;
                 }
-                return Ok((head.status, head.keep_alive));
+                return Ok((head.status, head.keep_alive, head_end + 4..body_end));
             }
             read_more(stream, &mut self.buffer).await?;
         }

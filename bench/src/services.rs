@@ -57,6 +57,22 @@ impl Service {
         }
     }
 
+    /// The value of a counter or gauge on the service's `/metrics` (0 if absent). Reading it costs the
+    /// service far less than a query would cost the database it is measured against.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let mut client = Client::new(&self.address);
+        let (status, body) = client
+            .fetch(&Request::get(&self.address, "/metrics"))
+            .await?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}");
+        let text = std::str::from_utf8(body)?;
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     fn proc_status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
