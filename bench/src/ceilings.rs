@@ -33,6 +33,14 @@ pub fn messages(count: usize) -> Vec<QueuedMessage> {
     (0..count).map(|_| queued()).collect()
 }
 
+/// The AMQP bodies of `count` fresh [`messages`].
+pub fn payloads(count: usize) -> Vec<Vec<u8>> {
+    messages(count)
+        .iter()
+        .map(QueuedMessage::to_payload)
+        .collect()
+}
+
 /// Publishes `payloads` as persistent, mandatory messages with at most `window` confirms outstanding, and
 /// waits for every confirm. Returns msg/s.
 pub async fn publish(
@@ -68,7 +76,7 @@ pub async fn publish(
         in_flight.push(async move {
             let confirm = channel
                 .basic_publish(
-                    exchange.as_str().into(),
+                    (*exchange).into(),
                     queue.as_str().into(),
                     options,
                     payload,

@@ -111,12 +111,9 @@ impl Scratch {
         }
         let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
-        for queue in [
-            self.topology.queue().to_owned(),
-            self.topology.dead_letter_queue(),
-        ] {
+        for queue in [self.topology.queue(), self.topology.dead_letter_queue()] {
             channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;
         }
         for exchange in [
@@ -124,7 +121,7 @@ impl Scratch {
             self.topology.dead_letter_exchange(),
         ] {
             channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
                 .await?;
         }
         let _ = connection.close(200, "done".into()).await;

@@ -181,10 +181,7 @@ async fn measure_ceilings(plan: &Plan, table: &mut Table) -> anyhow::Result<()> 
     sqlx::query("TRUNCATE messages")
         .execute(store.pool())
         .await?;
-    let fresh: Vec<Vec<u8>> = ceilings::messages(plan.raw_messages)
-        .iter()
-        .map(|m| m.to_payload())
-        .collect();
+    let fresh = ceilings::payloads(plan.raw_messages);
     ceilings::publish(&scratch, &fresh, ceilings::WIDE_WINDOW).await?;
     table.record(
         RAW_PIPELINE,
@@ -193,10 +190,7 @@ async fn measure_ceilings(plan: &Plan, table: &mut Table) -> anyhow::Result<()> 
     );
     // And once more with publishing and draining at the same time, as the two services run: the rate is
     // what was stored over the time from the first publish to the last ack.
-    let flowing: Vec<Vec<u8>> = ceilings::messages(plan.raw_messages)
-        .iter()
-        .map(|m| m.to_payload())
-        .collect();
+    let flowing = ceilings::payloads(plan.raw_messages);
     let started = Instant::now();
     let (published, drained) = tokio::join!(
         ceilings::publish(&scratch, &flowing, ceilings::WIDE_WINDOW),
@@ -226,7 +220,7 @@ async fn measure_publisher(plan: &Plan, table: &mut Table) -> anyhow::Result<()>
     table.record(
         "  publisher CPU per 10,000 messages",
         "s",
-        cpu * 10_000.0 / single.accepted.max(1) as f64,
+        services::per_10k(cpu, single.accepted),
     );
     table.record(
         "  load generator CPU per 10,000 messages",
@@ -240,7 +234,7 @@ async fn measure_publisher(plan: &Plan, table: &mut Table) -> anyhow::Result<()>
     table.record(
         "  publisher CPU per 10,000 messages (batches)",
         "s",
-        cpu * 10_000.0 / batch.accepted.max(1) as f64,
+        services::per_10k(cpu, batch.accepted),
     );
     table.record(
         "  load generator CPU per 10,000 messages (batches)",
@@ -278,10 +272,7 @@ async fn measure_publisher(plan: &Plan, table: &mut Table) -> anyhow::Result<()>
 async fn measure_consumer(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let scratch = Scratch::new().await?;
     let pool = scratch.migrated_pool(1).await?;
-    let payloads: Vec<Vec<u8>> = ceilings::messages(plan.backlog)
-        .iter()
-        .map(|m| m.to_payload())
-        .collect();
+    let payloads = ceilings::payloads(plan.backlog);
     ceilings::publish(&scratch, &payloads, ceilings::WIDE_WINDOW).await?;
     let consumer = Service::start("consumer", &scratch).await?;
     // Timed from readiness, so that start-up (connections, migrations) does not count as draining. Progress
@@ -301,7 +292,7 @@ async fn measure_consumer(plan: &Plan, table: &mut Table) -> anyhow::Result<()> 
     table.record(
         "  consumer CPU per 10,000 messages",
         "s",
-        (consumer.cpu_seconds() - cpu_before) * 10_000.0 / plan.backlog as f64,
+        services::per_10k(consumer.cpu_seconds() - cpu_before, plan.backlog),
     );
     table.record("consumer peak RSS", "MiB", consumer.peak_rss_mib());
     drop(consumer);

@@ -99,6 +99,11 @@ impl Service {
     }
 }
 
+/// CPU seconds per 10,000 messages, from `cpu` seconds spent on `messages`.
+pub fn per_10k(cpu: f64, messages: usize) -> f64 {
+    cpu * 10_000.0 / messages.max(1) as f64
+}
+
 /// CPU time (user + system) that process `pid` (or `self`) has spent so far, in seconds.
 pub fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -142,19 +147,13 @@ pub async fn load(
     duration: Duration,
     pace: Option<f64>,
 ) -> anyhow::Result<LoadResult> {
-    let request = if per_request == 1 {
-        Request::post_json(
-            &publisher.address,
-            "/message/publish",
-            &serde_json::to_vec(&message())?,
-        )
+    let (path, body) = if per_request == 1 {
+        ("/message/publish", serde_json::to_vec(&message())?)
     } else {
-        Request::post_json(
-            &publisher.address,
-            "/message/publish/batch",
-            &serde_json::to_vec(&vec![message(); per_request])?,
-        )
+        let batch = vec![message(); per_request];
+        ("/message/publish/batch", serde_json::to_vec(&batch)?)
     };
+    let request = Request::post_json(&publisher.address, path, &body);
     let interval = pace.map(|per_second| Duration::from_secs_f64(clients as f64 / per_second));
     let cpu_before = cpu_seconds("self");
     let started = Instant::now();
@@ -188,6 +187,6 @@ pub async fn load(
         p50: percentile(0.50),
         p99: percentile(0.99),
         accepted,
-        generator_cpu_per_10k: generator_cpu * 10_000.0 / accepted.max(1) as f64,
+        generator_cpu_per_10k: per_10k(generator_cpu, accepted),
     })
 }

@@ -1,6 +1,11 @@
 //! Opening a connection to RabbitMQ, shared by both services' reconnect loops.
 
+use std::time::Duration;
+
 use lapin::{uri::AMQPUri, Connection, ConnectionProperties};
+
+/// Longest wait for the broker to answer a close (or a cancel); a dead peer never answers.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The largest AMQP frame proposed to the broker unless `AMQP_URL` sets `?frame_max=`.
 ///
@@ -23,4 +28,10 @@ pub async fn connect(url: &str, properties: ConnectionProperties) -> lapin::Resu
     let address = (uri.authority.host.clone(), uri.authority.port);
     drop(tokio::net::TcpStream::connect(address).await?);
     Connection::connect_uri(uri, properties).await
+}
+
+/// Closes `connection` cleanly, waiting at most [`CLOSE_TIMEOUT`] for the broker; a connection that is
+/// already gone is left as it is.
+pub async fn close(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
 }

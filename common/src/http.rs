@@ -26,9 +26,9 @@ pub fn bind(host: &str, port: u16) -> anyhow::Result<(TcpListener, u16)> {
 }
 
 /// Open connections one worker accepts before it stops accepting more (idle clients cannot exhaust it).
-pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
+const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
 /// Longest a client may take to send its request line and headers before the connection is closed.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds the HTTP server both services run: `workers` threads on `listener`, signals left to the caller
 /// (so tests can drive shutdown), a short keep-alive so idle connections do not hold a graceful stop
@@ -88,7 +88,7 @@ pub async fn serve_until(
 }
 
 /// Worker threads for a configured `HTTP_WORKERS`: 0 means one per CPU core.
-pub fn workers(configured: usize) -> usize {
+fn workers(configured: usize) -> usize {
     if configured == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {

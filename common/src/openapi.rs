@@ -14,11 +14,6 @@ impl OpenApiDocument {
         Ok(Self(serde_json::to_vec(&value)?.into()))
     }
 
-    /// The document as JSON, for tests and tools.
-    pub fn json(&self) -> &[u8] {
-        &self.0
-    }
-
     /// A route that answers with the document.
     pub fn route(&self) -> Route {
         let body = self.0.clone();

@@ -45,14 +45,22 @@ impl QueueType {
 #[derive(Debug, Clone)]
 pub struct Topology {
     queue: String,
+    /// The derived names, built once: the publisher names its exchange on every request.
+    exchange: String,
+    dead_letter_exchange: String,
+    dead_letter_queue: String,
     queue_type: QueueType,
     delivery_limit: u32,
 }
 
 impl Topology {
     pub fn new(queue: impl Into<String>, queue_type: QueueType, delivery_limit: u32) -> Self {
+        let queue = queue.into();
         Self {
-            queue: queue.into(),
+            exchange: format!("{queue}.exchange"),
+            dead_letter_exchange: format!("{queue}.dlx"),
+            dead_letter_queue: format!("{queue}.dead"),
+            queue,
             queue_type,
             delivery_limit,
         }
@@ -64,18 +72,18 @@ impl Topology {
     }
 
     /// The exchange the publisher publishes to.
-    pub fn exchange(&self) -> String {
-        format!("{}.exchange", self.queue)
+    pub fn exchange(&self) -> &str {
+        &self.exchange
     }
 
     /// Where rejected and over-delivered messages are routed.
-    pub fn dead_letter_exchange(&self) -> String {
-        format!("{}.dlx", self.queue)
+    pub fn dead_letter_exchange(&self) -> &str {
+        &self.dead_letter_exchange
     }
 
     /// Where messages that can never be stored end up, for a person to inspect.
-    pub fn dead_letter_queue(&self) -> String {
-        format!("{}.dead", self.queue)
+    pub fn dead_letter_queue(&self) -> &str {
+        &self.dead_letter_queue
     }
 
     /// Declares everything. Safe to run concurrently and repeatedly; fails only if an object of the same
@@ -91,7 +99,7 @@ impl Topology {
         };
         channel
             .exchange_declare(
-                self.dead_letter_exchange().as_str().into(),
+                self.dead_letter_exchange().into(),
                 ExchangeKind::Direct,
                 durable_exchange,
                 FieldTable::default(),
@@ -101,11 +109,11 @@ impl Topology {
         insert_str(
             &mut with_alternate,
             "alternate-exchange",
-            &self.dead_letter_exchange(),
+            self.dead_letter_exchange(),
         );
         channel
             .exchange_declare(
-                self.exchange().as_str().into(),
+                self.exchange().into(),
                 ExchangeKind::Direct,
                 durable_exchange,
                 with_alternate,
@@ -113,35 +121,31 @@ impl Topology {
             .await?;
         channel
             .queue_declare(
-                self.dead_letter_queue().as_str().into(),
+                self.dead_letter_queue().into(),
                 durable_queue,
                 self.dead_letter_queue_arguments(),
             )
             .await?;
         // Dead letters keep the routing key `<queue>.dead`; unroutable messages keep `<queue>`.
-        for routing_key in [self.dead_letter_queue(), self.queue.clone()] {
+        for routing_key in [self.dead_letter_queue(), self.queue()] {
             channel
                 .queue_bind(
-                    self.dead_letter_queue().as_str().into(),
-                    self.dead_letter_exchange().as_str().into(),
-                    routing_key.as_str().into(),
+                    self.dead_letter_queue().into(),
+                    self.dead_letter_exchange().into(),
+                    routing_key.into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
                 .await?;
         }
         channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                durable_queue,
-                self.queue_arguments(),
-            )
+            .queue_declare(self.queue().into(), durable_queue, self.queue_arguments())
             .await?;
         channel
             .queue_bind(
-                self.queue.as_str().into(),
-                self.exchange().as_str().into(),
-                self.queue.as_str().into(),
+                self.queue().into(),
+                self.exchange().into(),
+                self.queue().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -155,12 +159,12 @@ impl Topology {
         insert_str(
             &mut args,
             "x-dead-letter-exchange",
-            &self.dead_letter_exchange(),
+            self.dead_letter_exchange(),
         );
         insert_str(
             &mut args,
             "x-dead-letter-routing-key",
-            &self.dead_letter_queue(),
+            self.dead_letter_queue(),
         );
         match self.queue_type {
             QueueType::Quorum => {

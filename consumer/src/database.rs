@@ -4,7 +4,7 @@
 use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
-use common::backoff::reconnect_delays;
+use common::backoff::Backoff;
 use sqlx::{
     migrate::MigrateDatabase,
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -29,12 +29,12 @@ pub fn lazy_pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
 /// Creates the database if needed and migrates it, retrying with backoff until it works or `cancel`
 /// fires. Returns whether the database is ready.
 pub async fn prepare(database_url: &str, pool: &PgPool, cancel: &CancellationToken) -> bool {
-    let mut delays = reconnect_delays();
+    let mut backoff = Backoff::new();
     loop {
         match try_prepare(database_url, pool).await {
             Ok(()) => return true,
             Err(error) => {
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                let delay = backoff.next_delay();
                 tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "database not ready");
                 tokio::select! {
                     () = cancel.cancelled() => return false,

@@ -71,9 +71,9 @@ impl Metrics {
         metrics
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        common::metrics::render(&self.registry)
+    /// The answer to `GET /metrics`: every metric in the Prometheus text format.
+    pub fn response(&self) -> actix_web::HttpResponse {
+        common::metrics::response(&self.registry)
     }
 }
 

@@ -44,8 +44,11 @@ impl Application {
             &config.database_url,
             config.db_pool_size,
         )?);
-        let status = Arc::new(PeerStatus::default());
         let metrics = Arc::new(Metrics::new());
+        let status = Arc::new(PeerStatus::new(
+            metrics.broker_connected.clone(),
+            metrics.database_up.clone(),
+        ));
         let ingest = Ingest::new(
             IngestSettings {
                 amqp_url: config.amqp_url.clone(),

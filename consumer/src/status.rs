@@ -1,30 +1,35 @@
 //! What the ingestion loop knows about its peers, for `/readyz` and metrics.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use prometheus::IntGauge;
 
-/// Reachability of the broker and the database as last seen by ingestion.
-#[derive(Debug, Default)]
+/// Reachability of the broker and the database as last seen by ingestion. Each is kept in its gauge
+/// (`consumer_broker_connected`, `consumer_database_up`), so readiness and metrics cannot disagree.
+#[derive(Debug)]
 pub struct PeerStatus {
-    broker: AtomicBool,
-    database: AtomicBool,
+    broker: IntGauge,
+    database: IntGauge,
 }
 
 impl PeerStatus {
+    pub fn new(broker: IntGauge, database: IntGauge) -> Self {
+        Self { broker, database }
+    }
+
     pub fn set_broker(&self, up: bool) {
-        self.broker.store(up, Ordering::Relaxed);
+        self.broker.set(i64::from(up));
     }
 
     pub fn set_database(&self, up: bool) {
-        self.database.store(up, Ordering::Relaxed);
+        self.database.set(i64::from(up));
     }
 
     /// Whether the subscription to the queue is live.
     pub fn broker(&self) -> bool {
-        self.broker.load(Ordering::Relaxed)
+        self.broker.get() == 1
     }
 
     /// Whether the database is migrated and took the last write.
     pub fn database(&self) -> bool {
-        self.database.load(Ordering::Relaxed)
+        self.database.get() == 1
     }
 }

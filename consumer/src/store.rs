@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use common::QueuedMessage;
 use serde::Serialize;
-use serde_json::{value::RawValue, Value};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use serde_json::value::RawValue;
+use sqlx::{types::Json, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// Columns in the order every read selects them.
@@ -103,7 +103,8 @@ impl MessageStore {
             ids.push(queued.id);
             senders.push(message.sender().as_str());
             timestamps.push(message.ts().map(|ts| ts.as_str()));
-            attributes.push(Value::Object(message.attributes().clone()));
+            // Serialised straight from the message: no copy of the attributes per row.
+            attributes.push(Json(message.attributes()));
             ips.push(message.sent_from_ip());
             priorities.push(i16::from(message.priority().value()));
             received.push(queued.received_at);

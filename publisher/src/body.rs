@@ -14,8 +14,8 @@ pub fn require_json(request: &HttpRequest) -> Result<(), PublishError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
-        .map(|value| value.to_str().unwrap_or("a non-ASCII value").to_owned());
-    let is_json = content_type.as_deref().is_some_and(|value| {
+        .map(|value| value.to_str().unwrap_or("a non-ASCII value"));
+    let is_json = content_type.is_some_and(|value| {
         let essence = value.split(';').next().unwrap_or("").trim();
         essence.eq_ignore_ascii_case("application/json")
     });
@@ -23,7 +23,7 @@ pub fn require_json(request: &HttpRequest) -> Result<(), PublishError> {
         Ok(())
     } else {
         Err(PublishError::UnsupportedMediaType(
-            content_type.unwrap_or_else(|| "no Content-Type".into()),
+            content_type.unwrap_or("no Content-Type").to_owned(),
         ))
     }
 }

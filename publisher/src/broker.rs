@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{backoff::reconnect_delays, QueuedMessage, Topology};
+use common::{backoff::Backoff, QueuedMessage, Topology};
 use futures::{future::join_all, Stream, StreamExt};
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -25,8 +25,6 @@ use crate::{error::PublishError, metrics::Metrics};
 
 /// How often the supervisor checks that the connection is still up when nothing reports a failure.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
-/// Longest wait for the broker to acknowledge closing the connection; a dead peer never answers.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for a connection and its channels; a host that drops packets would otherwise hold the
 /// supervisor for the operating system's TCP timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,13 +95,18 @@ impl Broker {
 
     /// Whether publishes can be accepted now; drives `/readyz`.
     pub fn readiness(&self) -> Result<(), Unready> {
+        self.usable_link().map(drop)
+    }
+
+    /// The current link if publishes can go out on it now, or why not.
+    fn usable_link(&self) -> Result<Arc<Link>, Unready> {
         let link = self
             .current()
             .filter(|link| link.is_healthy())
             .ok_or(Unready::Disconnected)?;
         match link.blocked() {
             Some(reason) => Err(Unready::Blocked(reason)),
-            None => Ok(()),
+            None => Ok(link),
         }
     }
 
@@ -118,20 +121,29 @@ impl Broker {
 
     /// Publishes every message as persistent and mandatory, and returns once the broker has confirmed
     /// them all. Messages are spread over the channels and all confirms are awaited concurrently.
+    /// Every failure is counted in `publisher_broker_errors_total` under its kind.
     #[tracing::instrument(name = "publish", skip_all, fields(count = messages.len()))]
     pub async fn publish(&self, messages: &[QueuedMessage]) -> Result<(), PublishError> {
-        let link = self
-            .current()
-            .filter(|link| link.is_healthy())
-            .ok_or(PublishError::BrokerUnavailable)?;
-        if let Some(reason) = link.blocked() {
+        let result = match self.usable_link() {
+            Ok(link) => self.publish_on(&link, messages).await,
+            Err(Unready::Disconnected) => Err(PublishError::BrokerUnavailable),
             // Publishing now would only wait for a confirm that cannot come before the alarm clears.
+            Err(Unready::Blocked(reason)) => Err(PublishError::BrokerBlocked(reason)),
+        };
+        if let Err(error) = &result {
             self.metrics
                 .broker_errors
-                .with_label_values(&["blocked"])
+                .with_label_values(&[error.kind()])
                 .inc();
-            return Err(PublishError::BrokerBlocked(reason));
         }
+        result
+    }
+
+    async fn publish_on(
+        &self,
+        link: &Link,
+        messages: &[QueuedMessage],
+    ) -> Result<(), PublishError> {
         let exchange = self.topology.exchange();
         let first = self
             .next_channel
@@ -139,7 +151,7 @@ impl Broker {
         let started = Instant::now();
         let confirms = messages.iter().enumerate().map(|(i, message)| {
             let channel = &link.channels[(first + i) % link.channels.len()];
-            publish_one(channel, &exchange, self.topology.queue(), message)
+            publish_one(channel, exchange, self.topology.queue(), message)
         });
         // Every confirm is awaited, not just up to the first failure, so none is left pending in lapin.
         let outcome = tokio::time::timeout(self.confirm_timeout, join_all(confirms)).await;
@@ -154,10 +166,6 @@ impl Broker {
             Err(_) => Err(PublishError::ConfirmTimeout),
         };
         if let Err(error) = &result {
-            self.metrics
-                .broker_errors
-                .with_label_values(&[error.kind()])
-                .inc();
             // A confirm that timed out under a resource alarm is released when the alarm clears;
             // reconnecting would only lose track of the block.
             let blocked_timeout =
@@ -188,13 +196,13 @@ impl Broker {
                 () = self.until_broken(&link, events) => {
                     tracing::warn!("the broker link failed; reconnecting");
                     self.replace(None);
-                    close(&link, "reconnecting").await;
+                    common::amqp::close(&link.connection, "reconnecting").await;
                 }
             }
         }
         if let Some(link) = self.current() {
             self.replace(None);
-            close(&link, "shutting down").await;
+            common::amqp::close(&link.connection, "shutting down").await;
         }
         tracing::info!("broker connection closed");
     }
@@ -224,14 +232,14 @@ impl Broker {
     }
 
     async fn connect_with_backoff(&self) -> Link {
-        let mut delays = reconnect_delays();
+        let mut backoff = Backoff::new();
         loop {
             let error = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
                 Ok(Ok(link)) => return link,
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
             };
-            let delay = delays.next().unwrap_or(Duration::from_secs(2));
+            let delay = backoff.next_delay();
             tracing::warn!(%error, retry_in = ?delay, "cannot reach the broker");
             tokio::time::sleep(delay).await;
         }
@@ -257,11 +265,6 @@ impl Broker {
             failed: Notify::new(),
         })
     }
-}
-
-async fn close(link: &Link, reason: &str) {
-    let closing = link.connection.close(200, reason.into());
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
 }
 
 async fn publish_one(

@@ -115,9 +115,10 @@ impl ResponseError for PublishError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if self.problem().status >= 500 {
+        let problem = self.problem();
+        if problem.status >= 500 {
             tracing::warn!(error = %self, cause = ?std::error::Error::source(self), "publish failed");
         }
-        self.problem().to_response()
+        problem.to_response()
     }
 }

@@ -400,16 +400,22 @@ impl Drop for TestStack {
     fn drop(&mut self) {
         self.publisher.take();
         self.consumer.take();
-        let (queue, database) = (self.queue.clone(), self.database.clone());
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(remove_resources(&queue, &database));
-        });
-        let _ = cleanup.join();
+        remove_resources_blocking(&self.queue, &self.database);
     }
+}
+
+/// [`remove_resources`] from synchronous code such as `Drop`: on a thread of its own with its own
+/// runtime, so that it works inside or outside a runtime and while a failed test unwinds.
+pub fn remove_resources_blocking(queue: &str, database: &str) {
+    let (queue, database) = (queue.to_owned(), database.to_owned());
+    let cleanup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(remove_resources(&queue, &database));
+    });
+    let _ = cleanup.join();
 }
 
 /// Drops a test's database and deletes its queues and exchanges.

@@ -40,15 +40,14 @@ impl DeadLetters {
         Ok(Self {
             connection,
             channel,
-            exchange: topology.dead_letter_exchange(),
-            routing_key: topology.dead_letter_queue(),
+            exchange: topology.dead_letter_exchange().to_owned(),
+            routing_key: topology.dead_letter_queue().to_owned(),
         })
     }
 
-    /// Closes the connection, waiting at most `timeout` for the broker.
-    pub async fn close(&self, timeout: Duration) {
-        let closing = self.connection.close(200, "closing".into());
-        let _ = tokio::time::timeout(timeout, closing).await;
+    /// Closes the connection, waiting a bounded time for the broker.
+    pub async fn close(&self) {
+        common::amqp::close(&self.connection, "closing").await;
     }
 
     /// Copies `delivery` (body and properties) to the dead-letter queue with `reason` added to its

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{backoff::reconnect_delays, QueuedMessage, Topology};
+use common::{amqp::CLOSE_TIMEOUT, backoff::Backoff, QueuedMessage, Topology};
 use lapin::{
     message::Delivery,
     options::{
@@ -37,8 +37,6 @@ use crate::{
     store::{classify, FailureKind, MessageStore},
 };
 
-/// Longest wait for the broker to answer a cancel or a close; a dead peer never answers.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A session that lasted this long was healthy: the next reconnect starts its backoff afresh.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
@@ -100,20 +98,19 @@ impl Ingest {
     /// Consumes until `cancel` fires, reconnecting to the broker with backoff whenever the session ends.
     /// On cancellation the batch in hand is stored and acknowledged before returning.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut delays = reconnect_delays();
+        let mut backoff = Backoff::new();
         loop {
             let started = Instant::now();
             let outcome = self.session(&cancel).await;
             if started.elapsed() >= HEALTHY_SESSION {
-                delays = reconnect_delays();
+                backoff = Backoff::new();
             }
             self.status.set_broker(false);
-            self.metrics.broker_connected.set(0);
             match outcome {
                 Err(SessionEnd::Cancelled) => break,
                 Ok(()) => break,
                 Err(error) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    let delay = backoff.next_delay();
                     tracing::warn!(error = %error, retry_in = ?delay, "broker session ended; reconnecting");
                     tokio::select! {
                         () = cancel.cancelled() => break,
@@ -134,7 +131,6 @@ impl Ingest {
             subscribed = self.subscribe() => subscribed?,
         };
         self.status.set_broker(true);
-        self.metrics.broker_connected.set(1);
         tracing::info!(queue = self.settings.topology.queue(), "consuming");
         let ended = self.pipeline(&mut consumer, cancel, &dead_letters).await;
         // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
@@ -142,8 +138,8 @@ impl Ingest {
         // the close keeps the dead connection from lingering.
         let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "closing".into())).await;
-        dead_letters.close(CLOSE_TIMEOUT).await;
+        common::amqp::close(&connection, "closing").await;
+        dead_letters.close().await;
         Err(ended)
     }
 
@@ -188,8 +184,9 @@ impl Ingest {
             // Gathering is polled first, so storing can see the channel closed only after it has ended.
             biased;
             end = &mut gather => match store.await {
+                // A channel found closed while settling is the failure gathering already reports.
+                Ok(()) | Err(SessionEnd::ChannelClosed) => end,
                 Err(error) => error,
-                Ok(()) => end,
             },
             stored = &mut store => match stored {
                 Err(error) => error,
@@ -274,7 +271,7 @@ impl Ingest {
         messages: &[QueuedMessage],
         cancel: &CancellationToken,
     ) -> Result<Vec<(usize, String)>, SessionEnd> {
-        let mut delays = reconnect_delays();
+        let mut backoff = Backoff::new();
         loop {
             let started = std::time::Instant::now();
             let outcome = match self.store.insert(messages).await {
@@ -291,13 +288,11 @@ impl Ingest {
             match outcome {
                 Ok(refused) => {
                     self.status.set_database(true);
-                    self.metrics.database_up.set(1);
                     return Ok(refused);
                 }
                 Err(error) => {
                     self.status.set_database(false);
-                    self.metrics.database_up.set(0);
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    let delay = backoff.next_delay();
                     tracing::warn!(error = %error, retry_in = ?delay, "cannot store a batch; it stays unacknowledged");
                     tokio::select! {
                         () = cancel.cancelled() => return Err(SessionEnd::Cancelled),

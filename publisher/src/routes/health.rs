@@ -25,7 +25,5 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(common::metrics::CONTENT_TYPE)
-        .body(state.metrics.render())
+    state.metrics.response()
 }

@@ -351,15 +351,7 @@ impl Drop for Pipeline {
         // Stop the services first, or the consumer would declare the queue again after its removal.
         self.publisher.kill();
         self.consumer.kill();
-        let (queue, database) = (self.config.queue.clone(), self.config.database.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(end_to_end::remove_resources(&queue, &database));
-        })
-        .join();
+        end_to_end::remove_resources_blocking(&self.config.queue, &self.config.database);
     }
 }
 
