@@ -29,6 +29,7 @@ pub fn queued() -> QueuedMessage {
         id: Uuid::now_v7(),
         received_at: Utc::now(),
         message: serde_json::from_value::<Message>(message()).expect("a valid message"),
+        fingerprint: None,
     }
 }
 

@@ -171,7 +171,10 @@ async fn measure_ceilings(plan: &Plan, table: &mut Table) -> anyhow::Result<()> 
         "msg/s",
         ceilings::drain(&scratch, 2 * payloads.len(), None).await?,
     );
-    let store = MessageStore::new(scratch.migrated_pool(1).await?);
+    let store = MessageStore::new(
+        scratch.migrated_pool(1).await?,
+        std::time::Duration::from_secs(60),
+    );
     table.record(
         RAW_INGEST,
         "rows/s",

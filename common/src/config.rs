@@ -41,9 +41,15 @@ pub struct PublisherConfig {
     /// `CONFIRM_TIMEOUT_MS`: how long a request waits for the broker's confirm before answering 503.
     #[serde(default = "default_confirm_timeout_ms")]
     pub confirm_timeout_ms: u64,
-    /// `MAX_MESSAGE_BYTES`: largest body of `/message/publish`; a batch may be this times its length limit.
+    /// `MAX_MESSAGE_BYTES`: largest body of `/message/publish`, and largest element of a batch.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// `MAX_BATCH_BYTES`: largest body of `/message/publish/batch`.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// `MAX_INFLIGHT_BYTES`: request body bytes held at once across all requests; past it, 503.
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: usize,
     /// `BODY_TIMEOUT_MS`: longest a client may take to send a request body before it is answered 408.
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: u64,
@@ -97,6 +103,31 @@ pub struct ConsumerConfig {
     /// `DB_POOL_SIZE`: PostgreSQL connections shared by ingestion and the HTTP API.
     #[serde(default = "default_db_pool_size")]
     pub db_pool_size: u32,
+    /// `MAX_MESSAGE_BYTES`: the publisher's limit on one message; with `PREFETCH_BYTES` it bounds the
+    /// prefetch, and a larger payload is dead-lettered unread.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// `PREFETCH_BYTES`: most payload bytes the broker may push ahead per queue; the prefetch count is
+    /// lowered so that `PREFETCH` of the largest messages fit.
+    #[serde(default = "default_prefetch_bytes")]
+    pub prefetch_bytes: usize,
+    /// `BATCH_BYTES`: a batch closes once its payloads reach this many bytes.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
+    /// `DB_STATEMENT_TIMEOUT_MS`: PostgreSQL's `statement_timeout` for the consumer's sessions.
+    #[serde(default = "default_db_statement_timeout_ms")]
+    pub db_statement_timeout_ms: u64,
+    /// `DB_WRITE_TIMEOUT_MS`: longest an insert may take before its connection is closed and the batch
+    /// retried.
+    #[serde(default = "default_db_write_timeout_ms")]
+    pub db_write_timeout_ms: u64,
+    /// `DB_STUCK_WRITE_MS`: `/readyz` fails while a write has been running longer than this.
+    #[serde(default = "default_db_stuck_write_ms")]
+    pub db_stuck_write_ms: u64,
+    /// `DB_TCP_KEEPALIVE_SECS`: idle seconds before PostgreSQL probes the consumer's connection, so that
+    /// a backend whose client vanished is ended and its locks released.
+    #[serde(default = "default_db_tcp_keepalive_secs")]
+    pub db_tcp_keepalive_secs: u32,
     /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight work after SIGTERM.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
@@ -114,6 +145,11 @@ impl PublisherConfig {
         ensure(
             config.max_batch_messages > 0,
             "MAX_BATCH_MESSAGES must be at least 1",
+        )?;
+        ensure(
+            config.max_message_bytes <= config.max_batch_bytes
+                && config.max_batch_bytes <= config.max_inflight_bytes,
+            "MAX_MESSAGE_BYTES must be at most MAX_BATCH_BYTES, and MAX_BATCH_BYTES at most MAX_INFLIGHT_BYTES",
         )?;
         Ok(config)
     }
@@ -134,13 +170,41 @@ impl ConsumerConfig {
             "PREFETCH must be at least BATCH_SIZE, or batches could never fill",
         )?;
         ensure(config.db_pool_size > 0, "DB_POOL_SIZE must be at least 1")?;
+        ensure(
+            config.max_message_bytes > 0 && config.batch_bytes > 0,
+            "MAX_MESSAGE_BYTES and BATCH_BYTES must be at least 1",
+        )?;
+        ensure(
+            config.db_write_timeout_ms > 0 && config.db_statement_timeout_ms > 0,
+            "DB_WRITE_TIMEOUT_MS and DB_STATEMENT_TIMEOUT_MS must be at least 1",
+        )?;
         Ok(config)
     }
 
     pub fn topology(&self) -> Topology {
         Topology::new(&self.queue_name, self.queue_type, self.delivery_limit)
     }
+
+    /// The largest payload a publisher with the same `MAX_MESSAGE_BYTES` can put on the queue: the
+    /// message, re-serialised, plus its id, time and fingerprint.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_message_bytes + PAYLOAD_ENVELOPE_BYTES
+    }
+
+    /// `PREFETCH`, lowered where needed so that that many of the largest payloads fit `PREFETCH_BYTES`
+    /// (RabbitMQ does not implement a prefetch in bytes). Never below 1.
+    pub fn effective_prefetch(&self) -> u16 {
+        let fit = self.prefetch_bytes / self.max_payload_bytes();
+        self.prefetch
+            .min(u16::try_from(fit).unwrap_or(u16::MAX))
+            .max(1)
+    }
 }
+
+/// What the queue envelope adds to a message: `{"id":…,"received_at":…,"message":…,"fingerprint":…}`,
+/// with room to spare. (Re-serialising a message can only shorten it: the publisher drops whitespace
+/// outside the attributes, which it keeps as sent.)
+pub const PAYLOAD_ENVELOPE_BYTES: usize = 512;
 
 /// Every environment variable either service reads, for documentation checks.
 pub const VARIABLES: &[&str] = &[
@@ -158,11 +222,19 @@ pub const VARIABLES: &[&str] = &[
     "CONFIRM_TIMEOUT_MS",
     "MAX_MESSAGE_BYTES",
     "MAX_BATCH_MESSAGES",
+    "MAX_BATCH_BYTES",
+    "MAX_INFLIGHT_BYTES",
     "BODY_TIMEOUT_MS",
     "BATCH_SIZE",
     "BATCH_LINGER_MS",
     "PREFETCH",
     "DB_POOL_SIZE",
+    "PREFETCH_BYTES",
+    "BATCH_BYTES",
+    "DB_STATEMENT_TIMEOUT_MS",
+    "DB_WRITE_TIMEOUT_MS",
+    "DB_STUCK_WRITE_MS",
+    "DB_TCP_KEEPALIVE_SECS",
     "SHUTDOWN_TIMEOUT_SECS",
 ];
 
@@ -237,6 +309,15 @@ fn default_confirm_timeout_ms() -> u64 {
 fn default_max_message_bytes() -> usize {
     64 * 1024
 }
+/// 64 of the largest messages, or 1000 of 4 KiB: what one request may hold in memory.
+fn default_max_batch_bytes() -> usize {
+    4 * 1024 * 1024
+}
+/// Six of the largest batches at once; with the messages built from them this keeps the publisher well
+/// inside the 128 MiB its manifest grants.
+fn default_max_inflight_bytes() -> usize {
+    24 * 1024 * 1024
+}
 fn default_body_timeout_ms() -> u64 {
     10_000
 }
@@ -254,6 +335,24 @@ fn default_batch_linger_ms() -> u64 {
 }
 fn default_prefetch() -> u16 {
     1_000
+}
+fn default_prefetch_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_batch_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_db_statement_timeout_ms() -> u64 {
+    10_000
+}
+fn default_db_write_timeout_ms() -> u64 {
+    15_000
+}
+fn default_db_stuck_write_ms() -> u64 {
+    5_000
+}
+fn default_db_tcp_keepalive_secs() -> u32 {
+    10
 }
 fn default_db_pool_size() -> u32 {
     8
@@ -321,7 +420,19 @@ mod tests {
             ("BATCH_LINGER_MS", c.batch_linger_ms.to_string()),
             ("PREFETCH", c.prefetch.to_string()),
             ("DB_POOL_SIZE", c.db_pool_size.to_string()),
+            ("MAX_BATCH_BYTES", p.max_batch_bytes.to_string()),
+            ("MAX_INFLIGHT_BYTES", p.max_inflight_bytes.to_string()),
+            ("PREFETCH_BYTES", c.prefetch_bytes.to_string()),
+            ("BATCH_BYTES", c.batch_bytes.to_string()),
+            (
+                "DB_STATEMENT_TIMEOUT_MS",
+                c.db_statement_timeout_ms.to_string(),
+            ),
+            ("DB_WRITE_TIMEOUT_MS", c.db_write_timeout_ms.to_string()),
+            ("DB_STUCK_WRITE_MS", c.db_stuck_write_ms.to_string()),
+            ("DB_TCP_KEEPALIVE_SECS", c.db_tcp_keepalive_secs.to_string()),
         ];
+        assert_eq!(c.max_message_bytes, p.max_message_bytes);
         for (variable, default) in defaults {
             let line = row(variable);
             assert!(

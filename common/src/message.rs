@@ -1,13 +1,20 @@
 //! The message as users send it, and the validated [`Message`] that is the only form the services pass on.
 //!
 //! Parsing happens in two steps so that every refusal names what is wrong: serde turns JSON into
-//! [`MessageInput`] (refusing unknown fields and wrong JSON types), then [`Message::try_from`] applies the
-//! contract's rules and reports the first field that breaks one.
+//! [`MessageInput`] (refusing unknown fields, wrong JSON types and anything but an object), then
+//! [`Message::try_from`] applies the contract's rules and reports the first field that breaks one.
+//!
+//! `messageAttributes` is never turned into a tree of values: it is kept as the JSON text the client
+//! sent, checked but not rebuilt, so every number keeps its exact digits from request to row to
+//! response and parsing costs no more memory than the text itself.
 
-use std::net::IpAddr;
+use std::{fmt, net::IpAddr};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::{
+    de::{value::MapAccessDeserializer, MapAccess, Visitor},
+    Deserialize, Deserializer, Serialize,
+};
+use serde_json::value::RawValue;
 
 /// Longest sender accepted, in characters.
 pub const SENDER_MAX_CHARS: usize = 256;
@@ -18,20 +25,55 @@ pub const MAX_PRIORITY: u8 = 9;
 
 /// A message exactly as a client sent it, before any rule but JSON types is checked.
 ///
-/// Field names are the contract's, including its mix of camelCase and snake_case.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Field names are the contract's, including its mix of camelCase and snake_case. Only a JSON object
+/// is a message: serde would otherwise also take an array as the fields in order.
+#[derive(Debug)]
 pub struct MessageInput {
     pub sender: String,
-    #[serde(default)]
     pub ts: Option<String>,
-    #[serde(default, rename = "messageAttributes")]
-    pub message_attributes: Option<Map<String, Value>>,
-    #[serde(default)]
+    /// The attributes' JSON text, exactly as sent.
+    pub message_attributes: Option<Box<RawValue>>,
     pub sent_from_ip: Option<String>,
     /// Any JSON number: `3` and `3.0` are the same integer to JSON Schema, and so to us.
-    #[serde(default)]
     pub priority: Option<serde_json::Number>,
+}
+
+/// The derived form of [`MessageInput`], reached only through a JSON object.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageFields {
+    sender: String,
+    #[serde(default)]
+    ts: Option<String>,
+    #[serde(default, rename = "messageAttributes")]
+    message_attributes: Option<Box<RawValue>>,
+    #[serde(default)]
+    sent_from_ip: Option<String>,
+    #[serde(default)]
+    priority: Option<serde_json::Number>,
+}
+
+impl<'de> Deserialize<'de> for MessageInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> Visitor<'de> for ObjectOnly {
+            type Value = MessageFields;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message as a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                MessageFields::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        let fields = deserializer.deserialize_map(ObjectOnly)?;
+        Ok(Self {
+            sender: fields.sender,
+            ts: fields.ts,
+            message_attributes: fields.message_attributes,
+            sent_from_ip: fields.sent_from_ip,
+            priority: fields.priority,
+        })
+    }
 }
 
 /// A rule of the contract that an input broke; `field` is the JSON name of the offending field.
@@ -60,8 +102,11 @@ impl Sender {
     /// Checks the contract's rule for `sender`.
     pub fn parse(raw: String) -> Result<Self, InvalidField> {
         let chars = raw.chars().count();
-        if raw.trim().is_empty() {
-            return Err(InvalidField::new("sender", "must not be empty or blank"));
+        if raw.chars().all(is_blank) {
+            return Err(InvalidField::new(
+                "sender",
+                "must not be empty or blank (only whitespace or invisible characters)",
+            ));
         }
         if chars > SENDER_MAX_CHARS {
             return Err(InvalidField::new(
@@ -132,6 +177,112 @@ impl Priority {
     }
 }
 
+/// Whether `c` shows nothing on its own: whitespace, or a Unicode default-ignorable code point such as a
+/// zero-width space, joiner, direction mark, soft hyphen, variation selector or tag character. A sender
+/// made only of these would look empty wherever it is displayed.
+fn is_blank(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFF8}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
+}
+
+/// `messageAttributes`: a JSON object kept as the text the client sent. Its numbers are never converted
+/// (so `18446744073709551616`, `1e400` and `-0` come back as sent), and duplicate keys are kept as sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "Box<RawValue>")]
+pub struct Attributes(Box<RawValue>);
+
+impl Attributes {
+    /// Checks the contract's rule for `messageAttributes`: a JSON object (the text is already valid JSON)
+    /// whose strings and keys hold no NUL character.
+    pub fn parse(raw: Box<RawValue>) -> Result<Self, InvalidField> {
+        if !raw.get().starts_with('{') {
+            return Err(InvalidField::new(
+                "messageAttributes",
+                "must be a JSON object",
+            ));
+        }
+        if escapes_nul(raw.get()) {
+            return Err(InvalidField::new(
+                "messageAttributes",
+                "must not contain the NUL character (\\u0000), which PostgreSQL cannot store",
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    /// The attributes' JSON text, exactly as sent.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Whether the object has no members.
+    pub fn is_empty(&self) -> bool {
+        self.0.get()[1..].trim_start().starts_with('}')
+    }
+}
+
+impl Default for Attributes {
+    fn default() -> Self {
+        Self(RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
+    }
+}
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_json() == other.as_json()
+    }
+}
+
+impl TryFrom<Box<RawValue>> for Attributes {
+    type Error = InvalidField;
+
+    fn try_from(raw: Box<RawValue>) -> Result<Self, Self::Error> {
+        Self::parse(raw)
+    }
+}
+
+/// Whether valid JSON text holds the escape `\u0000` in any string. Outside strings valid JSON has no
+/// backslash, and inside one every backslash starts an escape, so skipping each escape whole is exact.
+fn escapes_nul(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'\\') {
+        let escape = i + offset;
+        if bytes.get(escape + 1) == Some(&b'u')
+            && bytes.get(escape + 2..escape + 6) == Some(b"0000")
+        {
+            return true;
+        }
+        i = escape + 2;
+        if i >= bytes.len() {
+            return false;
+        }
+    }
+    false
+}
+
 /// A message that satisfies every rule of the contract. The only way to get one is [`Message::try_from`],
 /// so whatever holds a `Message` may publish or store it without checking again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,7 +291,7 @@ pub struct Message {
     sender: Sender,
     ts: Option<ClientTimestamp>,
     #[serde(rename = "messageAttributes")]
-    attributes: Map<String, Value>,
+    attributes: Attributes,
     sent_from_ip: Option<IpAddr>,
     priority: Priority,
 }
@@ -154,7 +305,7 @@ impl Message {
         self.ts.as_ref()
     }
 
-    pub fn attributes(&self) -> &Map<String, Value> {
+    pub fn attributes(&self) -> &Attributes {
         &self.attributes
     }
 
@@ -173,13 +324,11 @@ impl TryFrom<MessageInput> for Message {
     fn try_from(input: MessageInput) -> Result<Self, Self::Error> {
         let sender = Sender::parse(input.sender)?;
         let ts = input.ts.map(ClientTimestamp::parse).transpose()?;
-        let attributes = input.message_attributes.unwrap_or_default();
-        if contains_nul(&attributes) {
-            return Err(InvalidField::new(
-                "messageAttributes",
-                "must not contain the NUL character (\\u0000), which PostgreSQL cannot store",
-            ));
-        }
+        let attributes = input
+            .message_attributes
+            .map(Attributes::parse)
+            .transpose()?
+            .unwrap_or_default();
         let sent_from_ip = input
             .sent_from_ip
             .map(|raw| {
@@ -219,26 +368,14 @@ fn reject_nul(field: &'static str, value: &str) -> Result<(), InvalidField> {
     Ok(())
 }
 
-fn contains_nul(map: &Map<String, Value>) -> bool {
-    fn value_has_nul(value: &Value) -> bool {
-        match value {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(value_has_nul),
-            Value::Object(map) => contains_nul(map),
-            _ => false,
-        }
-    }
-    map.iter()
-        .any(|(k, v)| k.contains('\0') || value_has_nul(v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn parse(value: Value) -> Result<Message, String> {
-        let input: MessageInput = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let input: MessageInput =
+            serde_json::from_str(&value.to_string()).map_err(|e| e.to_string())?;
         Message::try_from(input).map_err(|e| e.to_string())
     }
 
@@ -330,6 +467,50 @@ mod tests {
         let err =
             parse(json!({ "sender": "s", "messageAttributes": { "k": ["x\u{0}"] } })).unwrap_err();
         assert!(err.starts_with("messageAttributes:"), "{err}");
+    }
+
+    #[test]
+    fn numbers_in_attributes_keep_their_exact_text() {
+        let text = r#"{"sender":"s","messageAttributes":{"big":18446744073709551616,"dec":12345678901234567.89,"neg":-0,"exp":1E2,"tiny":1e-400,"huge":1e400,"k":1,"k":2}}"#;
+        let input: MessageInput = serde_json::from_str(text).unwrap();
+        let message = Message::try_from(input).unwrap();
+        assert_eq!(
+            message.attributes().as_json(),
+            r#"{"big":18446744073709551616,"dec":12345678901234567.89,"neg":-0,"exp":1E2,"tiny":1e-400,"huge":1e400,"k":1,"k":2}"#
+        );
+    }
+
+    #[test]
+    fn an_array_is_not_a_message() {
+        let err =
+            serde_json::from_str::<MessageInput>(r#"["positional","ts-x",{"k":1},"10.0.0.9",7]"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("expected a message as a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn a_sender_of_invisible_characters_only_is_blank() {
+        for sender in [
+            "\u{200B}",
+            "\u{FEFF}\u{200D} ",
+            "\u{2060}\t\u{00AD}",
+            "\u{E0041}",
+        ] {
+            let err = with_sender(sender.into()).unwrap_err();
+            assert!(err.starts_with("sender:"), "{sender:?}: {err}");
+        }
+        assert!(with_sender("a\u{200B}".into()).is_ok());
+    }
+
+    #[test]
+    fn attributes_must_be_an_object_and_an_escaped_backslash_is_not_a_nul() {
+        let err = parse(json!({ "sender": "s", "messageAttributes": [1] })).unwrap_err();
+        assert!(err.starts_with("messageAttributes:"), "{err}");
+        let message =
+            parse(json!({ "sender": "s", "messageAttributes": { "k": "\\u0000" } })).unwrap();
+        assert_eq!(message.attributes().as_json(), r#"{"k":"\\u0000"}"#);
+        assert!(parse(json!({ "sender": "s", "messageAttributes": { "\u{0}": 1 } })).is_err());
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct Problem {
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// The message ids a request was given when its outcome is unknown, so the client can look them up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<uuid::Uuid>>,
     /// Seconds a client should wait before retrying; sent as the `Retry-After` header, not in the body.
     #[serde(skip)]
     pub retry_after: Option<u32>,
@@ -27,6 +30,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
+            ids: None,
             retry_after: None,
         }
     }
@@ -34,6 +38,12 @@ impl Problem {
     /// Adds a `Retry-After` header to the response.
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Lists the message ids whose outcome is unknown.
+    pub fn with_ids(mut self, ids: Vec<uuid::Uuid>) -> Self {
+        self.ids = Some(ids);
         self
     }
 
@@ -63,6 +73,8 @@ pub mod kinds {
     pub const NOT_FOUND: &str = "urn:message-queue:problem:not-found";
     pub const METHOD_NOT_ALLOWED: &str = "urn:message-queue:problem:method-not-allowed";
     pub const BROKER_UNAVAILABLE: &str = "urn:message-queue:problem:broker-unavailable";
+    pub const BUSY: &str = "urn:message-queue:problem:busy";
+    pub const OUTCOME_UNKNOWN: &str = "urn:message-queue:problem:outcome-unknown";
     pub const DATABASE_UNAVAILABLE: &str = "urn:message-queue:problem:database-unavailable";
     pub const INTERNAL: &str = "urn:message-queue:problem:internal";
 }

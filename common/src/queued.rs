@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::message::Message;
@@ -16,6 +17,17 @@ pub struct QueuedMessage {
     pub id: Uuid,
     pub received_at: DateTime<Utc>,
     pub message: Message,
+    /// For a message whose id comes from an `Idempotency-Key`: the [`fingerprint`] of its content, so
+    /// the consumer can tell a true retry (same content) from a key reused for another message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// SHA-256 of a message's content as it travels (every field, the attributes as sent), in hex. Two
+/// messages have the same fingerprint exactly when they would be stored as the same row.
+pub fn fingerprint(message: &Message) -> String {
+    let json = serde_json::to_vec(message).expect("a Message always serialises");
+    hex::encode(Sha256::digest(json))
 }
 
 impl QueuedMessage {
@@ -44,11 +56,32 @@ mod tests {
             id: Uuid::now_v7(),
             received_at: Utc::now(),
             message: Message::try_from(input).unwrap(),
+            fingerprint: None,
         };
         assert_eq!(
             QueuedMessage::from_payload(&queued.to_payload()).unwrap(),
             queued
         );
+    }
+
+    #[test]
+    fn a_fingerprint_changes_with_any_field_and_only_then() {
+        let message = |text: &str| {
+            Message::try_from(serde_json::from_str::<MessageInput>(text).unwrap()).unwrap()
+        };
+        let a = fingerprint(&message(r#"{"sender":"s","messageAttributes":{"n":1}}"#));
+        assert_eq!(
+            a,
+            fingerprint(&message(r#"{"sender":"s","messageAttributes":{"n":1}}"#))
+        );
+        for other in [
+            r#"{"sender":"s","messageAttributes":{"n":1.0}}"#,
+            r#"{"sender":"t","messageAttributes":{"n":1}}"#,
+            r#"{"sender":"s","messageAttributes":{"n":1},"priority":1}"#,
+            r#"{"sender":"s","messageAttributes":{"n":1},"ts":""}"#,
+        ] {
+            assert_ne!(a, fingerprint(&message(other)), "{other}");
+        }
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! The AMQP objects both services rely on, declared idempotently by whichever starts first.
 //!
 //! ```text
-//! publisher ──▶ <queue>.exchange (direct) ──▶ <queue> ──▶ consumer
-//!                    │ unroutable               │ rejected, or over the delivery limit
-//!                    ▼ (alternate exchange)     ▼
-//!               <queue>.dlx (direct) ─────────▶ <queue>.dead
+//! publisher ──▶ <queue>.exchange (direct) ──▶ <queue> ────────────▶ consumer
+//!                    │ unroutable               │ rejected, or        ▲
+//!                    ▼ (alternate exchange)     │ over the limit      │
+//!               <queue>.dlx (direct) ──────────────▶ <queue>.unrouted ┘
+//!                    └──────────────────────────▶ <queue>.dead
 //! ```
 //!
 //! The alternate exchange means a published message is never unroutable, even if someone deletes the
-//! queue: it lands in `<queue>.dead` instead of being returned. That matters because lapin cannot tell
-//! reliably which publish a returned message belongs to when the broker acknowledges several at once.
+//! main queue: it lands in `<queue>.unrouted`, which the consumer drains into the table like the main
+//! queue, so a confirmed message always reaches a queue that is stored. That matters because lapin
+//! cannot tell reliably which publish a returned message belongs to when the broker acknowledges
+//! several at once, so a publisher must never depend on returns.
 
 use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
@@ -49,6 +52,7 @@ pub struct Topology {
     exchange: String,
     dead_letter_exchange: String,
     dead_letter_queue: String,
+    unrouted_queue: String,
     queue_type: QueueType,
     delivery_limit: u32,
 }
@@ -60,6 +64,7 @@ impl Topology {
             exchange: format!("{queue}.exchange"),
             dead_letter_exchange: format!("{queue}.dlx"),
             dead_letter_queue: format!("{queue}.dead"),
+            unrouted_queue: format!("{queue}.unrouted"),
             queue,
             queue_type,
             delivery_limit,
@@ -84,6 +89,21 @@ impl Topology {
     /// Where messages that can never be stored end up, for a person to inspect.
     pub fn dead_letter_queue(&self) -> &str {
         &self.dead_letter_queue
+    }
+
+    /// Where messages the main queue could not take (it was deleted) wait for the consumer.
+    pub fn unrouted_queue(&self) -> &str {
+        &self.unrouted_queue
+    }
+
+    /// Every queue the consumer stores from.
+    pub fn drained_queues(&self) -> [&str; 2] {
+        [self.queue(), self.unrouted_queue()]
+    }
+
+    /// Deliveries of one message before the broker dead-letters it, where the queue type counts them.
+    pub fn delivery_limit(&self) -> Option<u32> {
+        (self.queue_type == QueueType::Quorum).then_some(self.delivery_limit)
     }
 
     /// Declares everything. Safe to run concurrently and repeatedly; fails only if an object of the same
@@ -126,11 +146,21 @@ impl Topology {
                 self.dead_letter_queue_arguments(),
             )
             .await?;
+        channel
+            .queue_declare(
+                self.unrouted_queue().into(),
+                durable_queue,
+                self.queue_arguments(),
+            )
+            .await?;
         // Dead letters keep the routing key `<queue>.dead`; unroutable messages keep `<queue>`.
-        for routing_key in [self.dead_letter_queue(), self.queue()] {
+        for (queue, routing_key) in [
+            (self.dead_letter_queue(), self.dead_letter_queue()),
+            (self.unrouted_queue(), self.queue()),
+        ] {
             channel
                 .queue_bind(
-                    self.dead_letter_queue().into(),
+                    queue.into(),
                     self.dead_letter_exchange().into(),
                     routing_key.into(),
                     QueueBindOptions::default(),
@@ -138,6 +168,16 @@ impl Topology {
                 )
                 .await?;
         }
+        // Earlier versions sent unroutable messages to `<queue>.dead`; only `<queue>.unrouted` takes
+        // them now (unbinding what is not bound is a no-op).
+        channel
+            .queue_unbind(
+                self.dead_letter_queue().into(),
+                self.dead_letter_exchange().into(),
+                self.queue().into(),
+                FieldTable::default(),
+            )
+            .await?;
         channel
             .queue_declare(self.queue().into(), durable_queue, self.queue_arguments())
             .await?;

@@ -12,10 +12,37 @@ use sqlx::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// Session settings every pooled connection gets.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// PostgreSQL's `statement_timeout`: the server cancels a statement that runs longer (a lock wait).
+    pub statement_timeout: Duration,
+    /// PostgreSQL's `tcp_keepalives_idle`: the server probes an idle connection after this long, and
+    /// ends the backend (releasing its locks) when the consumer's host is gone. sqlx 0.8 sets no
+    /// keepalive on its own side; the write timeout bounds a write to a server that vanished.
+    pub tcp_keepalive_secs: u32,
+}
+
 /// A pool that connects lazily, so the service starts (and answers `/healthz`) while PostgreSQL is down.
-pub fn lazy_pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
+pub fn lazy_pool(
+    database_url: &str,
+    size: u32,
+    session: SessionSettings,
+) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(database_url)
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?
+        .options([
+            (
+                "statement_timeout",
+                format!("{}ms", session.statement_timeout.as_millis()),
+            ),
+            (
+                "tcp_keepalives_idle",
+                session.tcp_keepalive_secs.to_string(),
+            ),
+            ("tcp_keepalives_interval", "5".to_owned()),
+            ("tcp_keepalives_count", "3".to_owned()),
+        ]);
     Ok(PgPoolOptions::new()
         .max_connections(size)
         // A request or batch waits at most this long for a connection before reporting the database down.
@@ -26,18 +53,30 @@ pub fn lazy_pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
         .connect_lazy_with(options))
 }
 
-/// Creates the database if needed and migrates it, retrying with backoff until it works or `cancel`
-/// fires. Returns whether the database is ready.
-pub async fn prepare(database_url: &str, pool: &PgPool, cancel: &CancellationToken) -> bool {
+/// A database the consumer must not run against, whatever the retries: it stops the service.
+#[derive(Debug, thiserror::Error)]
+#[error("the database's encoding is {0}, not UTF8: it cannot store every sender and attribute a client may send; create the database with ENCODING 'UTF8'")]
+pub struct NotUtf8(pub String);
+
+/// Creates the database if needed, checks its encoding and migrates it, retrying with backoff until it
+/// works or `cancel` fires. Returns whether the database is ready, or the reason it can never be.
+pub async fn prepare(
+    database_url: &str,
+    pool: &PgPool,
+    cancel: &CancellationToken,
+) -> Result<bool, NotUtf8> {
     let mut backoff = Backoff::new();
     loop {
         match try_prepare(database_url, pool).await {
-            Ok(()) => return true,
+            Ok(()) => return Ok(true),
+            Err(error) if error.is::<NotUtf8>() => {
+                return Err(error.downcast::<NotUtf8>().expect("checked"));
+            }
             Err(error) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "database not ready");
                 tokio::select! {
-                    () = cancel.cancelled() => return false,
+                    () = cancel.cancelled() => return Ok(false),
                     () = tokio::time::sleep(delay) => {}
                 }
             }
@@ -45,11 +84,11 @@ pub async fn prepare(database_url: &str, pool: &PgPool, cancel: &CancellationTok
     }
 }
 
-/// Migrates the database, creating it first only if PostgreSQL says it does not exist: a managed
-/// database's user often cannot reach the maintenance database that an existence check needs.
+/// Checks and migrates the database, creating it first only if PostgreSQL says it does not exist: a
+/// managed database's user often cannot reach the maintenance database that an existence check needs.
 async fn try_prepare(database_url: &str, pool: &PgPool) -> anyhow::Result<()> {
-    match migrate(pool).await {
-        Err(error) if is_missing_database(&error) => {
+    match encoding(pool).await {
+        Err(error) if is_missing(&error) => {
             // Another replica may create it at the same moment; only a failure that leaves it missing counts.
             if let Err(create) = Postgres::create_database(database_url).await {
                 if !Postgres::database_exists(database_url)
@@ -60,21 +99,31 @@ async fn try_prepare(database_url: &str, pool: &PgPool) -> anyhow::Result<()> {
                 }
             }
             tracing::info!("created the database");
-            migrate(pool).await.context("Failed to apply migrations")
         }
-        other => other.context("Failed to apply migrations"),
+        Err(error) => return Err(error).context("Failed to read the database's encoding"),
+        Ok(_) => {}
     }
+    let encoding = encoding(pool)
+        .await
+        .context("Failed to read the database's encoding")?;
+    if encoding != "UTF8" {
+        return Err(NotUtf8(encoding).into());
+    }
+    migrate(pool).await.context("Failed to apply migrations")
+}
+
+async fn encoding(pool: &PgPool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+fn is_missing(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000"))
 }
 
 async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     sqlx::migrate!("../migrations").run(pool).await
-}
-
-fn is_missing_database(error: &sqlx::migrate::MigrateError) -> bool {
-    match error {
-        sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db)) => {
-            db.code().as_deref() == Some("3D000")
-        }
-        _ => false,
-    }
 }

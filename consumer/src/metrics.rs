@@ -11,6 +11,8 @@ pub struct Metrics {
     pub messages_duplicate: IntCounter,
     /// Deliveries rejected to the dead-letter queue.
     pub messages_dead_lettered: IntCounter,
+    /// Keyed messages dead-lettered because their key names a stored message with other content.
+    pub key_conflicts: IntCounter,
     /// Messages per insert.
     pub batch_size: Histogram,
     /// Time of one batch insert.
@@ -40,6 +42,10 @@ impl Metrics {
                 "consumer_messages_dead_lettered_total",
                 "Deliveries rejected to the dead-letter queue",
             ),
+            key_conflicts: counter(
+                "consumer_key_conflicts_total",
+                "Messages dead-lettered because their Idempotency-Key was reused with a different message",
+            ),
             batch_size: histogram(
                 "consumer_batch_size",
                 "Messages per insert",
@@ -62,6 +68,7 @@ impl Metrics {
                 Box::new(metrics.messages_stored.clone()),
                 Box::new(metrics.messages_duplicate.clone()),
                 Box::new(metrics.messages_dead_lettered.clone()),
+                Box::new(metrics.key_conflicts.clone()),
                 Box::new(metrics.batch_size.clone()),
                 Box::new(metrics.batch_seconds.clone()),
                 Box::new(metrics.broker_connected.clone()),

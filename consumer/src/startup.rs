@@ -24,6 +24,8 @@ pub struct AppState {
     pub store: MessageStore,
     pub status: Arc<PeerStatus>,
     pub metrics: Arc<Metrics>,
+    /// A write running longer than this makes the consumer unready.
+    pub stuck_write: Duration,
 }
 
 /// A built consumer, bound to its port but not yet serving or consuming.
@@ -34,16 +36,21 @@ pub struct Application {
     store: MessageStore,
     status: Arc<PeerStatus>,
     database_url: String,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
     /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares everything; connects to nothing yet.
     pub fn build(config: &ConsumerConfig) -> anyhow::Result<Self> {
         let (listener, port) = http::bind(&config.http_host, config.http_port)?;
-        let store = MessageStore::new(database::lazy_pool(
-            &config.database_url,
-            config.db_pool_size,
-        )?);
+        let session = database::SessionSettings {
+            statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+            tcp_keepalive_secs: config.db_tcp_keepalive_secs,
+        };
+        let store = MessageStore::new(
+            database::lazy_pool(&config.database_url, config.db_pool_size, session)?,
+            Duration::from_millis(config.db_write_timeout_ms),
+        );
         let metrics = Arc::new(Metrics::new());
         let status = Arc::new(PeerStatus::new(
             metrics.broker_connected.clone(),
@@ -54,8 +61,10 @@ impl Application {
                 amqp_url: config.amqp_url.clone(),
                 topology: config.topology(),
                 batch_size: config.batch_size,
+                batch_bytes: config.batch_bytes,
                 batch_linger: Duration::from_millis(config.batch_linger_ms),
-                prefetch: config.prefetch,
+                prefetch: config.effective_prefetch(),
+                max_payload_bytes: config.max_payload_bytes(),
             },
             store.clone(),
             status.clone(),
@@ -65,6 +74,7 @@ impl Application {
             store: store.clone(),
             status: status.clone(),
             metrics,
+            stuck_write: Duration::from_millis(config.db_stuck_write_ms),
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         let app = move || {
@@ -92,6 +102,7 @@ impl Application {
             store,
             status,
             database_url: config.database_url.clone(),
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         })
     }
 
@@ -101,11 +112,18 @@ impl Application {
     }
 
     /// Serves and consumes until `shutdown` resolves, then stores and acknowledges the batch in hand,
-    /// finishes the requests in flight and closes every connection.
+    /// finishes the requests in flight and closes every connection, all within `SHUTDOWN_TIMEOUT_SECS`
+    /// of the signal: a batch that a hanging database cannot take by then is left unacknowledged, for
+    /// the broker to deliver again. A database that can never be used (not UTF-8) stops the service
+    /// with an error naming why.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
-        let ingest = tokio::spawn({
+        let unusable = Arc::new(std::sync::Mutex::new(None::<database::NotUtf8>));
+        let stopping = CancellationToken::new();
+        let mut ingest = tokio::spawn({
             let cancel = cancel.clone();
+            let stopping = stopping.clone();
+            let unusable = unusable.clone();
             let (ingest, store, status, url) = (
                 self.ingest,
                 self.store.clone(),
@@ -113,16 +131,55 @@ impl Application {
                 self.database_url,
             );
             async move {
-                if database::prepare(&url, store.pool(), &cancel).await {
-                    status.set_database(true);
-                    ingest.run(cancel).await;
+                match database::prepare(&url, store.pool(), &cancel).await {
+                    Ok(true) => {
+                        status.set_database(true);
+                        ingest.run(cancel).await;
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::error!(%error, "cannot use this database; stopping");
+                        *unusable.lock().expect("lock poisoned") = Some(error);
+                        stopping.cancel();
+                    }
                 }
             }
         });
-        let served = http::serve_until(self.server, shutdown, || cancel.cancel()).await;
+        let signal_at = Arc::new(std::sync::OnceLock::new());
+        let shutdown = {
+            let stopping = stopping.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stopping.cancelled() => {}
+                }
+            }
+        };
+        let served = http::serve_until(self.server, shutdown, {
+            let (cancel, signal_at) = (cancel.clone(), signal_at.clone());
+            move || {
+                let _ = signal_at.set(tokio::time::Instant::now());
+                cancel.cancel();
+            }
+        })
+        .await;
         cancel.cancel();
-        let _ = ingest.await;
-        self.store.pool().close().await;
+        let deadline = *signal_at.get_or_init(tokio::time::Instant::now) + self.shutdown_timeout;
+        if tokio::time::timeout_at(deadline, &mut ingest)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the batch in hand was not stored in time; leaving it unacknowledged");
+            ingest.abort();
+        }
+        let _ = tokio::time::timeout_at(
+            deadline.max(tokio::time::Instant::now()) + Duration::from_secs(1),
+            self.store.pool().close(),
+        )
+        .await;
+        if let Some(error) = unusable.lock().expect("lock poisoned").take() {
+            return Err(error.into());
+        }
         served
     }
 }

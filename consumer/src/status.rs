@@ -1,5 +1,10 @@
 //! What the ingestion loop knows about its peers, for `/readyz` and metrics.
 
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use prometheus::IntGauge;
 
 /// Reachability of the broker and the database as last seen by ingestion. Each is kept in its gauge
@@ -8,11 +13,34 @@ use prometheus::IntGauge;
 pub struct PeerStatus {
     broker: IntGauge,
     database: IntGauge,
+    /// When the write in progress began, if one is.
+    writing_since: Mutex<Option<Instant>>,
 }
 
 impl PeerStatus {
     pub fn new(broker: IntGauge, database: IntGauge) -> Self {
-        Self { broker, database }
+        Self {
+            broker,
+            database,
+            writing_since: Mutex::new(None),
+        }
+    }
+
+    /// Ingestion began a write.
+    pub fn write_started(&self) {
+        *self.writing_since.lock().expect("status lock poisoned") = Some(Instant::now());
+    }
+
+    /// Ingestion's write ended, stored or failed.
+    pub fn write_ended(&self) {
+        *self.writing_since.lock().expect("status lock poisoned") = None;
+    }
+
+    /// How long the write in progress has been running, if it has run longer than `threshold`: a
+    /// database that answers pings but holds writes (a lock, a full disk) is not ready to ingest.
+    pub fn write_stuck(&self, threshold: Duration) -> Option<Duration> {
+        let since = (*self.writing_since.lock().expect("status lock poisoned"))?;
+        Some(since.elapsed()).filter(|elapsed| *elapsed > threshold)
     }
 
     pub fn set_broker(&self, up: bool) {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use common::QueuedMessage;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use sqlx::{types::Json, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// Columns in the order every read selects them.
@@ -48,6 +48,14 @@ pub struct Cursor {
     pub id: Uuid,
 }
 
+/// What an insert did: rows that were new, and the messages that reuse a stored id for other content.
+#[derive(Debug, Default)]
+pub struct Inserted {
+    pub new: u64,
+    /// Indexes of messages whose `Idempotency-Key` names a stored message with other content.
+    pub conflicting: Vec<usize>,
+}
+
 /// How a database failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -72,25 +80,84 @@ pub fn classify(error: &sqlx::Error) -> FailureKind {
     }
 }
 
+/// Whether `error` leaves its connection unfit for more writes, so that it must be closed rather than
+/// returned to the pool: a read-only server (25006, as a standby is during a failover), a backend shut
+/// down by an administrator or a crash (57P01, 57P02, 57P03), a broken connection (class 08) or I/O.
+/// A pooled connection to a server that became read-only would otherwise keep failing long after a
+/// writable primary answers at the same address.
+pub fn poisons_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(code.as_ref(), "25006" | "57P01" | "57P02" | "57P03") || code.starts_with("08")
+        }),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
 /// Access to the `messages` table.
 #[derive(Clone)]
 pub struct MessageStore {
     pool: PgPool,
+    write_timeout: std::time::Duration,
 }
 
 impl MessageStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// `write_timeout` bounds every insert: past it the connection is closed and the write reported
+    /// failed, so a database that hangs (a lock, a partition) never holds a batch for the operating
+    /// system's TCP timeout.
+    pub fn new(pool: PgPool, write_timeout: std::time::Duration) -> Self {
+        Self {
+            pool,
+            write_timeout,
+        }
+    }
+
+    /// Stores `messages` as [`MessageStore::insert_on`] does, on a pooled connection, within the write
+    /// timeout. A connection that timed out or failed in a way that [`poisons_connection`] is closed
+    /// instead of going back to the pool.
+    pub async fn insert(&self, messages: &[QueuedMessage]) -> Result<Inserted, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        match tokio::time::timeout(
+            self.write_timeout,
+            Self::insert_on(&mut connection, messages),
+        )
+        .await
+        {
+            Ok(Ok(inserted)) => Ok(inserted),
+            Ok(Err(error)) => {
+                if poisons_connection(&error) {
+                    tracing::warn!(error = %error, "closing a database connection that cannot write");
+                    connection.close_on_drop();
+                }
+                Err(error)
+            }
+            Err(_) => {
+                connection.close_on_drop();
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the write did not finish within {:?}; its connection is closed",
+                        self.write_timeout
+                    ),
+                )))
+            }
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// Inserts every message in one statement and one transaction; ids already stored are skipped, so a
-    /// redelivered message is stored once. Returns how many rows were new.
+    /// Inserts every message in one statement and one transaction on `connection`; ids already stored
+    /// are skipped, so a redelivered message is stored once. Returns how many rows were new, and which
+    /// messages (by index) carry a fingerprint that differs from the row already stored under their id:
+    /// an `Idempotency-Key` reused for another message, which must not pass for a retry.
     #[tracing::instrument(name = "insert batch", skip_all, fields(count = messages.len()))]
-    pub async fn insert(&self, messages: &[QueuedMessage]) -> Result<u64, sqlx::Error> {
+    pub async fn insert_on(
+        connection: &mut sqlx::PgConnection,
+        messages: &[QueuedMessage],
+    ) -> Result<Inserted, sqlx::Error> {
         let mut ids = Vec::with_capacity(messages.len());
         let mut senders = Vec::with_capacity(messages.len());
         let mut timestamps = Vec::with_capacity(messages.len());
@@ -98,23 +165,28 @@ impl MessageStore {
         let mut ips = Vec::with_capacity(messages.len());
         let mut priorities = Vec::with_capacity(messages.len());
         let mut received = Vec::with_capacity(messages.len());
+        let mut fingerprints = Vec::with_capacity(messages.len());
         for queued in messages {
             let message = &queued.message;
             ids.push(queued.id);
             senders.push(message.sender().as_str());
             timestamps.push(message.ts().map(|ts| ts.as_str()));
-            // Serialised straight from the message: no copy of the attributes per row.
-            attributes.push(Json(message.attributes()));
+            // The text as the client sent it, borrowed: PostgreSQL checks it is JSON and keeps it as is.
+            attributes.push(message.attributes().as_json());
             ips.push(message.sent_from_ip());
             priorities.push(i16::from(message.priority().value()));
             received.push(queued.received_at);
+            fingerprints.push(queued.fingerprint.as_deref());
         }
-        let result = sqlx::query(
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
             "INSERT INTO messages \
-                 (id, sender, ts, message_attributes, sent_from_ip, priority, received_at) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::inet[], \
-                                  $6::smallint[], $7::timestamptz[]) \
-             ON CONFLICT (id) DO NOTHING",
+                 (id, sender, ts, message_attributes, sent_from_ip, priority, received_at, fingerprint) \
+             SELECT id, sender, ts, attributes::json, ip, priority, received_at, fingerprint \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::inet[], \
+                         $6::smallint[], $7::timestamptz[], $8::text[]) \
+                  AS batch(id, sender, ts, attributes, ip, priority, received_at, fingerprint) \
+             ON CONFLICT (id) DO NOTHING \
+             RETURNING id",
         )
         .bind(&ids)
         .bind(&senders)
@@ -123,9 +195,39 @@ impl MessageStore {
         .bind(&ips)
         .bind(&priorities)
         .bind(&received)
-        .execute(&self.pool)
+        .bind(&fingerprints)
+        .fetch_all(&mut *connection)
         .await?;
-        Ok(result.rows_affected())
+        let new = inserted.len() as u64;
+        // Every keyed message is compared with the row that holds its id, new or not: a batch may hold
+        // several copies of one id, of which only the first was inserted.
+        let keyed: Vec<Uuid> = messages
+            .iter()
+            .filter(|m| m.fingerprint.is_some())
+            .map(|m| m.id)
+            .collect();
+        let mut conflicting = Vec::new();
+        if !keyed.is_empty() {
+            let stored: Vec<(Uuid, Option<String>)> =
+                sqlx::query_as("SELECT id, fingerprint FROM messages WHERE id = ANY($1)")
+                    .bind(&keyed)
+                    .fetch_all(&mut *connection)
+                    .await?;
+            let stored: std::collections::HashMap<Uuid, Option<String>> =
+                stored.into_iter().collect();
+            for (index, message) in messages.iter().enumerate() {
+                // A row stored without a fingerprint predates them: it cannot be compared, so it counts
+                // as the same message.
+                if let (Some(mine), Some(Some(theirs))) =
+                    (&message.fingerprint, stored.get(&message.id))
+                {
+                    if mine != theirs {
+                        conflicting.push(index);
+                    }
+                }
+            }
+        }
+        Ok(Inserted { new, conflicting })
     }
 
     /// One message by id.

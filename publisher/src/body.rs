@@ -1,11 +1,14 @@
 //! Turns an HTTP request body into validated messages, or into the [`PublishError`] that says exactly
 //! what is wrong: the media type, the size, the JSON syntax (with line and column) or the field.
 
+use std::sync::Arc;
+
 use actix_web::{http::header, web, HttpRequest};
 use common::{Message, MessageInput};
 use futures::StreamExt;
-use serde::de::DeserializeOwned;
-use serde_json::error::Category;
+use serde::de::{self, DeserializeOwned, SeqAccess, Visitor};
+use serde_json::{error::Category, value::RawValue};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::PublishError;
 
@@ -28,15 +31,29 @@ pub fn require_json(request: &HttpRequest) -> Result<(), PublishError> {
     }
 }
 
+/// Refuses a compressed body: decompressing it would let a small request cost unbounded memory, and
+/// the size limits are meant for what is stored.
+pub fn require_identity_encoding(request: &HttpRequest) -> Result<(), PublishError> {
+    match request.headers().get(header::CONTENT_ENCODING) {
+        None => Ok(()),
+        Some(value) if value.as_bytes().eq_ignore_ascii_case(b"identity") => Ok(()),
+        Some(value) => Err(PublishError::UnsupportedEncoding(
+            value.to_str().unwrap_or("a non-ASCII value").to_owned(),
+        )),
+    }
+}
+
 /// Reads the whole body within `deadline` (a stalled upload must not hold a request open forever),
-/// refusing it as soon as it is known to exceed `limit` bytes.
+/// refusing it as soon as it is known to exceed `limit` bytes. Every byte is reserved from `budget`, the
+/// publisher's cap on request bytes in flight, and stays reserved while the returned permit lives.
 pub async fn read_limited(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
     deadline: std::time::Duration,
-) -> Result<web::Bytes, PublishError> {
-    tokio::time::timeout(deadline, read_body(request, payload, limit))
+    budget: &InflightBytes,
+) -> Result<(web::Bytes, InflightPermit), PublishError> {
+    tokio::time::timeout(deadline, read_body(request, payload, limit, budget))
         .await
         .map_err(|_| PublishError::BodyTimeout(deadline.as_millis()))?
 }
@@ -45,7 +62,8 @@ async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<web::Bytes, PublishError> {
+    budget: &InflightBytes,
+) -> Result<(web::Bytes, InflightPermit), PublishError> {
     let too_large =
         || PublishError::TooLarge(format!("the body is over the limit of {limit} bytes"));
     let declared = request
@@ -56,6 +74,9 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
+    // A declared length is reserved whole up front, so a request that cannot fit is refused before
+    // any of it is read; a chunked body is reserved as it arrives.
+    let mut permit = budget.reserve(declared.unwrap_or(0))?;
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
@@ -64,8 +85,75 @@ async fn read_body(
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
+        permit.grow_to(body.len())?;
     }
-    Ok(body.freeze())
+    Ok((body.freeze(), permit))
+}
+
+/// The publisher's cap on request body bytes held at once, across all requests: what bounds its memory
+/// whatever the clients send. A request that would pass it is answered 503 with `Retry-After` at once.
+pub struct InflightBytes {
+    semaphore: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// Bytes reserved from [`InflightBytes`] by one request, given back when dropped.
+pub struct InflightPermit {
+    budget: Arc<Semaphore>,
+    limit: usize,
+    held: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl InflightBytes {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
+            limit,
+        }
+    }
+
+    /// Reserves `bytes` now, or refuses.
+    pub fn reserve(&self, bytes: usize) -> Result<InflightPermit, PublishError> {
+        let mut permit = InflightPermit {
+            budget: self.semaphore.clone(),
+            limit: self.limit,
+            held: None,
+            bytes: 0,
+        };
+        permit.grow_to(bytes)?;
+        Ok(permit)
+    }
+
+    /// Bytes reserved right now, for the metrics.
+    pub fn in_use(&self) -> usize {
+        self.limit - self.semaphore.available_permits()
+    }
+}
+
+impl InflightPermit {
+    /// Extends the reservation to `bytes` in all, or refuses.
+    fn grow_to(&mut self, bytes: usize) -> Result<(), PublishError> {
+        if bytes <= self.bytes {
+            return Ok(());
+        }
+        let more = u32::try_from(bytes - self.bytes).map_err(|_| self.full())?;
+        let extra = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(more)
+            .map_err(|_| self.full())?;
+        match &mut self.held {
+            Some(held) => held.merge(extra),
+            None => self.held = Some(extra),
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+
+    fn full(&self) -> PublishError {
+        PublishError::Busy(self.limit)
+    }
 }
 
 /// Parses one message.
@@ -74,28 +162,90 @@ pub fn parse_message(body: &[u8]) -> Result<Message, PublishError> {
     Message::try_from(input).map_err(|e| PublishError::InvalidMessage(e.to_string()))
 }
 
-/// Parses a batch of 1 to `max_len` messages. One invalid element refuses the whole batch, naming its index.
-pub fn parse_batch(body: &[u8], max_len: usize) -> Result<Vec<Message>, PublishError> {
-    let inputs: Vec<MessageInput> = deserialize(body)?;
-    if inputs.is_empty() {
-        return Err(PublishError::InvalidMessage(
+/// Parses a batch of 1 to `max_len` messages, each at most `max_message_bytes` of JSON, into the values
+/// `build` makes of them. Both limits are enforced while parsing: an over-long batch or an oversized
+/// element is refused as soon as it is reached, before the rest is looked at, and nothing but the
+/// messages themselves is built. One invalid element refuses the whole batch, naming its index.
+pub fn parse_batch<T>(
+    body: &[u8],
+    max_len: usize,
+    max_message_bytes: usize,
+    mut build: impl FnMut(usize, Message) -> T,
+) -> Result<Vec<T>, PublishError> {
+    let mut failure = None;
+    let visitor = BatchVisitor {
+        max_len,
+        max_message_bytes,
+        failure: &mut failure,
+        build: &mut build,
+        _items: std::marker::PhantomData,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::Deserializer::deserialize_seq(&mut deserializer, visitor)
+        .and_then(|items| deserializer.end().map(|()| items));
+    match (parsed, failure) {
+        (_, Some(failure)) => Err(failure),
+        (Ok(items), None) if items.is_empty() => Err(PublishError::InvalidMessage(
             "a batch must contain at least one message".into(),
-        ));
+        )),
+        (Ok(items), None) => Ok(items),
+        (Err(error), None) => Err(match error.classify() {
+            Category::Data => PublishError::InvalidMessage(error.to_string()),
+            _ => PublishError::MalformedJson(error.to_string()),
+        }),
     }
-    if inputs.len() > max_len {
-        return Err(PublishError::InvalidMessage(format!(
-            "a batch may contain at most {max_len} messages, got {}",
-            inputs.len()
-        )));
+}
+
+struct BatchVisitor<'f, 'b, T, F> {
+    max_len: usize,
+    max_message_bytes: usize,
+    /// The refusal, kept whole: serde's error type can only carry a string.
+    failure: &'f mut Option<PublishError>,
+    build: &'b mut F,
+    _items: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'de, T, F: FnMut(usize, Message) -> T> Visitor<'de> for BatchVisitor<'_, '_, T, F> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of messages")
     }
-    inputs
-        .into_iter()
-        .enumerate()
-        .map(|(index, input)| {
-            Message::try_from(input)
-                .map_err(|e| PublishError::InvalidMessage(format!("message at index {index}: {e}")))
-        })
-        .collect()
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        // Each element is first taken as its raw text, which costs nothing but a slice of the body.
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            let index = items.len();
+            let refusal = if index == self.max_len {
+                Some(PublishError::InvalidMessage(format!(
+                    "a batch may contain at most {} messages",
+                    self.max_len
+                )))
+            } else if raw.get().len() > self.max_message_bytes {
+                Some(PublishError::TooLarge(format!(
+                    "message at index {index} is {} bytes, over the limit of {} bytes a message",
+                    raw.get().len(),
+                    self.max_message_bytes
+                )))
+            } else {
+                match parse_message(raw.get().as_bytes()) {
+                    Ok(message) => {
+                        items.push((self.build)(index, message));
+                        None
+                    }
+                    Err(error) => Some(PublishError::InvalidMessage(format!(
+                        "message at index {index}: {error}"
+                    ))),
+                }
+            };
+            if let Some(refusal) = refusal {
+                *self.failure = Some(refusal);
+                return Err(de::Error::custom("refused"));
+            }
+        }
+        Ok(items)
+    }
 }
 
 /// Deserialises JSON, telling syntax errors (with line and column) from type errors (with the path to the
@@ -177,6 +327,8 @@ mod tests {
         let detail = detail(parse_batch(
             br#"[{"sender":"a"},{"sender":"b"},{"sender":""}]"#,
             10,
+            1000,
+            |_, m| m,
         ));
         assert!(
             detail.starts_with("message at index 2: sender:"),
@@ -193,19 +345,56 @@ mod tests {
         detail(parse_batch(
             br#"[{"sender":"a"},{"sender":"b","priority":1.5}]"#,
             10,
+            1000,
+            |_, m| m,
         ))
     }
 
     #[test]
     fn an_empty_or_oversized_batch_is_refused() {
         assert!(matches!(
-            parse_batch(b"[]", 10),
+            parse_batch(b"[]", 10, 1000, |_, m| m),
             Err(PublishError::InvalidMessage(_))
         ));
         assert!(matches!(
-            parse_batch(br#"[{"sender":"a"},{"sender":"b"}]"#, 1),
+            parse_batch(br#"[{"sender":"a"},{"sender":"b"}]"#, 1, 1000, |_, m| m),
             Err(PublishError::InvalidMessage(_))
         ));
+    }
+
+    #[test]
+    fn an_element_over_the_message_limit_is_too_large_naming_its_index() {
+        let big = format!(r#"[{{"sender":"a"}},{{"sender":"{}"}}]"#, "x".repeat(2000));
+        let error = parse_batch(big.as_bytes(), 10, 1000, |_, m| m).unwrap_err();
+        assert!(matches!(error, PublishError::TooLarge(_)), "{error}");
+        assert!(
+            error.to_string().starts_with("message at index 1 is"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_over_long_batch_is_refused_at_the_first_element_past_the_limit() {
+        // The body is cut off after the element past the limit: parsing must stop at that element.
+        let error = parse_batch(
+            br#"[{"sender":"a"},{"sender":"b"},{"sender":"c"}"#,
+            2,
+            1000,
+            |_, m| m,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("at most 2 messages"), "{error}");
+    }
+
+    #[test]
+    fn an_array_is_not_a_message_and_an_object_is_not_a_batch() {
+        let error = parse_message(br#"["positional","ts-x",{"k":1},"10.0.0.9",7]"#).unwrap_err();
+        assert!(matches!(error, PublishError::InvalidMessage(_)), "{error}");
+        let error = parse_batch(br#"{"sender":"a"}"#, 2, 1000, |_, m| m).unwrap_err();
+        assert!(
+            error.to_string().contains("a JSON array of messages"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ use std::{
 use common::{backoff::Backoff, QueuedMessage, Topology};
 use futures::{future::join_all, Stream, StreamExt};
 use lapin::{
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::FieldTable,
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event,
 };
 use tokio::sync::Notify;
@@ -25,6 +26,10 @@ use crate::{error::PublishError, metrics::Metrics};
 
 /// How often the supervisor checks that the connection is still up when nothing reports a failure.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// The main queue is looked for every this many health checks.
+const QUEUE_CHECK_EVERY: u32 = 4;
+/// How often a request whose publish failed looks for a link to publish again on.
+const LINK_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Longest wait for a connection and its channels; a host that drops packets would otherwise hold the
 /// supervisor for the operating system's TCP timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -121,15 +126,17 @@ impl Broker {
 
     /// Publishes every message as persistent and mandatory, and returns once the broker has confirmed
     /// them all. Messages are spread over the channels and all confirms are awaited concurrently.
-    /// Every failure is counted in `publisher_broker_errors_total` under its kind.
+    ///
+    /// A message whose publish fails once it may have reached the broker (the connection dropped with
+    /// its confirm outstanding, a nack, a return) is in doubt. It is published again, with the same id
+    /// and time, on the next link, until every message is confirmed or the confirm timeout since the
+    /// first attempt passes. The consumer stores an id once, so a second copy is harmless. Only then does
+    /// the request fail, as [`PublishError::InDoubt`] listing the ids. A request that finds no link at
+    /// all fails at once, since nothing of it was sent. Every failure is counted in
+    /// `publisher_broker_errors_total` under its kind.
     #[tracing::instrument(name = "publish", skip_all, fields(count = messages.len()))]
     pub async fn publish(&self, messages: &[QueuedMessage]) -> Result<(), PublishError> {
-        let result = match self.usable_link() {
-            Ok(link) => self.publish_on(&link, messages).await,
-            Err(Unready::Disconnected) => Err(PublishError::BrokerUnavailable),
-            // Publishing now would only wait for a confirm that cannot come before the alarm clears.
-            Err(Unready::Blocked(reason)) => Err(PublishError::BrokerBlocked(reason)),
-        };
+        let result = self.publish_until_confirmed(messages).await;
         if let Err(error) = &result {
             self.metrics
                 .broker_errors
@@ -139,42 +146,105 @@ impl Broker {
         result
     }
 
+    async fn publish_until_confirmed(
+        &self,
+        messages: &[QueuedMessage],
+    ) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
+        let in_doubt = |reason: &'static str| PublishError::InDoubt {
+            ids: messages.iter().map(|m| m.id).collect(),
+            deadline_ms: self.confirm_timeout.as_millis(),
+            reason,
+        };
+        let mut link = match self.usable_link() {
+            Ok(link) => link,
+            Err(Unready::Disconnected) => return Err(PublishError::BrokerUnavailable),
+            // Publishing now would only wait for a confirm that cannot come before the alarm clears.
+            Err(Unready::Blocked(reason)) => return Err(PublishError::BrokerBlocked(reason)),
+        };
+        let mut pending: Vec<&QueuedMessage> = messages.iter().collect();
+        loop {
+            let round = tokio::time::timeout_at(deadline, self.publish_on(&link, &pending)).await;
+            let Ok(outcomes) = round else {
+                // Confirms are late, not lost: this request gives up, the link and others stay.
+                self.observe_confirm(started);
+                return Err(in_doubt("no confirm in time"));
+            };
+            let mut broken = None;
+            pending = pending
+                .into_iter()
+                .zip(outcomes)
+                .filter_map(|(message, outcome)| match outcome {
+                    Ok(()) => None,
+                    Err(error) => {
+                        broken.get_or_insert(error);
+                        Some(message)
+                    }
+                })
+                .collect();
+            let Some(error) = broken else {
+                self.observe_confirm(started);
+                return Ok(());
+            };
+            tracing::warn!(%error, in_doubt = pending.len(), "publishing again on a fresh link");
+            if error.means_link_is_broken() {
+                link.failed.notify_one();
+            }
+            self.metrics.republished.inc_by(pending.len() as u64);
+            link = match self.next_link(&link, deadline).await {
+                Some(next) => next,
+                None => {
+                    self.observe_confirm(started);
+                    return Err(in_doubt(error.kind()));
+                }
+            };
+        }
+    }
+
+    fn observe_confirm(&self, started: Instant) {
+        self.metrics
+            .confirm_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Waits until `deadline` for a usable link to publish again on: a new one if `failed` is broken, or
+    /// `failed` itself if it still works (a nack or a return does not break a link).
+    async fn next_link(
+        &self,
+        failed: &Arc<Link>,
+        deadline: tokio::time::Instant,
+    ) -> Option<Arc<Link>> {
+        let mut poll = tokio::time::interval(LINK_POLL_INTERVAL);
+        loop {
+            poll.tick().await;
+            if let Ok(link) = self.usable_link() {
+                if !Arc::ptr_eq(&link, failed) || link.is_healthy() {
+                    return Some(link);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
+    /// Publishes each message once on `link` and returns each one's outcome, in order.
     async fn publish_on(
         &self,
         link: &Link,
-        messages: &[QueuedMessage],
-    ) -> Result<(), PublishError> {
+        messages: &[&QueuedMessage],
+    ) -> Vec<Result<(), PublishError>> {
         let exchange = self.topology.exchange();
         let first = self
             .next_channel
             .fetch_add(messages.len(), Ordering::Relaxed);
-        let started = Instant::now();
         let confirms = messages.iter().enumerate().map(|(i, message)| {
             let channel = &link.channels[(first + i) % link.channels.len()];
             publish_one(channel, exchange, self.topology.queue(), message)
         });
-        // Every confirm is awaited, not just up to the first failure, so none is left pending in lapin.
-        let outcome = tokio::time::timeout(self.confirm_timeout, join_all(confirms)).await;
-        self.metrics
-            .confirm_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let result = match outcome {
-            Ok(results) => results
-                .into_iter()
-                .collect::<Result<Vec<()>, _>>()
-                .map(drop),
-            Err(_) => Err(PublishError::ConfirmTimeout),
-        };
-        if let Err(error) = &result {
-            // A confirm that timed out under a resource alarm is released when the alarm clears;
-            // reconnecting would only lose track of the block.
-            let blocked_timeout =
-                matches!(error, PublishError::ConfirmTimeout) && link.blocked().is_some();
-            if error.means_link_is_broken() && !blocked_timeout {
-                link.failed.notify_one();
-            }
-        }
-        result
+        // Every confirm is awaited, not just up to the first failure, so each message's fate is known.
+        join_all(confirms).await
     }
 
     /// Keeps a link to the broker until `shutdown` resolves, reconnecting with backoff whenever it drops,
@@ -189,6 +259,7 @@ impl Broker {
             };
             // Listen before anything can be published: lapin drops events nobody listens to.
             let events = link.connection.events_listener();
+            self.metrics.connections.inc();
             self.replace(Some(link.clone()));
             tracing::info!(channels = link.channels.len(), "connected to the broker");
             tokio::select! {
@@ -211,10 +282,17 @@ impl Broker {
     /// link cures (a timed-out confirm, which lapin keeps in memory until its channel closes).
     async fn until_broken(&self, link: &Link, events: impl Stream<Item = Event>) {
         let mut ticks = tokio::time::interval(HEALTH_CHECK_INTERVAL);
+        let mut checks: u32 = 0;
         tokio::pin!(events);
         while link.is_healthy() {
             tokio::select! {
-                _ = ticks.tick() => {}
+                _ = ticks.tick() => {
+                    checks = checks.wrapping_add(1);
+                    if checks.is_multiple_of(QUEUE_CHECK_EVERY) && !self.main_queue_exists(link).await {
+                        tracing::warn!(queue = self.topology.queue(), "the main queue is missing; declaring the topology again");
+                        return;
+                    }
+                }
                 () = link.failed.notified() => return,
                 Some(event) = events.next() => match event {
                     Event::ConnectionBlocked(reason) => {
@@ -229,6 +307,30 @@ impl Broker {
                 },
             }
         }
+    }
+
+    /// Whether the main queue exists. While it is missing, messages still reach `<queue>.unrouted`
+    /// through the alternate exchange and are stored from there; reconnecting declares it again.
+    async fn main_queue_exists(&self, link: &Link) -> bool {
+        let check = async {
+            let channel = link.connection.create_channel().await?;
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let declared = channel
+                .queue_declare(self.topology.queue().into(), options, FieldTable::default())
+                .await;
+            if declared.is_ok() {
+                let _ = channel.close(200, "checked".into()).await;
+            }
+            Ok::<_, lapin::Error>(declared.is_ok())
+        };
+        // Only a clear "no such queue" counts: a slow or failing check is for the link checks to judge.
+        !matches!(
+            tokio::time::timeout(HEALTH_CHECK_INTERVAL * 4, check).await,
+            Ok(Ok(false))
+        )
     }
 
     async fn connect_with_backoff(&self) -> Link {

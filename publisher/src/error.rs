@@ -13,6 +13,20 @@ pub enum PublishError {
     /// 415: the body is not declared as JSON.
     #[error("Content-Type must be application/json, got {0}")]
     UnsupportedMediaType(String),
+    /// 415: the body is compressed (any `Content-Encoding` but `identity`).
+    #[error("Content-Encoding {0} is not accepted; send the body uncompressed")]
+    UnsupportedEncoding(String),
+    /// 503: the publisher already holds its limit of request bytes in flight.
+    #[error("the publisher is at its limit of {0} bytes of requests in flight; retry shortly")]
+    Busy(usize),
+    /// 503: the broker did not confirm every message before the deadline, though some may have been
+    /// queued; the ids were assigned, and a retry with the same `Idempotency-Key` gets them again.
+    #[error("the message broker did not confirm every message within {deadline_ms} ms ({reason}); the outcome of the ids listed is unknown: retry with the same Idempotency-Key to avoid a duplicate")]
+    InDoubt {
+        ids: Vec<uuid::Uuid>,
+        deadline_ms: u128,
+        reason: &'static str,
+    },
     /// 413: the body is over the limit.
     #[error("{0}")]
     TooLarge(String),
@@ -34,9 +48,6 @@ pub enum PublishError {
     /// 503: the broker blocks publishing because of a resource alarm (memory or disk).
     #[error("the message broker is refusing new messages for now ({0}); retry shortly")]
     BrokerBlocked(String),
-    /// 503: the broker did not confirm in time; the message may or may not have been queued.
-    #[error("the message broker did not confirm in time; retry shortly (with the same Idempotency-Key to avoid a duplicate)")]
-    ConfirmTimeout,
     /// 503: the broker refused the message (for example a full queue or a resource alarm).
     #[error("the message broker refused the message; retry shortly")]
     Refused,
@@ -56,6 +67,9 @@ impl PublishError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::Busy(_) => "busy",
+            Self::InDoubt { .. } => "in_doubt",
             Self::TooLarge(_) => "too_large",
             Self::BodyTimeout(_) => "body_timeout",
             Self::MalformedJson(_) => "malformed_json",
@@ -63,7 +77,6 @@ impl PublishError {
             Self::InvalidHeader(_) => "invalid_header",
             Self::BrokerUnavailable => "broker_unavailable",
             Self::BrokerBlocked(_) => "broker_blocked",
-            Self::ConfirmTimeout => "confirm_timeout",
             Self::Refused => "refused",
             Self::Unroutable => "unroutable",
             Self::Unconfirmed => "unconfirmed",
@@ -73,18 +86,32 @@ impl PublishError {
 
     /// Whether the supervisor should replace the connection rather than wait for its next check.
     pub fn means_link_is_broken(&self) -> bool {
-        matches!(
-            self,
-            Self::Amqp(_) | Self::Unroutable | Self::Unconfirmed | Self::ConfirmTimeout
-        )
+        matches!(self, Self::Amqp(_) | Self::Unroutable | Self::Unconfirmed)
     }
 
     fn problem(&self) -> Problem {
         let (status, kind) = match self {
-            Self::UnsupportedMediaType(_) => (
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 kinds::UNSUPPORTED_MEDIA_TYPE,
             ),
+            Self::Busy(_) => {
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    kinds::BUSY,
+                    self.to_string(),
+                )
+                .with_retry_after(RETRY_AFTER_SECONDS)
+            }
+            Self::InDoubt { ids, .. } => {
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    kinds::OUTCOME_UNKNOWN,
+                    self.to_string(),
+                )
+                .with_retry_after(RETRY_AFTER_SECONDS)
+                .with_ids(ids.clone())
+            }
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, kinds::PAYLOAD_TOO_LARGE),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, kinds::REQUEST_TIMEOUT),
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, kinds::MALFORMED_JSON),
@@ -92,7 +119,6 @@ impl PublishError {
             Self::InvalidHeader(_) => (StatusCode::BAD_REQUEST, kinds::INVALID_PARAMETER),
             Self::BrokerUnavailable
             | Self::BrokerBlocked(_)
-            | Self::ConfirmTimeout
             | Self::Refused
             | Self::Unroutable
             | Self::Unconfirmed

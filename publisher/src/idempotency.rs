@@ -39,11 +39,14 @@ impl IdempotencyKey {
     }
 
     /// The id of `message`, the same for every request that repeats this key for the same sender.
-    /// `index` tells apart the elements of a batch sent under one key.
+    /// `index` tells apart the elements of a batch sent under one key. Sender and key are each prefixed
+    /// with their length in bytes, so no sender, key and index can spell the same name as another.
     pub fn message_id(&self, message: &Message, index: Option<usize>) -> Uuid {
+        let sender = message.sender().as_str();
+        let key = &self.0;
         let name = match index {
-            None => format!("{}\n{}", message.sender().as_str(), self.0),
-            Some(index) => format!("{}\n{}\n{index}", message.sender().as_str(), self.0),
+            None => format!("{}:{sender}{}:{key}", sender.len(), key.len()),
+            Some(index) => format!("{}:{sender}{}:{key}#{index}", sender.len(), key.len()),
         };
         Uuid::new_v5(&NAMESPACE, name.as_bytes())
     }
@@ -55,7 +58,7 @@ mod tests {
     use actix_web::test::TestRequest;
 
     fn message(sender: &str) -> Message {
-        serde_json::from_value(serde_json::json!({ "sender": sender })).unwrap()
+        serde_json::from_str(&serde_json::json!({ "sender": sender }).to_string()).unwrap()
     }
 
     fn key(value: &str) -> Result<Option<IdempotencyKey>, PublishError> {
@@ -80,6 +83,20 @@ mod tests {
         assert_ne!(
             key.message_id(&message("a"), Some(0)),
             key.message_id(&message("a"), Some(1))
+        );
+    }
+
+    #[test]
+    fn a_sender_holding_a_newline_cannot_spell_another_senders_key() {
+        let zero = IdempotencyKey::parse(b"0").unwrap();
+        let k = IdempotencyKey::parse(b"k").unwrap();
+        assert_ne!(
+            zero.message_id(&message("a\nk"), None),
+            k.message_id(&message("a"), Some(0))
+        );
+        assert_ne!(
+            zero.message_id(&message("a\nk"), Some(1)),
+            k.message_id(&message("a"), None)
         );
     }
 

@@ -15,6 +15,10 @@ pub struct Metrics {
     pub confirm_seconds: Histogram,
     /// 1 while a broker connection is up.
     pub broker_connected: IntGauge,
+    /// Messages published again because their first publish was in doubt.
+    pub republished: IntCounter,
+    /// Broker connections opened since start: one, unless links failed.
+    pub connections: IntCounter,
 }
 
 impl Metrics {
@@ -56,6 +60,16 @@ impl Metrics {
             "1 while a broker connection is up",
         )
         .expect("valid metric");
+        let republished = IntCounter::new(
+            "publisher_messages_republished_total",
+            "Messages published again, with the same id, because an earlier publish of them was in doubt",
+        )
+        .expect("valid metric");
+        let connections = IntCounter::new(
+            "publisher_broker_connections_total",
+            "Broker connections opened since start",
+        )
+        .expect("valid metric");
         common::metrics::register(
             &registry,
             vec![
@@ -64,6 +78,8 @@ impl Metrics {
                 Box::new(broker_errors.clone()),
                 Box::new(confirm_seconds.clone()),
                 Box::new(broker_connected.clone()),
+                Box::new(republished.clone()),
+                Box::new(connections.clone()),
             ],
         );
         Self {
@@ -73,6 +89,8 @@ impl Metrics {
             broker_errors,
             confirm_seconds,
             broker_connected,
+            republished,
+            connections,
         }
     }
 

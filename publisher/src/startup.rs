@@ -6,7 +6,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use actix_web::{dev::Server, web, App};
 use common::{config::PublisherConfig, http, openapi::OpenApiDocument};
 
-use crate::{broker::Broker, metrics::Metrics, routes};
+use crate::{body::InflightBytes, broker::Broker, metrics::Metrics, routes};
 
 /// The service's OpenAPI document, the one source of truth for its API.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
@@ -17,7 +17,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub max_batch_messages: usize,
+    pub max_batch_bytes: usize,
     pub body_timeout: Duration,
+    /// The cap on request bytes held at once, shared by every worker.
+    pub inflight: InflightBytes,
 }
 
 /// A built publisher, bound to its port but not yet serving.
@@ -44,7 +47,9 @@ impl Application {
             metrics,
             max_message_bytes: config.max_message_bytes,
             max_batch_messages: config.max_batch_messages,
+            max_batch_bytes: config.max_batch_bytes,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
+            inflight: InflightBytes::new(config.max_inflight_bytes),
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         let app = move || {

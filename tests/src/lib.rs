@@ -388,6 +388,35 @@ impl TestStack {
         queue.message_count()
     }
 
+    /// Deletes a queue of this test (`""` for the main queue), with whatever it holds.
+    pub async fn delete_queue(&self, suffix: &str) {
+        let channel = self.amqp.create_channel().await.expect("channel");
+        channel
+            .queue_delete(
+                format!("{}{suffix}", self.queue).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await
+            .expect("queue deleted");
+        let _ = channel.close(200, "done".into()).await;
+    }
+
+    /// The value of an unlabelled metric in a service's `/metrics`, or 0 if it is absent.
+    pub async fn metric(&self, base_url: &str, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{base_url}/metrics"))
+            .send()
+            .await
+            .expect("metrics reachable")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().expect("a number"))
+    }
+
     /// Starts another consumer on this test's database and queue (after a stop or a kill).
     pub fn restart_consumer(&mut self) {
         self.consumer = Some(spawn_consumer(&self.consumer_config));
@@ -435,7 +464,11 @@ pub async fn remove_resources(queue: &str, database: &str) {
     if let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
     {
         if let Ok(channel) = connection.create_channel().await {
-            for name in [queue.to_owned(), format!("{queue}.dead")] {
+            for name in [
+                queue.to_owned(),
+                format!("{queue}.dead"),
+                format!("{queue}.unrouted"),
+            ] {
                 let _ = channel
                     .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                     .await;

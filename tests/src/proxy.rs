@@ -43,7 +43,18 @@ impl CuttableProxy {
 
     /// Accepts connections again on the same port.
     pub async fn restore(&self) {
-        let listener = TcpListener::bind(self.address).await.expect("rebind proxy");
+        // An aborted accept task lets go of its listener when the runtime next drops it: retry briefly.
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.address).await {
+                Ok(listener) => break listener,
+                Err(error) if tokio::time::Instant::now() < give_up => {
+                    let _ = error;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(error) => panic!("rebind proxy: {error}"),
+            }
+        };
         self.serve(listener).await;
     }
 

@@ -1,5 +1,6 @@
-//! Gathering deliveries into batches: up to `max` messages, or whatever arrived within `linger` of the
-//! first one, so a trickle is stored promptly and a flood is stored in few transactions.
+//! Gathering deliveries into batches: up to `max` messages or `max_bytes` of payload, or whatever arrived
+//! within `linger` of the first one, so a trickle is stored promptly, a flood is stored in few
+//! transactions, and a batch of large messages never holds more memory than configured.
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub enum BatchEnd {
 pub async fn next_batch(
     consumer: &mut Consumer,
     max: usize,
+    max_bytes: usize,
     linger: Duration,
     cancel: &CancellationToken,
 ) -> Result<Vec<Delivery>, BatchEnd> {
@@ -31,12 +33,17 @@ pub async fn next_batch(
         () = cancel.cancelled() => return Err(BatchEnd::Cancelled),
         next = consumer.next() => next.ok_or(BatchEnd::SubscriptionEnded)??,
     };
+    let mut bytes = first.data.len();
     let mut batch = Vec::with_capacity(max);
     batch.push(first);
     let deadline = tokio::time::Instant::now() + linger;
-    while batch.len() < max {
+    while batch.len() < max && bytes < max_bytes {
         match tokio::time::timeout_at(deadline, consumer.next()).await {
-            Ok(Some(delivery)) => batch.push(delivery?),
+            Ok(Some(delivery)) => {
+                let delivery = delivery?;
+                bytes += delivery.data.len();
+                batch.push(delivery);
+            }
             // The stream ended or the linger passed: store what we have; the next call reports the end.
             Ok(None) | Err(_) => break,
         }

@@ -22,7 +22,7 @@ use lapin::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
         BasicRejectOptions,
     },
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
     Channel, Connection, ConnectionProperties, Consumer,
 };
 use tokio_util::sync::CancellationToken;
@@ -46,9 +46,19 @@ pub struct IngestSettings {
     pub amqp_url: String,
     pub topology: Topology,
     pub batch_size: usize,
+    /// A batch closes once its payloads reach this many bytes.
+    pub batch_bytes: usize,
     pub batch_linger: Duration,
+    /// Unacknowledged deliveries per queue, already bounded so that this many of the largest
+    /// payloads fit the configured bytes.
     pub prefetch: u16,
+    /// The largest payload a publisher can send (its message limit plus the envelope); anything larger
+    /// was put on the queue by other means and is dead-lettered without being decoded.
+    pub max_payload_bytes: usize,
 }
+
+/// Why the consumer dead-letters a message whose key was reused for other content.
+pub const KEY_REUSED: &str = "Idempotency-Key reused with a different message";
 
 /// The ingestion loop and what it needs.
 pub struct Ingest {
@@ -122,22 +132,35 @@ impl Ingest {
         tracing::info!("ingestion stopped");
     }
 
-    /// One connection to the broker: subscribe, then store batches until the connection fails or
-    /// `cancel` fires.
+    /// One connection to the broker: subscribe to every queue, then store batches until the connection
+    /// fails or `cancel` fires. Each queue has a channel and a pipeline of its own, so a `multiple` ack
+    /// only ever covers that queue's deliveries.
     async fn session(&self, cancel: &CancellationToken) -> Result<(), SessionEnd> {
         // Connecting can hang on an unreachable host until the OS gives up: never make shutdown wait.
-        let (connection, channel, mut consumer, dead_letters) = tokio::select! {
+        let (connection, mut subscriptions, dead_letters) = tokio::select! {
             () = cancel.cancelled() => return Err(SessionEnd::Cancelled),
             subscribed = self.subscribe() => subscribed?,
         };
         self.status.set_broker(true);
-        tracing::info!(queue = self.settings.topology.queue(), "consuming");
-        let ended = self.pipeline(&mut consumer, cancel, &dead_letters).await;
+        tracing::info!(queues = ?self.settings.topology.drained_queues(), "consuming");
+        let session = cancel.child_token();
+        let ended = {
+            let pipelines = subscriptions
+                .iter_mut()
+                .map(|(_, consumer)| Box::pin(self.pipeline(consumer, &session, &dead_letters)));
+            let (first, _, others) = futures::future::select_all(pipelines).await;
+            // The others store and acknowledge what they hold, then stop.
+            session.cancel();
+            futures::future::join_all(others).await;
+            first
+        };
         // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
         // to the queue. On a failed connection both calls fail harmlessly; on a channel-level failure
         // the close keeps the dead connection from lingering.
-        let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
+        for (channel, consumer) in &subscriptions {
+            let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
+        }
         common::amqp::close(&connection, "closing").await;
         dead_letters.close().await;
         Err(ended)
@@ -156,10 +179,14 @@ impl Ingest {
         // One batch waiting while one is stored: with the prefetch bounding what the broker sends, a
         // deeper queue would only hold more deliveries unacknowledged.
         let (ready, mut gathered) = tokio::sync::mpsc::channel::<Vec<Delivery>>(1);
-        let (batch_size, linger) = (self.settings.batch_size, self.settings.batch_linger);
+        let (batch_size, batch_bytes, linger) = (
+            self.settings.batch_size,
+            self.settings.batch_bytes,
+            self.settings.batch_linger,
+        );
         let gather = async move {
             let end = loop {
-                match next_batch(consumer, batch_size, linger, cancel).await {
+                match next_batch(consumer, batch_size, batch_bytes, linger, cancel).await {
                     Ok(batch) => {
                         if ready.send(batch).await.is_err() {
                             // Only possible once storing has stopped, which ends the session first.
@@ -195,27 +222,58 @@ impl Ingest {
         }
     }
 
-    /// Connects, declares the topology and starts consuming with the configured prefetch.
-    async fn subscribe(&self) -> Result<(Connection, Channel, Consumer, DeadLetters), SessionEnd> {
+    /// Connects, declares the topology and starts consuming every queue, each on its own channel with
+    /// the configured prefetch.
+    async fn subscribe(
+        &self,
+    ) -> Result<(Connection, Vec<(Channel, Consumer)>, DeadLetters), SessionEnd> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-consumer".into());
         let connection = common::amqp::connect(&self.settings.amqp_url, properties).await?;
-        let channel = connection.create_channel().await?;
-        self.settings.topology.declare(&channel).await?;
-        channel
-            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                self.settings.topology.queue().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let mut subscriptions = Vec::new();
+        for queue in self.settings.topology.drained_queues() {
+            let channel = connection.create_channel().await?;
+            if subscriptions.is_empty() {
+                self.settings.topology.declare(&channel).await?;
+            }
+            channel
+                .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            subscriptions.push((channel, consumer));
+        }
         let dead_letters =
             DeadLetters::open(&self.settings.amqp_url, &self.settings.topology).await?;
-        Ok((connection, channel, consumer, dead_letters))
+        Ok((connection, subscriptions, dead_letters))
+    }
+
+    /// Why `delivery` must be dead-lettered before it is even decoded, if it must: a payload larger than
+    /// any publisher sends, or a delivery the broker is about to dead-letter on its own for its delivery
+    /// count (it would do so without a reason; here the reason travels with it).
+    fn refuse_unseen(&self, delivery: &Delivery) -> Option<String> {
+        if delivery.data.len() > self.settings.max_payload_bytes {
+            return Some(format!(
+                "the payload is {} bytes, over the {} bytes the publisher can send",
+                delivery.data.len(),
+                self.settings.max_payload_bytes
+            ));
+        }
+        let limit = self.settings.topology.delivery_limit()?;
+        let count = delivery_count(delivery)?;
+        (count + 1 >= u64::from(limit)).then(|| {
+            format!(
+                "delivered {} times without being stored (DELIVERY_LIMIT is {limit}); the consumer \
+                 holding it kept stopping before it could store it",
+                count + 1
+            )
+        })
     }
 
     /// Decodes, stores and acknowledges one batch.
@@ -228,6 +286,11 @@ impl Ingest {
         let mut messages = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
         for delivery in batch {
+            if let Some(reason) = self.refuse_unseen(&delivery) {
+                tracing::warn!(%reason, delivery_tag = delivery.delivery_tag, "dead-lettering unseen");
+                self.dead_letter(&delivery, &reason, dead_letters).await?;
+                continue;
+            }
             match QueuedMessage::from_payload(&delivery.data) {
                 Ok(message) => {
                     messages.push(message);
@@ -245,8 +308,7 @@ impl Ingest {
         }
         let refused = self.store_with_retry(&messages, cancel).await?;
         for (index, reason) in &refused {
-            let reason = format!("refused by PostgreSQL: {reason}");
-            self.dead_letter(&deliveries[*index], &reason, dead_letters)
+            self.dead_letter(&deliveries[*index], reason, dead_letters)
                 .await?;
         }
         let last_stored = (0..deliveries.len())
@@ -265,7 +327,9 @@ impl Ingest {
     }
 
     /// Stores `messages`, retrying with backoff while the database is unreachable. Returns the indexes of
-    /// messages the database refused outright, with its reasons (found by storing one row at a time).
+    /// messages that must be dead-lettered, with the reason: those the database refused outright (found
+    /// by storing one row at a time), and those whose `Idempotency-Key` names a stored message with
+    /// other content.
     async fn store_with_retry(
         &self,
         messages: &[QueuedMessage],
@@ -274,10 +338,13 @@ impl Ingest {
         let mut backoff = Backoff::new();
         loop {
             let started = std::time::Instant::now();
-            let outcome = match self.store.insert(messages).await {
+            self.status.write_started();
+            let written = self.store.insert(messages).await;
+            self.status.write_ended();
+            let outcome = match written {
                 Ok(inserted) => {
-                    self.record_stored(messages.len(), inserted, started);
-                    Ok(Vec::new())
+                    self.record_stored(messages.len(), inserted.new, started);
+                    Ok(self.key_conflicts(&inserted.conflicting))
                 }
                 Err(error) if classify(&error) == FailureKind::Refused => {
                     tracing::warn!(error = %error, "the database refused a batch; storing its rows one by one");
@@ -311,15 +378,29 @@ impl Ingest {
         for (index, message) in messages.iter().enumerate() {
             let started = std::time::Instant::now();
             match self.store.insert(std::slice::from_ref(message)).await {
-                Ok(inserted) => self.record_stored(1, inserted, started),
+                Ok(inserted) => {
+                    self.record_stored(1, inserted.new, started);
+                    if !inserted.conflicting.is_empty() {
+                        refused.extend(self.key_conflicts(&[index]));
+                    }
+                }
                 Err(error) if classify(&error) == FailureKind::Refused => {
                     tracing::warn!(id = %message.id, error = %error, "the database refused a message; dead-lettering");
-                    refused.push((index, error.to_string()));
+                    refused.push((index, format!("refused by PostgreSQL: {error}")));
                 }
                 Err(error) => return Err(error),
             }
         }
         Ok(refused)
+    }
+
+    /// The dead-letter reasons of messages that reuse a stored message's key for other content.
+    fn key_conflicts(&self, indexes: &[usize]) -> Vec<(usize, String)> {
+        self.metrics.key_conflicts.inc_by(indexes.len() as u64);
+        indexes
+            .iter()
+            .map(|&index| (index, KEY_REUSED.to_owned()))
+            .collect()
     }
 
     fn record_stored(&self, delivered: usize, inserted: u64, started: std::time::Instant) {
@@ -356,6 +437,22 @@ impl Ingest {
         settled(outcome)?;
         self.metrics.messages_dead_lettered.inc();
         Ok(())
+    }
+}
+
+/// The broker's count of earlier deliveries of this message (`x-delivery-count`, set by quorum queues).
+fn delivery_count(delivery: &Delivery) -> Option<u64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("x-delivery-count")? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::Timestamp(n) => Some(*n),
+        _ => None,
     }
 }
 

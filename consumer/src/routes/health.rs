@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::startup::AppState;
 
-/// `GET /readyz`: 200 only while the queue subscription is live and the database answers.
+/// `GET /readyz`: 200 only while the queue subscription is live, the database answers, and no write has
+/// been running longer than `DB_STUCK_WRITE_MS`.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let broker = state.status.broker();
     let ping = sqlx::query("SELECT 1").execute(state.store.pool());
@@ -17,6 +18,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             tokio::time::timeout(Duration::from_secs(1), ping).await,
             Ok(Ok(_))
         );
+    if let Some(stuck) = state.status.write_stuck(state.stuck_write) {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            kinds::DATABASE_UNAVAILABLE,
+            format!("not ready: a write to the database has been running for {stuck:.1?}"),
+        )
+        .with_retry_after(1)
+        .to_response();
+    }
     if broker && database {
         return HttpResponse::Ok()
             .json(json!({ "status": "ready", "broker": "up", "database": "up" }));

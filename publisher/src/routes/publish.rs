@@ -3,12 +3,12 @@
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
-use common::{Message, QueuedMessage};
+use common::{queued::fingerprint, Message, QueuedMessage};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    body::{parse_batch, parse_message, read_limited, require_json},
+    body::{parse_batch, parse_message, read_limited, require_identity_encoding, require_json},
     error::PublishError,
     idempotency::IdempotencyKey,
     startup::AppState,
@@ -23,15 +23,18 @@ pub async fn publish_one(
 ) -> Result<HttpResponse, PublishError> {
     let outcome = async {
         require_json(&request)?;
+        require_identity_encoding(&request)?;
         let key = IdempotencyKey::from_request(&request)?;
-        let body = read_limited(
+        let (body, _reserved) = read_limited(
             &request,
             payload,
             state.max_message_bytes,
             state.body_timeout,
+            &state.inflight,
         )
         .await?;
         let message = parse_message(&body)?;
+        drop(body);
         let queued = [enqueue(message, key.as_ref(), None)];
         state.broker.publish(&queued).await?;
         Ok(queued[0].id)
@@ -53,17 +56,24 @@ pub async fn publish_batch(
 ) -> Result<HttpResponse, PublishError> {
     let outcome = async {
         require_json(&request)?;
+        require_identity_encoding(&request)?;
         let key = IdempotencyKey::from_request(&request)?;
-        let limit = state
-            .max_message_bytes
-            .saturating_mul(state.max_batch_messages);
-        let body = read_limited(&request, payload, limit, state.body_timeout).await?;
-        let messages = parse_batch(&body, state.max_batch_messages)?;
-        let queued: Vec<QueuedMessage> = messages
-            .into_iter()
-            .enumerate()
-            .map(|(index, message)| enqueue(message, key.as_ref(), Some(index)))
-            .collect();
+        // The reservation lives until the answer: the messages built from the body take as much memory.
+        let (body, _reserved) = read_limited(
+            &request,
+            payload,
+            state.max_batch_bytes,
+            state.body_timeout,
+            &state.inflight,
+        )
+        .await?;
+        let queued = parse_batch(
+            &body,
+            state.max_batch_messages,
+            state.max_message_bytes,
+            |index, message| enqueue(message, key.as_ref(), Some(index)),
+        )?;
+        drop(body);
         state.broker.publish(&queued).await?;
         Ok(queued.iter().map(|q| q.id).collect::<Vec<Uuid>>())
     }
@@ -73,12 +83,17 @@ pub async fn publish_batch(
 }
 
 /// Stamps a message with its id (time-ordered, or derived from the idempotency key) and arrival time.
+/// A keyed message also carries its fingerprint, so that a key reused for other content is caught.
 fn enqueue(message: Message, key: Option<&IdempotencyKey>, index: Option<usize>) -> QueuedMessage {
-    let id = key.map_or_else(Uuid::now_v7, |key| key.message_id(&message, index));
+    let (id, fingerprint) = match key {
+        None => (Uuid::now_v7(), None),
+        Some(key) => (key.message_id(&message, index), Some(fingerprint(&message))),
+    };
     QueuedMessage {
         id,
         received_at: Utc::now(),
         message,
+        fingerprint,
     }
 }
 

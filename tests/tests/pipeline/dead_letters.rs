@@ -20,6 +20,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason_and_the_r
         id: Uuid::now_v7(),
         received_at: Utc.with_ymd_and_hms(-7000, 1, 1, 0, 0, 0).unwrap(),
         message: serde_json::from_value::<Message>(message_from("ancient")).unwrap(),
+        fingerprint: None,
     };
     let before = stack.publish_ok(&message_from("before the poison")).await;
 

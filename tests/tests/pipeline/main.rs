@@ -4,6 +4,7 @@
 mod batches;
 mod dead_letters;
 mod fixtures;
+mod hard_input;
 mod idempotency;
 mod outages;
 mod pagination;

@@ -24,7 +24,21 @@ async fn while_the_broker_is_unreachable_publishing_fails_fast_with_503_and_resu
     // Act
     proxy.cut().await;
 
-    // Assert: refusals are immediate and say when to retry; readiness reports the outage.
+    // Assert: readiness reports the outage, and then refusals are immediate and say when to retry.
+    // (A request in flight at the cut waits, up to its deadline, for a link to publish again on.)
+    for url in [stack.publisher_url(), stack.consumer_url()] {
+        eventually(Duration::from_secs(5), "readiness to fail", || async {
+            let status = stack
+                .http
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .ok()?
+                .status();
+            (status == 503).then_some(())
+        })
+        .await;
+    }
     for _ in 0..5 {
         let started = Instant::now();
         let response = stack.publish(&message_from("during")).await;

@@ -73,6 +73,7 @@ async fn following_next_links_under_concurrent_inserts_visits_every_earlier_mess
                     received_at: oldest + (newest - oldest) * (page as i32 * 5 + i) / 60,
                     message: serde_json::from_value::<Message>(json!({ "sender": "late" }))
                         .unwrap(),
+                    fingerprint: None,
                 };
                 stack.publish_raw(&late.to_payload()).await;
                 injected.push(late.id);

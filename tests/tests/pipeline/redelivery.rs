@@ -13,6 +13,7 @@ async fn the_same_message_delivered_twice_is_stored_once() {
         id: Uuid::now_v7(),
         received_at: Utc::now(),
         message: serde_json::from_value::<Message>(message_from("twice")).unwrap(),
+        fingerprint: None,
     };
 
     // Act

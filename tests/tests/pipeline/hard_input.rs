@@ -1,0 +1,340 @@
+//! The promise under hard but legal input: exact numbers, keys that cannot lose a message, the size
+//! limits of every element, a deleted queue, a connection killed under a large batch, a confirm timeout.
+
+use std::time::Duration;
+
+use end_to_end::{amqp_url, eventually, proxy::CuttableProxy, url_address, StackConfig, TestStack};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::fixtures::message_from;
+
+async fn post_raw(
+    stack: &TestStack,
+    path: &str,
+    body: String,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = stack
+        .http
+        .post(format!("{}{path}", stack.publisher_url()))
+        .header("Content-Type", "application/json")
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.expect("publisher reachable")
+}
+
+async fn accepted_id(response: reqwest::Response) -> Uuid {
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_at_the_edges_of_json_come_back_with_the_exact_text_that_was_sent() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let attributes = r#"{"u64+1":18446744073709551616,"decimal":12345678901234567.89,"minus zero":-0,"exponent":1E2,"tiny":1e-400,"huge":1e400,"max":1.7976931348623157e308,"same":1,"same":2}"#;
+    let body = format!(r#"{{"sender":"numbers","messageAttributes":{attributes}}}"#);
+
+    // Act
+    let id = accepted_id(post_raw(&stack, "/message/publish", body, None).await).await;
+    // Polled as text: these numbers are beyond what a JSON library's number type holds.
+    eventually(
+        Duration::from_secs(30),
+        "the message to be stored",
+        || async { (stack.rows_for(&[id]).await == (1, 1)).then_some(()) },
+    )
+    .await;
+    let served = stack
+        .get(&format!("/message/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let listed = stack
+        .get("/message?sender=numbers")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let stored: String =
+        sqlx::query_scalar("SELECT message_attributes::text FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+
+    // Assert
+    assert_eq!(stored, attributes);
+    assert!(
+        served.contains(&format!(r#""messageAttributes":{attributes}"#)),
+        "{served}"
+    );
+    assert!(listed.contains(attributes), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_reused_with_a_different_message_is_dead_lettered_with_its_reason_and_the_first_is_kept(
+) {
+    // Arrange
+    let stack = TestStack::start().await;
+    let first = json!({ "sender": "alice", "messageAttributes": { "order": 1 } }).to_string();
+    let changed = json!({ "sender": "alice", "messageAttributes": { "order": 2 } }).to_string();
+
+    // Act
+    let first_id =
+        accepted_id(post_raw(&stack, "/message/publish", first.clone(), Some("k-1")).await).await;
+    let retry_id =
+        accepted_id(post_raw(&stack, "/message/publish", first, Some("k-1")).await).await;
+    let changed_id =
+        accepted_id(post_raw(&stack, "/message/publish", changed, Some("k-1")).await).await;
+
+    // Assert: the id is the key's, the first body is stored once, the changed one is in `.dead`.
+    assert_eq!(first_id, retry_id);
+    assert_eq!(first_id, changed_id);
+    let stored = stack.wait_stored(first_id).await;
+    assert_eq!(stored["messageAttributes"], json!({ "order": 1 }));
+    eventually(
+        Duration::from_secs(10),
+        "the changed copy to be dead-lettered",
+        || async { (stack.queue_depth(".dead").await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        stack.drain_dead_letter_reasons().await,
+        vec![consumer::ingest::KEY_REUSED.to_owned()]
+    );
+    assert_eq!(stack.row_count().await, 1);
+    assert_eq!(
+        stack
+            .metric(stack.consumer_url(), "consumer_key_conflicts_total")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_holding_a_newline_cannot_take_another_senders_keyed_message() {
+    // Arrange: sender "a\nk" with key "0" once spelled the same id as element 0 of a batch from "a" with key "k".
+    let stack = TestStack::start().await;
+
+    // Act
+    let single = accepted_id(
+        post_raw(
+            &stack,
+            "/message/publish",
+            json!({ "sender": "a\nk" }).to_string(),
+            Some("0"),
+        )
+        .await,
+    )
+    .await;
+    let response = post_raw(
+        &stack,
+        "/message/publish/batch",
+        json!([{ "sender": "a" }]).to_string(),
+        Some("k"),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let batch: Value = response.json().await.unwrap();
+    let element: Uuid = batch["ids"][0].as_str().unwrap().parse().unwrap();
+
+    // Assert
+    assert_ne!(single, element);
+    assert_eq!(stack.wait_stored(single).await["sender"], "a\nk");
+    assert_eq!(stack.wait_stored(element).await["sender"], "a");
+    assert_eq!(stack.row_count().await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_element_of_a_batch_is_held_to_the_one_message_limit() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let limit = stack.consumer_config.max_message_bytes;
+    let two_mib = "x".repeat(2 * 1024 * 1024);
+    let oversized =
+        json!([{ "sender": "big", "messageAttributes": { "blob": two_mib } }]).to_string();
+    let just_over = json!([
+        { "sender": "ok" },
+        { "sender": "big", "messageAttributes": { "blob": "y".repeat(limit) } }
+    ])
+    .to_string();
+
+    // Act
+    let refused_2mib = post_raw(&stack, "/message/publish/batch", oversized, None).await;
+    let refused_over = post_raw(&stack, "/message/publish/batch", just_over, None).await;
+    let largest =
+        json!({ "sender": "largest", "messageAttributes": { "blob": "z".repeat(limit - 100) } });
+    let ids = stack.publish_batch_ok(&vec![largest; 3]).await;
+
+    // Assert
+    assert_eq!(refused_2mib.status(), 413);
+    assert_eq!(refused_over.status(), 413);
+    let problem: Value = refused_over.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("index 1"),
+        "{problem}"
+    );
+    for id in &ids {
+        stack.wait_stored(*id).await;
+    }
+    assert_eq!(stack.row_count().await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_main_queue_deleted_every_accepted_message_is_still_stored_and_the_queue_comes_back(
+) {
+    // Arrange
+    let stack = TestStack::start().await;
+    let before = stack.publish_ok(&message_from("before")).await;
+    stack.wait_stored(before).await;
+
+    // Act: delete the queue under both services and keep publishing.
+    stack.delete_queue("").await;
+    let mut accepted = vec![before];
+    for i in 0..40 {
+        let response = stack.publish(&message_from(&format!("during {i}"))).await;
+        if response.status() == 202 {
+            let body: Value = response.json().await.unwrap();
+            accepted.push(body["id"].as_str().unwrap().parse().unwrap());
+        } else {
+            assert_eq!(response.status(), 503);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Assert: every 202 becomes a row, none reaches `.dead`, and the main queue exists again.
+    eventually(
+        Duration::from_secs(30),
+        "every accepted message to be stored",
+        || async {
+            (stack.rows_for(&accepted).await == (accepted.len() as i64, accepted.len() as i64))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        accepted.len() > 30,
+        "most publishes were accepted: {}",
+        accepted.len()
+    );
+    assert_eq!(stack.queue_depth(".dead").await, 0);
+    eventually(
+        Duration::from_secs(10),
+        "the main queue to be declared again",
+        || async {
+            let after = stack.publish_ok(&message_from("after")).await;
+            stack.wait_stored(after).await;
+            (stack.queue_depth("").await == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_under_a_large_batch_is_republished_and_every_id_is_stored_once() {
+    // Arrange: the publisher reaches the broker through a proxy the test can cut; no consumer yet, so
+    // the queue shows when the batch is under way.
+    let proxy = CuttableProxy::start(url_address(&amqp_url())).await;
+    let mut config = StackConfig::unique();
+    config.publisher.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
+    config.publisher.confirm_timeout_ms = 15_000;
+    let mut stack = TestStack::start_publisher_only(config).await;
+    let padding = "p".repeat(3500);
+    let batch: Vec<Value> = (0..1000)
+        .map(|i| json!({ "sender": format!("m{i}"), "messageAttributes": { "padding": padding } }))
+        .collect();
+
+    // Act: cut every connection once part of the batch is queued, and let the publisher reconnect.
+    let publishing = stack.publish_batch_ok(&batch);
+    let cutting = async {
+        eventually(
+            Duration::from_secs(20),
+            "part of the batch to be queued",
+            || async { (stack.queue_depth("").await > 0).then_some(()) },
+        )
+        .await;
+        proxy.cut().await;
+        proxy.restore().await;
+    };
+    let (ids, ()) = tokio::join!(publishing, cutting);
+    stack.restart_consumer();
+    stack.wait_ready(stack.consumer_url()).await;
+
+    // Assert: 202 for the whole batch after publishing again; each id stored once.
+    assert_eq!(ids.len(), 1000);
+    assert!(
+        stack
+            .metric(
+                stack.publisher_url(),
+                "publisher_messages_republished_total"
+            )
+            .await
+            > 0.0,
+        "the cut fell inside the batch"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the whole batch to be stored",
+        || async { (stack.rows_for(&ids).await == (1000, 1000)).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.row_count().await, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_timeout_fails_that_request_only_naming_its_ids_and_keeps_the_connection() {
+    // Arrange: a deadline too short for a large batch to be confirmed.
+    let mut config = StackConfig::unique();
+    config.publisher.confirm_timeout_ms = 1;
+    let stack = TestStack::start_with(config).await;
+    let connections = stack
+        .metric(stack.publisher_url(), "publisher_broker_connections_total")
+        .await;
+    let batch: Vec<Value> = (0..1000).map(|i| message_from(&format!("m{i}"))).collect();
+
+    // Act
+    let response = stack
+        .http
+        .post(format!("{}/message/publish/batch", stack.publisher_url()))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert: 503, outcome unknown, with the ids; the confirms arrive later on the same connection.
+    let status = response.status();
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["type"], "urn:message-queue:problem:outcome-unknown");
+    let ids: Vec<Uuid> = problem["ids"]
+        .as_array()
+        .expect("the ids")
+        .iter()
+        .map(|id| id.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1000);
+    eventually(
+        Duration::from_secs(30),
+        "the in-doubt batch to be stored",
+        || async { (stack.rows_for(&ids).await == (1000, 1000)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        stack
+            .metric(stack.publisher_url(), "publisher_broker_connections_total")
+            .await,
+        connections,
+        "the timeout did not replace the connection"
+    );
+    assert_eq!(
+        stack
+            .metric(stack.publisher_url(), "publisher_broker_connected")
+            .await,
+        1.0
+    );
+}
