@@ -31,7 +31,8 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn database_url(name: &str) -> String {
+/// The URL of database `name` on the test server.
+pub fn database_url(name: &str) -> String {
     let server = server_url();
     let base = server
         .rsplit_once('/')
@@ -92,6 +93,13 @@ impl RunningService {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        (&mut self.task).await?
+    }
+}
+
+impl RunningService {
+    /// Waits for the service to stop by itself, without asking it to; returns its own result.
+    pub async fn finished(mut self) -> anyhow::Result<()> {
         (&mut self.task).await?
     }
 }

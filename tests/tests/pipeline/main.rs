@@ -2,6 +2,7 @@
 //! publisher and consumer with a database and queues of its own.
 
 mod batches;
+mod database_faults;
 mod dead_letters;
 mod fixtures;
 mod hard_input;

@@ -16,6 +16,11 @@ pub struct ConsumerProcess {
 
 impl ConsumerProcess {
     pub fn spawn(config: &ConsumerConfig) -> Self {
+        Self::spawn_with(config, &[])
+    }
+
+    /// Spawns with `extra` environment variables on top of the configuration's own.
+    pub fn spawn_with(config: &ConsumerConfig, extra: &[(&str, &str)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -29,6 +34,7 @@ impl ConsumerProcess {
             .env("HTTP_PORT", port.to_string())
             .env("HTTP_WORKERS", "1")
             .env("RUST_LOG", "warn")
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("consumer process starts");

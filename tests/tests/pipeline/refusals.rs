@@ -9,6 +9,7 @@ struct Refusal {
     path: &'static str,
     content_type: Option<&'static str>,
     idempotency_key: Option<&'static str>,
+    content_encoding: Option<&'static str>,
     body: String,
     status: u16,
     detail_mentions: &'static str,
@@ -25,6 +26,7 @@ fn refusal(
         path: "/message/publish",
         content_type: Some("application/json"),
         idempotency_key: None,
+        content_encoding: None,
         body: body.into(),
         status,
         detail_mentions,
@@ -48,6 +50,39 @@ fn refusals() -> Vec<Refusal> {
             400,
             "sender",
         ),
+        refusal(
+            "sender of zero-width characters",
+            json(json!({ "sender": "\u{200B}\u{FEFF}" })),
+            400,
+            "sender",
+        ),
+        refusal(
+            "a JSON array as a message",
+            r#"["positional","ts-x",{"k":1},"10.0.0.9",7]"#,
+            400,
+            "JSON object",
+        ),
+        Refusal {
+            content_encoding: Some("gzip"),
+            ..refusal(
+                "gzip body",
+                json(message_from("a")),
+                415,
+                "Content-Encoding gzip",
+            )
+        },
+        Refusal {
+            path: "/message/publish/batch",
+            ..refusal(
+                "batch body over 4 MiB",
+                json(Value::Array(vec![
+                    json!({ "sender": "a", "ts": "x".repeat(60) });
+                    60_000
+                ])),
+                413,
+                "limit",
+            )
+        },
         refusal(
             "257-character sender",
             json(message_from(&"x".repeat(257))),
@@ -193,6 +228,9 @@ async fn every_refusal_of_the_contract_is_a_problem_naming_the_fault_and_nothing
         }
         if let Some(key) = case.idempotency_key {
             request = request.header("Idempotency-Key", key);
+        }
+        if let Some(encoding) = case.content_encoding {
+            request = request.header("Content-Encoding", encoding);
         }
         let response = request.send().await.unwrap();
 

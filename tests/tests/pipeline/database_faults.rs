@@ -1,0 +1,142 @@
+//! Databases that go read-only, hang on a lock, or cannot hold every message: the consumer recovers by
+//! itself, says it is unready, stops within its timeout, or refuses to start, and loses nothing.
+
+use std::time::Duration;
+
+use end_to_end::{database_url, eventually, server_url, spawn_consumer, StackConfig, TestStack};
+use sqlx::{postgres::PgPoolOptions, Connection, PgConnection};
+
+use crate::{fixtures::message_from, process::ConsumerProcess};
+
+async fn admin() -> sqlx::PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server_url())
+        .await
+        .expect("admin connection")
+}
+
+async fn readiness(stack: &TestStack, url: &str) -> u16 {
+    stack
+        .http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_read_only_spell_ingestion_resumes_without_killing_any_backend() {
+    // Arrange: the database turns read-only for new sessions, and the consumer's sessions are ended, as
+    // when a primary is demoted and a standby answers at the same address.
+    let stack = TestStack::start().await;
+    let before = stack.publish_ok(&message_from("before")).await;
+    stack.wait_stored(before).await;
+    let admin = admin().await;
+    let database = &stack.database;
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" SET default_transaction_read_only = on"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(database)
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    // Act: a message arrives during the spell, then the database is writable again.
+    let during = stack.publish_ok(&message_from("during")).await;
+    eventually(
+        Duration::from_secs(20),
+        "writes to fail as read-only",
+        || async {
+            (stack
+                .metric(stack.consumer_url(), "consumer_database_up")
+                .await
+                == 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" RESET default_transaction_read_only"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+
+    // Assert: stored within seconds, on fresh connections, with no backend killed.
+    eventually(Duration::from_secs(15), "ingestion to resume", || async {
+        (stack.rows_for(&[during]).await == (1, 1)).then_some(())
+    })
+    .await;
+    assert_eq!(stack.row_count().await, 2);
+    assert_eq!(readiness(&stack, stack.consumer_url()).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_by_a_table_lock_makes_the_consumer_unready_and_sigterm_still_exits_in_time() {
+    // Arrange
+    let stack = TestStack::start_publisher_only(StackConfig::unique()).await;
+    let extra = [("DB_STUCK_WRITE_MS", "500"), ("SHUTDOWN_TIMEOUT_SECS", "3")];
+    let mut consumer = ConsumerProcess::spawn_with(&stack.consumer_config, &extra);
+    stack.wait_ready(&consumer.url).await;
+    let mut locker = PgConnection::connect(&database_url(&stack.database))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    // Act
+    let held = stack.publish_ok(&message_from("held by the lock")).await;
+    eventually(
+        Duration::from_secs(10),
+        "readiness to fail on the stuck write",
+        || async { (readiness(&stack, &consumer.url).await == 503).then_some(()) },
+    )
+    .await;
+    let (status, took) = consumer.terminate();
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let restarted = ConsumerProcess::spawn(&stack.consumer_config);
+
+    // Assert: out within SHUTDOWN_TIMEOUT_SECS, the batch left for the next consumer, stored once.
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "took {took:?} to exit");
+    eventually(
+        Duration::from_secs(30),
+        "the held message to be stored",
+        || async { (stack.rows_for(&[held]).await == (1, 1)).then_some(()) },
+    )
+    .await;
+    println!("consumer exited in {took:?} on SIGTERM while its write waited on a lock");
+    drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_refuses_to_start_on_a_database_that_is_not_utf8_naming_its_encoding() {
+    // Arrange
+    let mut config = StackConfig::unique();
+    let admin = admin().await;
+    sqlx::query(&format!(
+        "CREATE DATABASE \"{}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+        config.database
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    config.consumer.database_url = database_url(&config.database);
+
+    // Act
+    let consumer = spawn_consumer(&config.consumer);
+    let outcome = tokio::time::timeout(Duration::from_secs(20), consumer.finished()).await;
+
+    // Assert
+    let error = outcome.expect("the consumer stops by itself").unwrap_err();
+    assert!(format!("{error:#}").contains("SQL_ASCII"), "{error:#}");
+    end_to_end::remove_resources(&config.queue, &config.database).await;
+}
