@@ -480,3 +480,23 @@ fn the_network_policies_allow_exactly_the_flows_the_system_needs() {
         );
     }
 }
+
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_production_database_commits_on_a_synchronous_standby_before_the_consumer_acks() {
+    let _ = NEEDS_KUBECTL;
+    let objects = render("kube/overlays/production");
+    let cluster = named(&objects, "Cluster", "postgresql").expect("a CloudNativePG Cluster");
+    let instances = cluster["spec"]["instances"].as_u64().unwrap_or(1);
+    let synchronous = &cluster["spec"]["postgresql"]["synchronous"];
+    let number = synchronous["number"].as_u64().unwrap_or(0);
+    assert!(
+        number >= 1,
+        "at least one synchronous standby: {synchronous:?}"
+    );
+    assert!(
+        number < instances,
+        "{number} synchronous standbys need more than {instances} instances"
+    );
+    assert_eq!(synchronous["dataDurability"].as_str(), Some("required"));
+}
