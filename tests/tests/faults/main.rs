@@ -548,3 +548,196 @@ fn raise_open_file_limit() {
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
     }
 }
+
+/// The memory limits the manifests ship, in KiB (`kube/base/message-*-deployment.yaml`).
+const PUBLISHER_LIMIT_KIB: u64 = 128 * 1024;
+const CONSUMER_LIMIT_KIB: u64 = 192 * 1024;
+
+/// Sends `body_bytes` of a batch of tiny elements with chunked encoding (no length to refuse it by), and
+/// returns the status line of the answer; the publisher may answer and close before all is sent.
+async fn post_chunked_batch(url: &str, body_bytes: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"POST /message/publish/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let element = br#"{"sender":"a"},"#;
+    let chunk: Vec<u8> = element
+        .iter()
+        .copied()
+        .cycle()
+        .take(element.len() * 4096)
+        .collect();
+    let mut sent = 0;
+    let mut first = b"[".to_vec();
+    first.extend_from_slice(&chunk);
+    let mut pieces = std::iter::once(first).chain(std::iter::repeat(chunk.clone()));
+    while sent < body_bytes {
+        let piece = pieces.next().unwrap();
+        let framed = [
+            format!("{:x}\r\n", piece.len()).into_bytes(),
+            piece,
+            b"\r\n".to_vec(),
+        ]
+        .concat();
+        if stream.write_all(&framed).await.is_err() {
+            break;
+        }
+        sent += framed.len();
+    }
+    let mut answer = vec![0; 512];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&answer[..read])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's RabbitMQ and PostgreSQL; run by scripts/fault-suite"]
+async fn s10_the_largest_legal_input_keeps_both_services_under_their_manifest_memory_limits() {
+    let mut pipeline = Pipeline::start().await;
+    let publisher_idle = pipeline.publisher.peak_rss_kib();
+
+    // A 62 MiB body of tiny elements, declared and chunked: refused without being built.
+    let declared = pipeline
+        .http
+        .post(format!("{}/message/publish/batch", pipeline.publisher.url))
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; 62 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let chunked = post_chunked_batch(&pipeline.publisher.url, 62 * 1024 * 1024).await;
+    let publisher_after_huge = pipeline.publisher.peak_rss_kib();
+    assert_eq!(declared, 413);
+    assert!(chunked.contains(" 413 "), "{chunked}");
+
+    // 16 clients at once, each sending maximum-size batches (64 × 64 KiB) three times, with the consumer
+    // stopped so that a backlog of the largest messages builds up.
+    pipeline.consumer.kill();
+    let blob = "x".repeat(64 * 1024 - 64);
+    let batch: Vec<serde_json::Value> = (0..64)
+        .map(|i| serde_json::json!({ "sender": format!("big-{i}"), "messageAttributes": { "b": blob } }))
+        .collect();
+    let body = serde_json::to_vec(&batch).unwrap();
+    assert!(
+        body.len() <= 4 * 1024 * 1024,
+        "a batch of {} bytes",
+        body.len()
+    );
+    let (busy, accepted) =
+        {
+            let clients =
+                (0..16).map(|_| {
+                    let (http, url, body) = (
+                        pipeline.http.clone(),
+                        pipeline.publisher.url.clone(),
+                        body.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let (mut busy, mut ids) = (0, Vec::new());
+                        let mut sent = 0;
+                        let give_up = Instant::now() + Duration::from_secs(120);
+                        while sent < 3 && Instant::now() < give_up {
+                            let response = http
+                                .post(format!("{url}/message/publish/batch"))
+                                .header("Content-Type", "application/json")
+                                .body(body.clone())
+                                .send()
+                                .await
+                                .unwrap();
+                            match response.status().as_u16() {
+                                202 => {
+                                    let answer: serde_json::Value = response.json().await.unwrap();
+                                    ids.extend(answer["ids"].as_array().unwrap().iter().map(
+                                        |id| id.as_str().unwrap().parse::<uuid::Uuid>().unwrap(),
+                                    ));
+                                    sent += 1;
+                                }
+                                503 => {
+                                    busy += 1;
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    // as Retry-After asks, shorter
+                                }
+                                other => panic!("unexpected {other}: {:?}", response.text().await),
+                            }
+                        }
+                        (busy, ids)
+                    })
+                });
+            let mut busy = 0;
+            let mut ids = Vec::new();
+            for client in futures::future::join_all(clients).await {
+                let (b, i) = client.unwrap();
+                busy += b;
+                ids.extend(i);
+            }
+            (busy, ids)
+        };
+    let publisher_peak = pipeline.publisher.peak_rss_kib();
+    assert_eq!(
+        accepted.len(),
+        16 * 3 * 64,
+        "every batch was accepted in the end"
+    );
+
+    // The consumer drains the backlog of the largest messages.
+    pipeline.consumer.restart();
+    wait_ready(
+        &pipeline.http,
+        &pipeline.consumer.url,
+        Duration::from_secs(30),
+    )
+    .await;
+    let drained = Instant::now();
+    end_to_end::eventually(
+        Duration::from_secs(300),
+        "the backlog to be stored",
+        || async {
+            let stored: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM messages WHERE id = ANY($1)")
+                    .bind(&accepted)
+                    .fetch_one(&pipeline.db)
+                    .await
+                    .ok()?;
+            (stored == accepted.len() as i64).then_some(())
+        },
+    )
+    .await;
+    let drain_time = drained.elapsed();
+    let consumer_peak = pipeline.consumer.peak_rss_kib();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&pipeline.db)
+        .await
+        .unwrap();
+
+    assert_eq!(rows, accepted.len() as i64, "each stored once");
+    assert!(
+        publisher_peak < PUBLISHER_LIMIT_KIB,
+        "publisher peaked at {publisher_peak} KiB"
+    );
+    assert!(
+        consumer_peak < CONSUMER_LIMIT_KIB,
+        "consumer peaked at {consumer_peak} KiB"
+    );
+    println!(
+        "largest legal input: publisher peak RSS {} MiB idle, {} MiB after a 62 MiB body (declared and chunked, both 413), \
+         {} MiB under 16 clients × 3 batches of 64 × 64 KiB ({busy} × 503 busy on the way; limit {} MiB); \
+         consumer peak RSS {} MiB draining a backlog of {} messages of 64 KiB in {drain_time:.1?} (limit {} MiB)",
+        publisher_idle / 1024,
+        publisher_after_huge / 1024,
+        publisher_peak / 1024,
+        PUBLISHER_LIMIT_KIB / 1024,
+        consumer_peak / 1024,
+        accepted.len(),
+        CONSUMER_LIMIT_KIB / 1024
+    );
+}
