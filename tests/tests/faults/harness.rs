@@ -119,22 +119,13 @@ impl Service {
 
     /// Resident memory of the process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        self.proc_status_kib("VmRSS:")
-    }
-
-    /// Peak resident memory of the process since it started (`VmHWM`), in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
-        self.proc_status_kib("VmHWM:")
-    }
-
-    fn proc_status_kib(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix(field))
+            .find_map(|line| line.strip_prefix("VmRSS:"))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{field} in /proc status"))
+            .expect("VmRSS")
     }
 }
 
