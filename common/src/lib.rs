@@ -1,6 +1,7 @@
 //! What the publisher and the consumer share: the message model and its validation, the AMQP
 //! topology, configuration, problem responses, logging, shutdown and retry pacing.
 
+pub mod allocator;
 pub mod amqp;
 pub mod backoff;
 pub mod config;

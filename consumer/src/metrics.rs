@@ -1,6 +1,6 @@
 //! Prometheus metrics of the consumer, served at `/metrics`.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The consumer's counters. Each application owns its registry, so several can run in one process.
 pub struct Metrics {
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub broker_connected: IntGauge,
     /// 1 while the last write succeeded.
     pub database_up: IntGauge,
+    /// Messages in each queue of the topology, dead letters included, by state.
+    pub queue_messages: IntGaugeVec,
 }
 
 impl Metrics {
@@ -61,6 +63,14 @@ impl Metrics {
                 "1 while subscribed to the queue",
             ),
             database_up: gauge("consumer_database_up", "1 while the last write succeeded"),
+            queue_messages: IntGaugeVec::new(
+                Opts::new(
+                    "consumer_queue_messages",
+                    "Messages in each queue of the topology (dead letters included), as the broker last reported",
+                ),
+                &["queue", "state"],
+            )
+            .expect("valid metric"),
         };
         common::metrics::register(
             &metrics.registry,
@@ -73,6 +83,7 @@ impl Metrics {
                 Box::new(metrics.batch_seconds.clone()),
                 Box::new(metrics.broker_connected.clone()),
                 Box::new(metrics.database_up.clone()),
+                Box::new(metrics.queue_messages.clone()),
             ],
         );
         metrics

@@ -4,8 +4,12 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::Mutex,
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpListener, TcpStream,
+    },
+    sync::{watch, Mutex},
     task::JoinHandle,
 };
 
@@ -14,6 +18,8 @@ pub struct CuttableProxy {
     address: SocketAddr,
     upstream: SocketAddr,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// While true, what the upstream sends is held back (not dropped) until it turns false.
+    replies_held: watch::Sender<bool>,
 }
 
 impl CuttableProxy {
@@ -24,6 +30,7 @@ impl CuttableProxy {
             address: listener.local_addr().expect("proxy address"),
             upstream,
             tasks: Arc::default(),
+            replies_held: watch::Sender::new(false),
         };
         proxy.serve(listener).await;
         proxy
@@ -39,6 +46,17 @@ impl CuttableProxy {
         for task in self.tasks.lock().await.drain(..) {
             task.abort();
         }
+    }
+
+    /// Holds back everything the upstream sends on every connection, as a stalled peer or a congested
+    /// link would: requests still go through, answers wait.
+    pub fn hold_replies(&self) {
+        self.replies_held.send_replace(true);
+    }
+
+    /// Lets held and later answers through again.
+    pub fn release_replies(&self) {
+        self.replies_held.send_replace(false);
     }
 
     /// Accepts connections again on the same port.
@@ -60,17 +78,41 @@ impl CuttableProxy {
 
     async fn serve(&self, listener: TcpListener) {
         let (upstream, tasks) = (self.upstream, self.tasks.clone());
+        let held = self.replies_held.subscribe();
         let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let Ok(mut server) = TcpStream::connect(upstream).await else {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
+                let ((client_read, client_write), (server_read, server_write)) =
+                    (client.into_split(), server.into_split());
+                let (never_held, _) = watch::channel(false);
+                let requests = forward(client_read, server_write, never_held.subscribe());
+                let replies = forward(server_read, client_write, held.clone());
                 let pipe = tokio::spawn(async move {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    let _keep = never_held;
+                    tokio::join!(requests, replies);
                 });
                 tasks.lock().await.push(pipe);
             }
         });
         self.tasks.lock().await.push(accept);
     }
+}
+
+/// Copies `from` to `to`, waiting before each write while `held` is true.
+async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut held: watch::Receiver<bool>) {
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        if held.wait_for(|held| !*held).await.is_err()
+            || to.write_all(&buffer[..read]).await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

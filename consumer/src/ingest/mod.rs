@@ -8,6 +8,7 @@
 //! without requeue so the broker dead-letters it); the rest of its batch is stored as usual.
 
 mod batch;
+mod census;
 pub mod dead_letter;
 
 use std::{
@@ -37,6 +38,8 @@ use crate::{
     store::{classify, FailureKind, MessageStore},
 };
 
+/// The fallback queue (`<QUEUE_NAME>.unrouted`) is drained with this fraction of the main queue's prefetch.
+const FALLBACK_PREFETCH_SHARE: u16 = 16;
 /// A session that lasted this long was healthy: the next reconnect starts its backoff afresh.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
@@ -49,8 +52,8 @@ pub struct IngestSettings {
     /// A batch closes once its payloads reach this many bytes.
     pub batch_bytes: usize,
     pub batch_linger: Duration,
-    /// Unacknowledged deliveries per queue, already bounded so that this many of the largest
-    /// payloads fit the configured bytes.
+    /// Unacknowledged deliveries on the main queue, already bounded so that this many of the largest
+    /// payloads fit the configured bytes (the fallback queue gets a sixteenth).
     pub prefetch: u16,
     /// The largest payload a publisher can send (its message limit plus the envelope); anything larger
     /// was put on the queue by other means and is dead-lettered without being decoded.
@@ -148,7 +151,15 @@ impl Ingest {
             let pipelines = subscriptions
                 .iter_mut()
                 .map(|(_, consumer)| Box::pin(self.pipeline(consumer, &session, &dead_letters)));
-            let (first, _, others) = futures::future::select_all(pipelines).await;
+            let counting = census::count_queues(
+                &connection,
+                &self.settings.topology,
+                &self.metrics.queue_messages,
+            );
+            let (first, _, others) = tokio::select! {
+                ended = futures::future::select_all(pipelines) => ended,
+                never = counting => match never {},
+            };
             // The others store and acknowledge what they hold, then stop.
             session.cancel();
             futures::future::join_all(others).await;
@@ -233,11 +244,16 @@ impl Ingest {
         let mut subscriptions = Vec::new();
         for queue in self.settings.topology.drained_queues() {
             let channel = connection.create_channel().await?;
-            if subscriptions.is_empty() {
+            let prefetch = if subscriptions.is_empty() {
                 self.settings.topology.declare(&channel).await?;
-            }
+                self.settings.prefetch
+            } else {
+                // The fallback queue holds messages only while the main one is missing: a small share of
+                // the prefetch keeps what the consumer can hold close to `PREFETCH_BYTES`.
+                (self.settings.prefetch / FALLBACK_PREFETCH_SHARE).max(1)
+            };
             channel
-                .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+                .basic_qos(prefetch, BasicQosOptions::default())
                 .await?;
             let consumer = channel
                 .basic_consume(

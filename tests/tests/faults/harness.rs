@@ -119,13 +119,22 @@ impl Service {
 
     /// Resident memory of the process, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// Peak resident memory of the process since it started (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
     }
 }
 
@@ -372,8 +381,20 @@ pub struct LoadReport {
     pub refusals_without_retry_after: usize,
     /// When each 5xx answer arrived.
     pub refusals_at: Vec<Instant>,
-    /// The slowest 503.
-    pub slowest_refusal: Duration,
+    /// Each 503: when its request was sent, and how long the answer took.
+    pub refusals: Vec<(Instant, Duration)>,
+}
+
+impl LoadReport {
+    /// The slowest 503 among requests sent at or after `sent_after` (`None` for all of them).
+    pub fn slowest_refusal(&self, sent_after: Option<Instant>) -> Duration {
+        self.refusals
+            .iter()
+            .filter(|(sent, _)| sent_after.is_none_or(|after| *sent >= after))
+            .map(|(_, took)| *took)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// Concurrent clients publishing one message a request, each with its own Idempotency-Key, until stopped.
@@ -422,8 +443,7 @@ impl Load {
                                     report.refusals_at.push(Instant::now());
                                 }
                                 if status == 503 {
-                                    report.slowest_refusal =
-                                        report.slowest_refusal.max(started.elapsed());
+                                    report.refusals.push((started, started.elapsed()));
                                     if !response.headers().contains_key("retry-after") {
                                         report.refusals_without_retry_after += 1;
                                     }
@@ -478,7 +498,7 @@ impl Load {
             total.unanswered_attempts.extend(report.unanswered_attempts);
             total.refusals_without_retry_after += report.refusals_without_retry_after;
             total.refusals_at.extend(report.refusals_at);
-            total.slowest_refusal = total.slowest_refusal.max(report.slowest_refusal);
+            total.refusals.extend(report.refusals);
         }
         total
     }

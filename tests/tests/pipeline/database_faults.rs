@@ -140,3 +140,37 @@ async fn the_consumer_refuses_to_start_on_a_database_that_is_not_utf8_naming_its
     assert!(format!("{error:#}").contains("SQL_ASCII"), "{error:#}");
     end_to_end::remove_resources(&config.queue, &config.database).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pooled_session_carries_the_configured_statement_timeout_and_keepalive() {
+    // Arrange
+    let settings = consumer::database::SessionSettings {
+        statement_timeout: Duration::from_millis(1234),
+        tcp_keepalive_secs: 7,
+    };
+    let pool = consumer::database::lazy_pool(&server_url(), 2, settings).expect("a valid URL");
+
+    // Act
+    let (statement_timeout, keepalive_idle): (String, String) = sqlx::query_as(
+        "SELECT current_setting('statement_timeout'), current_setting('tcp_keepalives_idle')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the server answers");
+    let cancelled = sqlx::query("SELECT pg_sleep(3)")
+        .execute(&pool)
+        .await
+        .expect_err("cancelled by the server");
+
+    // Assert
+    assert_eq!(statement_timeout, "1234ms");
+    assert_eq!(keepalive_idle, "7");
+    assert_eq!(
+        cancelled
+            .as_database_error()
+            .and_then(|error| error.code())
+            .as_deref(),
+        Some("57014"),
+        "{cancelled}"
+    );
+}
