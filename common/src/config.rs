@@ -124,6 +124,10 @@ pub struct ConsumerConfig {
     /// `DB_STUCK_WRITE_MS`: `/readyz` fails while a write has been running longer than this.
     #[serde(default = "default_db_stuck_write_ms")]
     pub db_stuck_write_ms: u64,
+    /// `MAX_PAGE_BYTES`: a page of `GET /message` ends before the message that would take its senders and
+    /// attributes past this many bytes, so that what one read holds is set here, not by what was stored.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: usize,
     /// `DB_TCP_KEEPALIVE_SECS`: idle seconds before PostgreSQL probes the consumer's connection, so that
     /// a backend whose client vanished is ended and its locks released.
     #[serde(default = "default_db_tcp_keepalive_secs")]
@@ -235,6 +239,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_WRITE_TIMEOUT_MS",
     "DB_STUCK_WRITE_MS",
     "DB_TCP_KEEPALIVE_SECS",
+    "MAX_PAGE_BYTES",
     "SHUTDOWN_TIMEOUT_SECS",
 ];
 
@@ -352,6 +357,10 @@ fn default_db_write_timeout_ms() -> u64 {
 fn default_db_stuck_write_ms() -> u64 {
     5_000
 }
+/// 32 of the largest messages, or all 1,000 of a page of 2 KiB ones.
+fn default_max_page_bytes() -> usize {
+    2 * 1024 * 1024
+}
 fn default_db_tcp_keepalive_secs() -> u32 {
     10
 }
@@ -431,6 +440,7 @@ mod tests {
             ),
             ("DB_WRITE_TIMEOUT_MS", c.db_write_timeout_ms.to_string()),
             ("DB_STUCK_WRITE_MS", c.db_stuck_write_ms.to_string()),
+            ("MAX_PAGE_BYTES", c.max_page_bytes.to_string()),
             ("DB_TCP_KEEPALIVE_SECS", c.db_tcp_keepalive_secs.to_string()),
         ];
         assert_eq!(c.max_message_bytes, p.max_message_bytes);

@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// A write running longer than this makes the consumer unready.
     pub stuck_write: Duration,
+    /// Most bytes of senders and attributes one page of `GET /message` holds.
+    pub max_page_bytes: usize,
 }
 
 /// A built consumer, bound to its port but not yet serving or consuming.
@@ -75,6 +77,7 @@ impl Application {
             status: status.clone(),
             metrics,
             stuck_write: Duration::from_millis(config.db_stuck_write_ms),
+            max_page_bytes: config.max_page_bytes,
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         let app = move || {

@@ -1,5 +1,6 @@
 //! The `messages` table: batched idempotent inserts for ingestion, and the reads behind the HTTP API.
 
+use futures::TryStreamExt;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -19,8 +20,8 @@ pub struct StoredMessage {
     pub id: Uuid,
     pub sender: String,
     pub ts: Option<String>,
-    /// Served as PostgreSQL returns it, never parsed into floats and back: `jsonb` keeps numbers exactly,
-    /// and a number at the edge of `f64` must not turn one row (and every page holding it) into an error.
+    /// The JSON text that was sent, served as PostgreSQL returns it from its `json` column: never parsed
+    /// into floats and back, so every number keeps its exact value and spelling.
     #[serde(rename = "messageAttributes")]
     #[sqlx(json)]
     pub message_attributes: Box<RawValue>,
@@ -250,14 +251,34 @@ impl MessageStore {
 
     /// A page of messages, newest first by (`received_at`, `id`). Keyset pagination: each page is the
     /// rows strictly after the cursor, so rows inserted meanwhile never shift what later pages return.
-    pub async fn page(&self, request: &PageRequest) -> Result<Vec<StoredMessage>, sqlx::Error> {
-        let mut query = page_query(request);
-        query.build_query_as().fetch_all(&self.pool).await
+    ///
+    /// Rows are read one at a time, and the page ends before the row that would take its attributes past
+    /// `max_bytes` (it always holds at least one row): memory is set by the configuration, not by how
+    /// large the stored messages are. Returns the rows and whether more follow them.
+    pub async fn page(
+        &self,
+        request: &PageRequest,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredMessage>, bool), sqlx::Error> {
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let mut query = page_query(request, request.limit.saturating_add(1));
+        let mut rows = query.build_query_as::<StoredMessage>().fetch(&self.pool);
+        let (mut page, mut bytes) = (Vec::new(), 0);
+        while let Some(row) = rows.try_next().await? {
+            let size = row.message_attributes.get().len() + row.sender.len();
+            if page.len() == limit || (!page.is_empty() && bytes + size > max_bytes) {
+                return Ok((page, true));
+            }
+            bytes += size;
+            page.push(row);
+        }
+        Ok((page, false))
     }
 }
 
-/// The SQL of [`MessageStore::page`]; one text per combination of filters, so each gets its own plan.
-pub fn page_query(request: &PageRequest) -> QueryBuilder<'_, Postgres> {
+/// The SQL of [`MessageStore::page`], reading at most `rows`; one text per combination of filters, so
+/// each gets its own plan.
+pub fn page_query(request: &PageRequest, rows: u32) -> QueryBuilder<'_, Postgres> {
     let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM messages WHERE TRUE"));
     if let Some(sender) = &request.sender {
         query.push(" AND sender = ").push_bind(sender);
@@ -272,6 +293,6 @@ pub fn page_query(request: &PageRequest) -> QueryBuilder<'_, Postgres> {
     }
     query
         .push(" ORDER BY received_at DESC, id DESC LIMIT ")
-        .push_bind(i64::from(request.limit));
+        .push_bind(i64::from(rows));
     query
 }

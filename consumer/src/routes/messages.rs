@@ -52,17 +52,15 @@ pub async fn list(
                 })?)
             }
         };
-    // One row more than asked tells whether a next page exists.
     let page = PageRequest {
         sender: params.sender.clone(),
         after,
-        limit: limit + 1,
+        limit,
     };
-    let mut messages = state.store.page(&page).await?;
+    let (messages, more) = state.store.page(&page, state.max_page_bytes).await?;
     let mut response = HttpResponse::Ok();
-    if messages.len() > limit as usize {
-        messages.truncate(limit as usize);
-        let last = messages.last().expect("limit is at least 1");
+    if more {
+        let last = messages.last().expect("a page holds at least one row");
         response.insert_header((
             header::LINK,
             format!(

@@ -120,3 +120,46 @@ async fn the_sender_filter_is_kept_across_pages() {
     assert_eq!(seen.len(), 23);
     assert!(seen.iter().all(|m| m["sender"] == "alice"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_messages_ends_at_the_byte_budget_and_its_links_lead_to_every_message_once()
+{
+    // Arrange: room for three messages of 60 KB a page.
+    let mut config = end_to_end::StackConfig::unique();
+    config.consumer.max_page_bytes = 200_000;
+    let stack = TestStack::start_with(config).await;
+    let padding = "p".repeat(60_000);
+    let batch: Vec<Value> = (0..10)
+        .map(|i| json!({ "sender": format!("large-{i}"), "messageAttributes": { "padding": padding } }))
+        .collect();
+    let ids = stack.publish_batch_ok(&batch).await;
+    wait_rows(&stack, &ids).await;
+
+    // Act
+    let first = stack.get("/message?limit=1000").await;
+    let has_next = first.headers().contains_key("link");
+    let first_page: Vec<Value> = first.json().await.unwrap();
+    let seen = walk(
+        &stack,
+        format!("{}/message?limit=1000", stack.consumer_url()),
+        async |_| {},
+    )
+    .await;
+
+    // Assert
+    assert_eq!(
+        first_page.len(),
+        3,
+        "the page stops before its fourth 60 KB message"
+    );
+    assert!(has_next, "a link to the rest");
+    let seen: Vec<Uuid> = seen
+        .iter()
+        .map(|message| message["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 10, "every message once");
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>(),
+        ids.iter().collect::<HashSet<_>>()
+    );
+}

@@ -61,7 +61,7 @@ async fn every_page_query_reads_an_index_in_order_without_sorting() {
 
     for (case, request) in requests {
         // Act
-        let sql = format!("EXPLAIN {}", page_query(&request).sql());
+        let sql = format!("EXPLAIN {}", page_query(&request, request.limit).sql());
         let mut query = sqlx::query_scalar::<_, String>(&sql);
         if let Some(sender) = &request.sender {
             query = query.bind(sender.clone());
