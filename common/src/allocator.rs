@@ -4,7 +4,8 @@
 /// tikv-jemallocator's prefixed build reads at start-up).
 ///
 /// Two arenas, whatever the machine: jemalloc otherwise makes four per core *of the node*, not of the
-/// pod's CPU limit, and each arena keeps freed pages of its own. Under the largest legal batches this
-/// took the publisher's peak from 98 MiB to 67–88 MiB (three runs) on a 2-core machine, and on a large node it would
-/// have been worse. `_RJEM_MALLOC_CONF` in the environment still adds to or overrides it.
+/// pod's CPU limit, and each arena keeps freed pages of its own, so the same pod would peak higher on a
+/// larger node. (On a 2-core machine the largest legal batches peaked at 67–100 MiB in four runs with
+/// two arenas, 98 MiB in one with the default: within the spread.) `_RJEM_MALLOC_CONF` in the
+/// environment still adds to or overrides it.
 pub const JEMALLOC_CONF: &[u8] = b"narenas:2\0";
