@@ -174,3 +174,62 @@ async fn every_pooled_session_carries_the_configured_statement_timeout_and_keepa
         "{cancelled}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_that_leave_a_connection_unable_to_write_are_told_apart_from_refused_rows() {
+    use consumer::store::poisons_connection;
+    // Arrange: real errors from the server, one of each kind.
+    let admin = admin().await;
+    let mut terminated = PgConnection::connect(&server_url()).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut terminated)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut read_only = PgConnection::connect(&server_url()).await.unwrap();
+    sqlx::query("SET default_transaction_read_only = on")
+        .execute(&mut read_only)
+        .await
+        .unwrap();
+
+    // Act
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    let after_termination = loop {
+        // Polled: the backend ends shortly after the signal.
+        match sqlx::query("SELECT 1").execute(&mut terminated).await {
+            Err(error) => break error,
+            Ok(_) => assert!(
+                std::time::Instant::now() < give_up,
+                "the backend outlived its termination"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let on_read_only = sqlx::query("CREATE TABLE never (n int)")
+        .execute(&mut read_only)
+        .await
+        .expect_err("a read-only session refuses writes");
+    let refused_row = sqlx::query("SELECT 'not a number'::int")
+        .execute(&admin)
+        .await
+        .expect_err("a bad value");
+
+    // Assert
+    assert!(
+        poisons_connection(&after_termination),
+        "{after_termination:?}"
+    );
+    assert_eq!(
+        on_read_only
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some("25006")
+    );
+    assert!(poisons_connection(&on_read_only));
+    assert!(!poisons_connection(&refused_row), "{refused_row:?}");
+}
