@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod status;
 pub mod store;
 

@@ -12,23 +12,13 @@ use crate::{
     ingest::{Ingest, IngestSettings},
     metrics::Metrics,
     routes,
+    state::AppState,
     status::PeerStatus,
     store::MessageStore,
 };
 
 /// The service's OpenAPI document, the one source of truth for its API.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
-
-/// What every request handler can reach.
-pub struct AppState {
-    pub store: MessageStore,
-    pub status: Arc<PeerStatus>,
-    pub metrics: Arc<Metrics>,
-    /// A write running longer than this makes the consumer unready.
-    pub stuck_write: Duration,
-    /// Most bytes of senders and attributes one page of `GET /message` holds.
-    pub max_page_bytes: usize,
-}
 
 /// A built consumer, bound to its port but not yet serving or consuming.
 pub struct Application {

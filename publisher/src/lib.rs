@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod routes;
 pub mod startup;
+pub mod state;
 
 use common::{config::PublisherConfig, shutdown, telemetry};
 

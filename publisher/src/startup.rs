@@ -6,22 +6,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 use actix_web::{dev::Server, web, App};
 use common::{config::PublisherConfig, http, openapi::OpenApiDocument};
 
-use crate::{body::InflightBytes, broker::Broker, metrics::Metrics, routes};
+use crate::{body::InflightBytes, broker::Broker, metrics::Metrics, routes, state::AppState};
 
 /// The service's OpenAPI document, the one source of truth for its API.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
-
-/// What every request handler can reach.
-pub struct AppState {
-    pub broker: Arc<Broker>,
-    pub metrics: Arc<Metrics>,
-    pub max_message_bytes: usize,
-    pub max_batch_messages: usize,
-    pub max_batch_bytes: usize,
-    pub body_timeout: Duration,
-    /// The cap on request bytes held at once, shared by every worker.
-    pub inflight: InflightBytes,
-}
 
 /// A built publisher, bound to its port but not yet serving.
 pub struct Application {

@@ -6,7 +6,7 @@ use actix_web::{http::StatusCode, web, HttpResponse};
 use common::problem::{kinds, Problem};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `GET /readyz`: 200 only while the queue subscription is live, the database answers, and no write has
 /// been running longer than `DB_STUCK_WRITE_MS`.

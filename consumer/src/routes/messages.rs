@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     store::{PageRequest, StoredMessage},
 };
 

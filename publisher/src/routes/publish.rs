@@ -11,7 +11,7 @@ use crate::{
     body::{parse_batch, parse_message, read_limited, require_identity_encoding, require_json},
     error::PublishError,
     idempotency::IdempotencyKey,
-    startup::AppState,
+    state::AppState,
 };
 
 /// Accepts one message.

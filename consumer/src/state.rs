@@ -1,0 +1,17 @@
+//! What every request handler of the consumer can reach, in a module of its own so that the routes and
+//! the start-up that builds it do not import each other.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{metrics::Metrics, status::PeerStatus, store::MessageStore};
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub store: MessageStore,
+    pub status: Arc<PeerStatus>,
+    pub metrics: Arc<Metrics>,
+    /// A write running longer than this makes the consumer unready.
+    pub stuck_write: Duration,
+    /// Most bytes of senders and attributes one page of `GET /message` holds.
+    pub max_page_bytes: usize,
+}
