@@ -4,12 +4,12 @@
 //! so a bare `publisher` or `consumer` runs on a developer's machine. A value that does not parse stops
 //! the process at start-up with a message naming the variable.
 
-use serde::{de::DeserializeOwned, Deserialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{telemetry::LogFormat, topology::QueueType, Topology};
 
 /// Configuration of the publisher service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct PublisherConfig {
     /// `AMQP_URL`: the broker, with credentials and the URL-encoded virtual host.
     #[serde(default = "default_amqp_url")]
@@ -62,7 +62,7 @@ pub struct PublisherConfig {
 }
 
 /// Configuration of the consumer service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ConsumerConfig {
     /// `AMQP_URL`: the broker, with credentials and the URL-encoded virtual host.
     #[serde(default = "default_amqp_url")]
@@ -250,6 +250,26 @@ const CHOICES: &[(&str, &[&str])] = &[
     ("LOG_FORMAT", &["pretty", "json"]),
 ];
 
+/// The environment variables that configure a service as `config` does: the inverse of reading it, for
+/// starting a service as a process with a given configuration, and for checking the documented defaults.
+pub fn environment<T: Serialize>(config: &T) -> Vec<(String, String)> {
+    let serde_json::Value::Object(fields) =
+        serde_json::to_value(config).expect("a flat configuration")
+    else {
+        unreachable!("a configuration is a struct");
+    };
+    fields
+        .into_iter()
+        .map(|(field, value)| {
+            let value = match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            (field.to_uppercase(), value)
+        })
+        .collect()
+}
+
 fn load<T: DeserializeOwned>() -> anyhow::Result<T> {
     check_choices(std::env::vars())?;
     envy::from_env::<T>().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
@@ -409,43 +429,17 @@ mod tests {
         }
         let p: PublisherConfig = from_pairs(&[]).unwrap();
         let c: ConsumerConfig = from_pairs(&[]).unwrap();
-        let defaults = [
-            ("AMQP_URL", p.amqp_url.clone()),
-            ("DATABASE_URL", c.database_url.clone()),
-            ("QUEUE_NAME", p.queue_name.clone()),
-            ("QUEUE_TYPE", "quorum".into()),
-            ("DELIVERY_LIMIT", p.delivery_limit.to_string()),
-            ("HTTP_HOST", p.http_host.clone()),
-            ("HTTP_PORT", p.http_port.to_string()),
-            ("HTTP_PORT", c.http_port.to_string()),
-            ("HTTP_WORKERS", p.http_workers.to_string()),
-            ("LOG_FORMAT", "pretty".into()),
-            ("SHUTDOWN_TIMEOUT_SECS", p.shutdown_timeout_secs.to_string()),
-            ("PUBLISH_CHANNELS", p.publish_channels.to_string()),
-            ("CONFIRM_TIMEOUT_MS", p.confirm_timeout_ms.to_string()),
-            ("MAX_MESSAGE_BYTES", p.max_message_bytes.to_string()),
-            ("MAX_BATCH_MESSAGES", p.max_batch_messages.to_string()),
-            ("BODY_TIMEOUT_MS", p.body_timeout_ms.to_string()),
-            ("BATCH_SIZE", c.batch_size.to_string()),
-            ("BATCH_LINGER_MS", c.batch_linger_ms.to_string()),
-            ("PREFETCH", c.prefetch.to_string()),
-            ("DB_POOL_SIZE", c.db_pool_size.to_string()),
-            ("MAX_BATCH_BYTES", p.max_batch_bytes.to_string()),
-            ("MAX_INFLIGHT_BYTES", p.max_inflight_bytes.to_string()),
-            ("PREFETCH_BYTES", c.prefetch_bytes.to_string()),
-            ("BATCH_BYTES", c.batch_bytes.to_string()),
-            (
-                "DB_STATEMENT_TIMEOUT_MS",
-                c.db_statement_timeout_ms.to_string(),
-            ),
-            ("DB_WRITE_TIMEOUT_MS", c.db_write_timeout_ms.to_string()),
-            ("DB_STUCK_WRITE_MS", c.db_stuck_write_ms.to_string()),
-            ("MAX_PAGE_BYTES", c.max_page_bytes.to_string()),
-            ("DB_TCP_KEEPALIVE_SECS", c.db_tcp_keepalive_secs.to_string()),
-        ];
+        let defaults: Vec<(String, String)> =
+            environment(&p).into_iter().chain(environment(&c)).collect();
+        for (variable, _) in &defaults {
+            assert!(
+                VARIABLES.contains(&variable.as_str()),
+                "{variable} is read but missing from VARIABLES"
+            );
+        }
         assert_eq!(c.max_message_bytes, p.max_message_bytes);
         for (variable, default) in defaults {
-            let line = row(variable);
+            let line = row(&variable);
             assert!(
                 line.contains(&format!("`{default}`")),
                 "README default of {variable} should be {default}: {line}"

@@ -1,10 +1,10 @@
 //! Logging set-up: `RUST_LOG` filters (default `info`), `LOG_FORMAT` picks human or JSON lines.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Coloured, multi-field lines for a terminal.

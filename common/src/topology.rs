@@ -19,12 +19,12 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString, ShortString},
     Channel, ExchangeKind,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::message::MAX_PRIORITY;
 
 /// The kind of RabbitMQ queue that holds messages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueType {
     /// Replicated (Raft), fast for persistent messages, with a delivery limit that stops a poison

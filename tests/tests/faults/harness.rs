@@ -4,7 +4,6 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -35,14 +34,6 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One service binary running as a child process, restartable on the same port.
 pub struct Service {
     name: &'static str,
@@ -53,29 +44,26 @@ pub struct Service {
 
 impl Service {
     pub fn start(name: &'static str, env: Vec<(String, String)>) -> Self {
-        let port = free_port();
-        let mut env = env;
-        env.extend([
-            ("HTTP_HOST".to_owned(), "127.0.0.1".to_owned()),
-            ("HTTP_PORT".to_owned(), port.to_string()),
-            ("RUST_LOG".to_owned(), "warn".to_owned()),
-        ]);
         let mut service = Self {
             name,
             env,
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
         };
         service.spawn();
         service
     }
 
+    /// Starts the binary on a port of its own choosing the first time, and on the same port after.
     fn spawn(&mut self) {
-        let child = Command::new(binary(self.name))
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("service starts");
+        let port = self
+            .url
+            .rsplit_once(':')
+            .map(|(_, port)| port.parse().expect("a port"));
+        let mut command = Command::new(binary(self.name));
+        command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (child, port) = end_to_end::process::spawn_listening(command, port);
+        self.url = format!("http://127.0.0.1:{port}");
         self.child = Some(child);
     }
 

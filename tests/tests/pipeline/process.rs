@@ -1,8 +1,7 @@
 //! The consumer as a child process, so that tests can send it real signals.
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -19,25 +18,14 @@ impl ConsumerProcess {
         Self::spawn_with(config, &[])
     }
 
-    /// Spawns with `extra` environment variables on top of the configuration's own.
+    /// Spawns with every setting of `config`, then `extra` environment variables on top.
     pub fn spawn_with(config: &ConsumerConfig, extra: &[(&str, &str)]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_consumer-process"))
-            .env("AMQP_URL", &config.amqp_url)
-            .env("DATABASE_URL", &config.database_url)
-            .env("QUEUE_NAME", &config.queue_name)
-            .env("HTTP_HOST", "127.0.0.1")
-            .env("HTTP_PORT", port.to_string())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_consumer-process"));
+        command
+            .envs(common::config::environment(config))
             .env("HTTP_WORKERS", "1")
-            .env("RUST_LOG", "warn")
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("consumer process starts");
+            .envs(extra.iter().copied());
+        let (child, port) = end_to_end::process::spawn_listening(command, None);
         Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
