@@ -1,8 +1,11 @@
-//! Opening a connection to RabbitMQ, shared by both services' reconnect loops.
+//! Opening a connection to RabbitMQ and publishing with confirms, shared by both services.
 
 use std::time::Duration;
 
-use lapin::{uri::AMQPUri, Connection, ConnectionProperties};
+use lapin::{
+    options::BasicPublishOptions, uri::AMQPUri, BasicProperties, Channel, Confirmation, Connection,
+    ConnectionProperties,
+};
 
 /// Longest wait for the broker to answer a close (or a cancel); a dead peer never answers.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -34,4 +37,49 @@ pub async fn connect(url: &str, properties: ConnectionProperties) -> lapin::Resu
 /// already gone is left as it is.
 pub async fn close(connection: &Connection, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
+}
+
+/// What the broker said of one publish, once it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Routed to a queue and taken: the message is the broker's now.
+    Acked,
+    /// No queue was bound for it (`mandatory`), so the broker returned it.
+    Returned,
+    /// The broker refused it.
+    Nacked,
+    /// The channel is not in confirm mode, so nothing can be known.
+    NotRequested,
+}
+
+/// Publishes `payload` as `mandatory` on `channel` (in confirm mode) and waits for the broker's answer
+/// for this very message: a confirm is awaited per publish, never for the channel as a whole, since
+/// lapin cannot tell which message a channel-wide wait was for.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> lapin::Result<Confirmed> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            payload,
+            properties,
+        )
+        .await?
+        .await?;
+    Ok(match confirmation {
+        Confirmation::Ack(None) => Confirmed::Acked,
+        Confirmation::Ack(Some(_returned)) => Confirmed::Returned,
+        Confirmation::Nack(_) => Confirmed::Nacked,
+        Confirmation::NotRequested => Confirmed::NotRequested,
+    })
 }

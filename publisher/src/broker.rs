@@ -13,12 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{backoff::Backoff, QueuedMessage, Topology};
+use common::{amqp::Confirmed, backoff::Backoff, QueuedMessage, Topology};
 use futures::{future::join_all, Stream, StreamExt};
 use lapin::{
-    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    options::{ConfirmSelectOptions, QueueDeclareOptions},
     types::FieldTable,
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event,
+    BasicProperties, Channel, Connection, ConnectionProperties, Event,
 };
 use tokio::sync::Notify;
 
@@ -382,26 +382,19 @@ async fn publish_one(
         .with_priority(message.message.priority().value())
         .with_timestamp(message.received_at.timestamp().max(0) as u64)
         .with_app_id("message-publisher".into());
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    let confirmation = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            options,
-            &message.to_payload(),
-            properties,
-        )
-        .await
-        .map_err(PublishError::Amqp)?
-        .await
-        .map_err(PublishError::Amqp)?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable),
-        Confirmation::Nack(_) => Err(PublishError::Refused),
-        Confirmation::NotRequested => Err(PublishError::Unconfirmed),
+    let confirmed = common::amqp::publish_confirmed(
+        channel,
+        exchange,
+        routing_key,
+        &message.to_payload(),
+        properties,
+    )
+    .await
+    .map_err(PublishError::Amqp)?;
+    match confirmed {
+        Confirmed::Acked => Ok(()),
+        Confirmed::Returned => Err(PublishError::Unroutable),
+        Confirmed::Nacked => Err(PublishError::Refused),
+        Confirmed::NotRequested => Err(PublishError::Unconfirmed),
     }
 }

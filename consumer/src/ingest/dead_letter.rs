@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use common::Topology;
+use common::{amqp::Confirmed, Topology};
 use lapin::{
     message::Delivery,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    options::ConfirmSelectOptions,
     types::{AMQPValue, LongString, ShortString},
-    Channel, Confirmation, Connection, ConnectionProperties,
+    Channel, Connection, ConnectionProperties,
 };
 
 /// The header that carries why a message was dead-lettered.
@@ -68,21 +68,14 @@ impl DeadLetters {
             AMQPValue::LongString(LongString::from(reason)),
         );
         let properties = delivery.properties.clone().with_headers(headers);
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirmation = self
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                self.routing_key.as_str().into(),
-                options,
-                &delivery.data,
-                properties,
-            )
-            .await?
-            .await?;
-        Ok(matches!(confirmation, Confirmation::Ack(None)))
+        let confirmed = common::amqp::publish_confirmed(
+            &self.channel,
+            &self.exchange,
+            &self.routing_key,
+            &delivery.data,
+            properties,
+        )
+        .await?;
+        Ok(confirmed == Confirmed::Acked)
     }
 }
