@@ -1,0 +1,157 @@
+//! One session with the broker: connect, declare the topology, subscribe to every queue on a channel of
+//! its own, and run each queue's pipeline (gather the next batch while the previous one is stored) until
+//! the connection fails or shutdown is asked for.
+
+use common::amqp::CLOSE_TIMEOUT;
+use lapin::{
+    message::Delivery,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+    Channel, Connection, ConnectionProperties, Consumer,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{batch::next_batch, census, dead_letter::DeadLetters, Ingest, SessionEnd};
+
+/// The fallback queue (`<QUEUE_NAME>.unrouted`) is drained with this fraction of the main queue's prefetch.
+const FALLBACK_PREFETCH_SHARE: u16 = 16;
+
+impl Ingest {
+    /// One connection to the broker: subscribe to every queue, then store batches until the connection
+    /// fails or `cancel` fires. Each queue has a channel and a pipeline of its own, so a `multiple` ack
+    /// only ever covers that queue's deliveries.
+    pub(super) async fn session(&self, cancel: &CancellationToken) -> SessionEnd {
+        // Connecting can hang on an unreachable host until the OS gives up: never make shutdown wait.
+        let (connection, mut subscriptions, dead_letters) = tokio::select! {
+            () = cancel.cancelled() => return SessionEnd::Cancelled,
+            subscribed = self.subscribe() => match subscribed {
+                Ok(subscribed) => subscribed,
+                Err(end) => return end,
+            },
+        };
+        self.status.set_broker(true);
+        tracing::info!(queues = ?self.settings.topology.drained_queues(), "consuming");
+        let session = cancel.child_token();
+        let ended = {
+            let pipelines = subscriptions
+                .iter_mut()
+                .map(|(_, consumer)| Box::pin(self.pipeline(consumer, &session, &dead_letters)));
+            let counting = census::count_queues(
+                &connection,
+                &self.settings.topology,
+                &self.metrics.queue_messages,
+            );
+            let (first, _, others) = tokio::select! {
+                ended = futures::future::select_all(pipelines) => ended,
+                never = counting => match never {},
+            };
+            // The others store and acknowledge what they hold, then stop.
+            session.cancel();
+            futures::future::join_all(others).await;
+            first
+        };
+        // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
+        // to the queue. On a failed connection both calls fail harmlessly; on a channel-level failure
+        // the close keeps the dead connection from lingering.
+        for (channel, consumer) in &subscriptions {
+            let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
+        }
+        common::amqp::close(&connection, "closing").await;
+        dead_letters.close().await;
+        ended
+    }
+
+    /// Gathers the next batch while the previous one is being stored, so the database is kept busy and
+    /// the broker keeps delivering. Batches are stored and acknowledged one at a time, in delivery order,
+    /// so a `multiple` ack never covers a delivery of a later batch. Returns why the session ended; on
+    /// cancellation, batches already gathered are stored and acknowledged first.
+    async fn pipeline(
+        &self,
+        consumer: &mut Consumer,
+        cancel: &CancellationToken,
+        dead_letters: &DeadLetters,
+    ) -> SessionEnd {
+        // One batch waiting while one is stored: with the prefetch bounding what the broker sends, a
+        // deeper queue would only hold more deliveries unacknowledged.
+        let (ready, mut gathered) = tokio::sync::mpsc::channel::<Vec<Delivery>>(1);
+        let (batch_size, batch_bytes, linger) = (
+            self.settings.batch_size,
+            self.settings.batch_bytes,
+            self.settings.batch_linger,
+        );
+        let gather = async move {
+            let end = loop {
+                match next_batch(consumer, batch_size, batch_bytes, linger, cancel).await {
+                    Ok(batch) => {
+                        if ready.send(batch).await.is_err() {
+                            // Only possible once storing has stopped, which ends the session first.
+                            break SessionEnd::ChannelClosed;
+                        }
+                    }
+                    Err(end) => break SessionEnd::from(end),
+                }
+            };
+            // Closing the channel lets storing finish what was gathered, then stop.
+            drop(ready);
+            end
+        };
+        let store = async {
+            while let Some(batch) = gathered.recv().await {
+                self.handle(batch, cancel, dead_letters).await?;
+            }
+            Ok(())
+        };
+        tokio::pin!(gather, store);
+        tokio::select! {
+            // Gathering is polled first, so storing can see the channel closed only after it has ended.
+            biased;
+            end = &mut gather => match store.await {
+                // A channel found closed while settling is the failure gathering already reports.
+                Ok(()) | Err(SessionEnd::ChannelClosed) => end,
+                Err(error) => error,
+            },
+            stored = &mut store => match stored {
+                Err(error) => error,
+                Ok(()) => SessionEnd::ChannelClosed,
+            },
+        }
+    }
+
+    /// Connects, declares the topology and starts consuming every queue, each on its own channel with
+    /// the configured prefetch.
+    async fn subscribe(
+        &self,
+    ) -> Result<(Connection, Vec<(Channel, Consumer)>, DeadLetters), SessionEnd> {
+        let properties =
+            ConnectionProperties::default().with_connection_name("message-consumer".into());
+        let connection = common::amqp::connect(&self.settings.amqp_url, properties).await?;
+        let mut subscriptions = Vec::new();
+        for queue in self.settings.topology.drained_queues() {
+            let channel = connection.create_channel().await?;
+            let prefetch = if subscriptions.is_empty() {
+                self.settings.topology.declare(&channel).await?;
+                self.settings.prefetch
+            } else {
+                // The fallback queue holds messages only while the main one is missing: a small share of
+                // the prefetch keeps what the consumer can hold close to `PREFETCH_BYTES`.
+                (self.settings.prefetch / FALLBACK_PREFETCH_SHARE).max(1)
+            };
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            subscriptions.push((channel, consumer));
+        }
+        let dead_letters =
+            DeadLetters::open(&self.settings.amqp_url, &self.settings.topology).await?;
+        Ok((connection, subscriptions, dead_letters))
+    }
+}

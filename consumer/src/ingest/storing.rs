@@ -1,0 +1,150 @@
+//! Storing one batch: decode each delivery, write the batch in one transaction (retrying while the
+//! database is unreachable, and row by row when it refuses one), dead-letter what can never be stored,
+//! then acknowledge the rest with one `multiple` ack.
+
+use common::{backoff::Backoff, QueuedMessage};
+use lapin::{message::Delivery, options::BasicAckOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::{dead_letter::DeadLetters, settled, Ingest, SessionEnd, KEY_REUSED};
+use crate::store::{classify, FailureKind};
+
+impl Ingest {
+    /// Decodes, stores and acknowledges one batch.
+    pub(super) async fn handle(
+        &self,
+        batch: Vec<Delivery>,
+        cancel: &CancellationToken,
+        dead_letters: &DeadLetters,
+    ) -> Result<(), SessionEnd> {
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            if let Some(reason) = self.refuse_unseen(&delivery) {
+                tracing::warn!(%reason, delivery_tag = delivery.delivery_tag, "dead-lettering unseen");
+                self.dead_letter(&delivery, &reason, dead_letters).await?;
+                continue;
+            }
+            match QueuedMessage::from_payload(&delivery.data) {
+                Ok(message) => {
+                    messages.push(message);
+                    deliveries.push(delivery);
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, delivery_tag = delivery.delivery_tag, "undecodable message; dead-lettering");
+                    let reason = format!("undecodable: {error}");
+                    self.dead_letter(&delivery, &reason, dead_letters).await?;
+                }
+            }
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let refused = self.store_with_retry(&messages, cancel).await?;
+        for (index, reason) in &refused {
+            self.dead_letter(&deliveries[*index], reason, dead_letters)
+                .await?;
+        }
+        let last_stored = (0..deliveries.len())
+            .rev()
+            .find(|i| !refused.iter().any(|(index, _)| index == i));
+        if let Some(last) = last_stored {
+            // Everything before it on this channel is stored or already rejected.
+            settled(
+                deliveries[last]
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Stores `messages`, retrying with backoff while the database is unreachable. Returns the indexes of
+    /// messages that must be dead-lettered, with the reason: those the database refused outright (found
+    /// by storing one row at a time), and those whose `Idempotency-Key` names a stored message with
+    /// other content.
+    async fn store_with_retry(
+        &self,
+        messages: &[QueuedMessage],
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(usize, String)>, SessionEnd> {
+        let mut backoff = Backoff::new();
+        loop {
+            let started = std::time::Instant::now();
+            self.status.write_started();
+            let written = self.store.insert(messages).await;
+            self.status.write_ended();
+            let outcome = match written {
+                Ok(inserted) => {
+                    self.record_stored(messages.len(), inserted.new, started);
+                    Ok(self.key_conflicts(&inserted.conflicting))
+                }
+                Err(error) if classify(&error) == FailureKind::Refused => {
+                    tracing::warn!(error = %error, "the database refused a batch; storing its rows one by one");
+                    self.store_one_by_one(messages).await
+                }
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(refused) => {
+                    self.status.set_database(true);
+                    return Ok(refused);
+                }
+                Err(error) => {
+                    self.status.set_database(false);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %error, retry_in = ?delay, "cannot store a batch; it stays unacknowledged");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Err(SessionEnd::Cancelled),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store_one_by_one(
+        &self,
+        messages: &[QueuedMessage],
+    ) -> Result<Vec<(usize, String)>, sqlx::Error> {
+        let mut refused = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let started = std::time::Instant::now();
+            match self.store.insert(std::slice::from_ref(message)).await {
+                Ok(inserted) => {
+                    self.record_stored(1, inserted.new, started);
+                    if !inserted.conflicting.is_empty() {
+                        refused.extend(self.key_conflicts(&[index]));
+                    }
+                }
+                Err(error) if classify(&error) == FailureKind::Refused => {
+                    tracing::warn!(id = %message.id, error = %error, "the database refused a message; dead-lettering");
+                    refused.push((index, format!("refused by PostgreSQL: {error}")));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(refused)
+    }
+
+    /// The dead-letter reasons of messages that reuse a stored message's key for other content.
+    fn key_conflicts(&self, indexes: &[usize]) -> Vec<(usize, String)> {
+        self.metrics.key_conflicts.inc_by(indexes.len() as u64);
+        indexes
+            .iter()
+            .map(|&index| (index, KEY_REUSED.to_owned()))
+            .collect()
+    }
+
+    fn record_stored(&self, delivered: usize, inserted: u64, started: std::time::Instant) {
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(delivered as f64);
+        self.metrics.messages_stored.inc_by(inserted);
+        self.metrics
+            .messages_duplicate
+            .inc_by(delivered as u64 - inserted);
+    }
+}
