@@ -4,7 +4,7 @@
 use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
-use common::backoff::Backoff;
+use common::backoff::retry;
 use sqlx::{
     migrate::MigrateDatabase,
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -65,22 +65,17 @@ pub async fn prepare(
     pool: &PgPool,
     cancel: &CancellationToken,
 ) -> Result<bool, NotUtf8> {
-    let mut backoff = Backoff::new();
-    loop {
-        match try_prepare(database_url, pool).await {
-            Ok(()) => return Ok(true),
-            Err(error) if error.is::<NotUtf8>() => {
-                return Err(error.downcast::<NotUtf8>().expect("checked"));
-            }
-            Err(error) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "database not ready");
-                tokio::select! {
-                    () = cancel.cancelled() => return Ok(false),
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
+    let prepared = retry(
+        "database not ready",
+        cancel.cancelled(),
+        || try_prepare(database_url, pool),
+        |error| error.is::<NotUtf8>(),
+    )
+    .await;
+    match prepared {
+        None => Ok(false),
+        Some(Ok(())) => Ok(true),
+        Some(Err(error)) => Err(error.downcast::<NotUtf8>().expect("the only final error")),
     }
 }
 

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{amqp::Confirmed, backoff::Backoff, QueuedMessage, Topology};
+use common::{amqp::Confirmed, backoff::retry, QueuedMessage, Topology};
 use futures::{future::join_all, Stream, StreamExt};
 use lapin::{
     options::{ConfirmSelectOptions, QueueDeclareOptions},
@@ -333,17 +333,18 @@ impl Broker {
         )
     }
 
+    /// Connects, retrying with backoff for as long as it takes.
     async fn connect_with_backoff(&self) -> Link {
-        let mut backoff = Backoff::new();
-        loop {
-            let error = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
-                Ok(Ok(link)) => return link,
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
-            };
-            let delay = backoff.next_delay();
-            tracing::warn!(%error, retry_in = ?delay, "cannot reach the broker");
-            tokio::time::sleep(delay).await;
+        let attempt = || async {
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+                Ok(connected) => connected.map_err(|error| error.to_string()),
+                Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+            }
+        };
+        let never = std::future::pending();
+        match retry("cannot reach the broker", never, attempt, |_| false).await {
+            Some(Ok(link)) => link,
+            _ => unreachable!("neither cancelled nor given up"),
         }
     }
 

@@ -18,19 +18,13 @@ mod poison;
 mod session;
 mod storing;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
-use common::{backoff::Backoff, Topology};
+use common::{backoff::retry, Topology};
 use tokio_util::sync::CancellationToken;
 
 use self::batch::BatchEnd;
 use crate::{metrics::Metrics, status::PeerStatus, store::MessageStore};
-
-/// A session that lasted this long was healthy: the next reconnect starts its backoff afresh.
-const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 /// Settings of the ingestion loop.
 #[derive(Debug, Clone)]
@@ -100,26 +94,18 @@ impl Ingest {
     /// Consumes until `cancel` fires, reconnecting to the broker with backoff whenever the session ends.
     /// On cancellation the batch in hand is stored and acknowledged before returning.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new();
-        loop {
-            let started = Instant::now();
+        let session = || async {
             let end = self.session(&cancel).await;
-            if started.elapsed() >= HEALTHY_SESSION {
-                backoff = Backoff::new();
-            }
             self.status.set_broker(false);
-            match end {
-                SessionEnd::Cancelled => break,
-                error => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %error, retry_in = ?delay, "broker session ended; reconnecting");
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+            Err::<(), _>(end)
+        };
+        retry(
+            "broker session ended; reconnecting",
+            cancel.cancelled(),
+            session,
+            |end| matches!(end, SessionEnd::Cancelled),
+        )
+        .await;
         tracing::info!("ingestion stopped");
     }
 }

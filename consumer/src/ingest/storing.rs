@@ -2,7 +2,7 @@
 //! database is unreachable, and row by row when it refuses one), dead-letter what can never be stored,
 //! then acknowledge the rest with one `multiple` ack.
 
-use common::{backoff::Backoff, QueuedMessage};
+use common::{backoff::retry, QueuedMessage};
 use lapin::{message::Delivery, options::BasicAckOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -69,8 +69,7 @@ impl Ingest {
         messages: &[QueuedMessage],
         cancel: &CancellationToken,
     ) -> Result<Vec<(usize, String)>, SessionEnd> {
-        let mut backoff = Backoff::new();
-        loop {
+        let attempt = || async {
             let started = std::time::Instant::now();
             self.status.write_started();
             let written = self.store.insert(messages).await;
@@ -86,21 +85,13 @@ impl Ingest {
                 }
                 Err(error) => Err(error),
             };
-            match outcome {
-                Ok(refused) => {
-                    self.status.set_database(true);
-                    return Ok(refused);
-                }
-                Err(error) => {
-                    self.status.set_database(false);
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %error, retry_in = ?delay, "cannot store a batch; it stays unacknowledged");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Err(SessionEnd::Cancelled),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+            self.status.set_database(outcome.is_ok());
+            outcome
+        };
+        let what = "cannot store a batch; it stays unacknowledged";
+        match retry(what, cancel.cancelled(), attempt, |_| false).await {
+            Some(stored) => stored.map_err(|_| unreachable!("no error is final")),
+            None => Err(SessionEnd::Cancelled),
         }
     }
 
