@@ -8,42 +8,58 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{telemetry::LogFormat, topology::QueueType, Topology};
 
-/// Configuration of the publisher service.
+/// What both services read alike. It is read on its own rather than flattened into each service's
+/// struct, because envy cannot flatten numbers and enums.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct PublisherConfig {
+pub struct ServiceConfig {
     /// `AMQP_URL`: the broker, with credentials and the URL-encoded virtual host.
     #[serde(default = "default_amqp_url")]
     pub amqp_url: String,
-    /// `QUEUE_NAME`: the queue messages go to; exchanges and the dead-letter queue derive their names from it.
+    /// `QUEUE_NAME`: the queue messages go to and are drained from; exchanges and the dead-letter queue
+    /// derive their names from it.
     #[serde(default = "default_queue_name")]
     pub queue_name: String,
-    /// `QUEUE_TYPE`: `quorum` (safe, fast, no priority before RabbitMQ 4.0) or `classic` (priority).
+    /// `QUEUE_TYPE`: `quorum` (safe, fast, no priority before RabbitMQ 4.0) or `classic` (priority); both
+    /// services must agree.
     #[serde(default)]
     pub queue_type: QueueType,
-    /// `DELIVERY_LIMIT`: deliveries of one message before a quorum queue dead-letters it.
+    /// `DELIVERY_LIMIT`: deliveries of one message before a quorum queue dead-letters it; both services
+    /// must agree.
     #[serde(default = "default_delivery_limit")]
     pub delivery_limit: u32,
     /// `HTTP_HOST`: address the HTTP server binds.
     #[serde(default = "default_http_host")]
     pub http_host: String,
-    /// `HTTP_PORT`: port the HTTP server binds; 0 picks a free one.
-    #[serde(default = "default_publisher_port")]
-    pub http_port: u16,
     /// `HTTP_WORKERS`: HTTP worker threads; 0 means one per CPU core.
     #[serde(default)]
     pub http_workers: usize,
     /// `LOG_FORMAT`: `pretty` or `json`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// `MAX_MESSAGE_BYTES`: the largest message, alone or as an element of a batch; the consumer bounds
+    /// its prefetch with it and dead-letters a larger payload unread.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight work after SIGTERM.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Configuration of the publisher service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PublisherConfig {
+    /// What both services share (`AMQP_URL`, `QUEUE_NAME`, …), read on its own.
+    #[serde(skip)]
+    pub service: ServiceConfig,
+    /// `HTTP_PORT`: port the HTTP server binds; 0 picks a free one.
+    #[serde(default = "default_publisher_port")]
+    pub http_port: u16,
     /// `PUBLISH_CHANNELS`: confirm-mode AMQP channels publishes are spread over.
     #[serde(default = "default_publish_channels")]
     pub publish_channels: usize,
     /// `CONFIRM_TIMEOUT_MS`: how long a request waits for the broker's confirm before answering 503.
     #[serde(default = "default_confirm_timeout_ms")]
     pub confirm_timeout_ms: u64,
-    /// `MAX_MESSAGE_BYTES`: largest body of `/message/publish`, and largest element of a batch.
-    #[serde(default = "default_max_message_bytes")]
-    pub max_message_bytes: usize,
     /// `MAX_BATCH_BYTES`: largest body of `/message/publish/batch`.
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
@@ -56,41 +72,20 @@ pub struct PublisherConfig {
     /// `MAX_BATCH_MESSAGES`: most messages one `/message/publish/batch` request may carry.
     #[serde(default = "default_max_batch_messages")]
     pub max_batch_messages: usize,
-    /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight requests after SIGTERM.
-    #[serde(default = "default_shutdown_timeout_secs")]
-    pub shutdown_timeout_secs: u64,
 }
 
 /// Configuration of the consumer service.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ConsumerConfig {
-    /// `AMQP_URL`: the broker, with credentials and the URL-encoded virtual host.
-    #[serde(default = "default_amqp_url")]
-    pub amqp_url: String,
+    /// What both services share (`AMQP_URL`, `QUEUE_NAME`, …), read on its own.
+    #[serde(skip)]
+    pub service: ServiceConfig,
     /// `DATABASE_URL`: the PostgreSQL database; created at start-up if it does not exist.
     #[serde(default = "default_database_url")]
     pub database_url: String,
-    /// `QUEUE_NAME`: the queue drained; must match the publisher's.
-    #[serde(default = "default_queue_name")]
-    pub queue_name: String,
-    /// `QUEUE_TYPE`: must match the publisher's.
-    #[serde(default)]
-    pub queue_type: QueueType,
-    /// `DELIVERY_LIMIT`: must match the publisher's.
-    #[serde(default = "default_delivery_limit")]
-    pub delivery_limit: u32,
-    /// `HTTP_HOST`: address the HTTP server binds.
-    #[serde(default = "default_http_host")]
-    pub http_host: String,
     /// `HTTP_PORT`: port the HTTP server binds; 0 picks a free one.
     #[serde(default = "default_consumer_port")]
     pub http_port: u16,
-    /// `HTTP_WORKERS`: HTTP worker threads; 0 means one per CPU core.
-    #[serde(default)]
-    pub http_workers: usize,
-    /// `LOG_FORMAT`: `pretty` or `json`.
-    #[serde(default)]
-    pub log_format: LogFormat,
     /// `BATCH_SIZE`: most messages written to PostgreSQL in one transaction.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -103,10 +98,6 @@ pub struct ConsumerConfig {
     /// `DB_POOL_SIZE`: PostgreSQL connections shared by ingestion and the HTTP API.
     #[serde(default = "default_db_pool_size")]
     pub db_pool_size: u32,
-    /// `MAX_MESSAGE_BYTES`: the publisher's limit on one message; with `PREFETCH_BYTES` it bounds the
-    /// prefetch, and a larger payload is dead-lettered unread.
-    #[serde(default = "default_max_message_bytes")]
-    pub max_message_bytes: usize,
     /// `PREFETCH_BYTES`: most payload bytes the broker may push ahead per queue; the prefetch count is
     /// lowered so that `PREFETCH` of the largest messages fit.
     #[serde(default = "default_prefetch_bytes")]
@@ -132,16 +123,30 @@ pub struct ConsumerConfig {
     /// a backend whose client vanished is ended and its locks released.
     #[serde(default = "default_db_tcp_keepalive_secs")]
     pub db_tcp_keepalive_secs: u32,
-    /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight work after SIGTERM.
-    #[serde(default = "default_shutdown_timeout_secs")]
-    pub shutdown_timeout_secs: u64,
+}
+
+impl ServiceConfig {
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.queue_name, self.queue_type, self.delivery_limit)
+    }
+}
+
+impl Default for ServiceConfig {
+    /// Every setting at its default, as an empty environment gives.
+    fn default() -> Self {
+        envy::from_iter(std::iter::empty::<(String, String)>()).expect("every field has a default")
+    }
 }
 
 impl PublisherConfig {
     /// Reads the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        let config: Self = load()?;
-        check_amqp_url(&config.amqp_url)?;
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the configuration from `vars` (name, value), as from the environment.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let config: Self = load(vars)?;
         ensure(
             config.publish_channels > 0,
             "PUBLISH_CHANNELS must be at least 1",
@@ -151,23 +156,31 @@ impl PublisherConfig {
             "MAX_BATCH_MESSAGES must be at least 1",
         )?;
         ensure(
-            config.max_message_bytes <= config.max_batch_bytes
+            config.service.max_message_bytes <= config.max_batch_bytes
                 && config.max_batch_bytes <= config.max_inflight_bytes,
             "MAX_MESSAGE_BYTES must be at most MAX_BATCH_BYTES, and MAX_BATCH_BYTES at most MAX_INFLIGHT_BYTES",
         )?;
         Ok(config)
     }
 
-    pub fn topology(&self) -> Topology {
-        Topology::new(&self.queue_name, self.queue_type, self.delivery_limit)
+    /// The environment variables that give this configuration.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        environment(&self.service)
+            .into_iter()
+            .chain(environment(self))
+            .collect()
     }
 }
 
 impl ConsumerConfig {
     /// Reads the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
-        let config: Self = load()?;
-        check_amqp_url(&config.amqp_url)?;
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the configuration from `vars` (name, value), as from the environment.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let config: Self = load(vars)?;
         ensure(config.batch_size > 0, "BATCH_SIZE must be at least 1")?;
         ensure(
             usize::from(config.prefetch) >= config.batch_size,
@@ -175,7 +188,7 @@ impl ConsumerConfig {
         )?;
         ensure(config.db_pool_size > 0, "DB_POOL_SIZE must be at least 1")?;
         ensure(
-            config.max_message_bytes > 0 && config.batch_bytes > 0,
+            config.service.max_message_bytes > 0 && config.batch_bytes > 0,
             "MAX_MESSAGE_BYTES and BATCH_BYTES must be at least 1",
         )?;
         ensure(
@@ -185,14 +198,18 @@ impl ConsumerConfig {
         Ok(config)
     }
 
-    pub fn topology(&self) -> Topology {
-        Topology::new(&self.queue_name, self.queue_type, self.delivery_limit)
+    /// The environment variables that give this configuration.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        environment(&self.service)
+            .into_iter()
+            .chain(environment(self))
+            .collect()
     }
 
     /// The largest payload a publisher with the same `MAX_MESSAGE_BYTES` can put on the queue: the
     /// message, re-serialised, plus its id, time and fingerprint.
     pub fn max_payload_bytes(&self) -> usize {
-        self.max_message_bytes + PAYLOAD_ENVELOPE_BYTES
+        self.service.max_message_bytes + PAYLOAD_ENVELOPE_BYTES
     }
 
     /// `PREFETCH`, lowered where needed so that that many of the largest payloads fit `PREFETCH_BYTES`
@@ -250,9 +267,8 @@ const CHOICES: &[(&str, &[&str])] = &[
     ("LOG_FORMAT", &["pretty", "json"]),
 ];
 
-/// The environment variables that configure a service as `config` does: the inverse of reading it, for
-/// starting a service as a process with a given configuration, and for checking the documented defaults.
-pub fn environment<T: Serialize>(config: &T) -> Vec<(String, String)> {
+/// The environment variables of one configuration struct's own fields: the inverse of reading them.
+fn environment<T: Serialize>(config: &T) -> Vec<(String, String)> {
     let serde_json::Value::Object(fields) =
         serde_json::to_value(config).expect("a flat configuration")
     else {
@@ -270,9 +286,35 @@ pub fn environment<T: Serialize>(config: &T) -> Vec<(String, String)> {
         .collect()
 }
 
-fn load<T: DeserializeOwned>() -> anyhow::Result<T> {
-    check_choices(std::env::vars())?;
-    envy::from_env::<T>().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+/// Reads a service's configuration and the [`ServiceConfig`] it holds from the same variables.
+fn load<T: DeserializeOwned + HoldsService>(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<T> {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    check_choices(vars.iter().cloned())?;
+    let invalid = |e: envy::Error| anyhow::anyhow!("invalid configuration: {e}");
+    let mut config: T = envy::from_iter(vars.iter().cloned()).map_err(invalid)?;
+    let service: ServiceConfig = envy::from_iter(vars).map_err(invalid)?;
+    check_amqp_url(&service.amqp_url)?;
+    *config.service_mut() = service;
+    Ok(config)
+}
+
+/// A service's configuration, which holds the shared part.
+trait HoldsService {
+    fn service_mut(&mut self) -> &mut ServiceConfig;
+}
+
+impl HoldsService for PublisherConfig {
+    fn service_mut(&mut self) -> &mut ServiceConfig {
+        &mut self.service
+    }
+}
+
+impl HoldsService for ConsumerConfig {
+    fn service_mut(&mut self) -> &mut ServiceConfig {
+        &mut self.service
+    }
 }
 
 fn check_choices(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<()> {
@@ -392,25 +434,31 @@ fn default_db_pool_size() -> u32 {
 mod tests {
     use super::*;
 
-    fn from_pairs<T: DeserializeOwned>(pairs: &[(&str, &str)]) -> Result<T, envy::Error> {
-        envy::from_iter(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn an_empty_environment_gives_the_contract_defaults() {
-        let publisher: PublisherConfig = from_pairs(&[]).unwrap();
-        let consumer: ConsumerConfig = from_pairs(&[]).unwrap();
-        assert_eq!(publisher.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        let publisher = PublisherConfig::from_vars([]).unwrap();
+        let consumer = ConsumerConfig::from_vars([]).unwrap();
+        assert_eq!(
+            publisher.service.amqp_url,
+            "amqp://guest:guest@127.0.0.1:5672/%2f"
+        );
         assert_eq!(publisher.http_port, 8080);
         assert_eq!(consumer.http_port, 8081);
         assert_eq!(
             consumer.database_url,
             "postgres://postgres@127.0.0.1:5432/messages"
         );
-        assert_eq!(consumer.queue_name, "messages");
-        assert_eq!(consumer.http_host, "0.0.0.0");
-        assert_eq!(consumer.log_format, LogFormat::Pretty);
-        assert_eq!(publisher.queue_type, QueueType::Quorum);
+        assert_eq!(consumer.service.queue_name, "messages");
+        assert_eq!(consumer.service.http_host, "0.0.0.0");
+        assert_eq!(consumer.service.log_format, LogFormat::Pretty);
+        assert_eq!(publisher.service.queue_type, QueueType::Quorum);
     }
 
     /// The README's configuration table is what users read: every variable, with its real default.
@@ -427,17 +475,16 @@ mod tests {
         for variable in VARIABLES {
             row(variable);
         }
-        let p: PublisherConfig = from_pairs(&[]).unwrap();
-        let c: ConsumerConfig = from_pairs(&[]).unwrap();
+        let p = PublisherConfig::from_vars([]).unwrap();
+        let c = ConsumerConfig::from_vars([]).unwrap();
         let defaults: Vec<(String, String)> =
-            environment(&p).into_iter().chain(environment(&c)).collect();
+            p.environment().into_iter().chain(c.environment()).collect();
         for (variable, _) in &defaults {
             assert!(
                 VARIABLES.contains(&variable.as_str()),
                 "{variable} is read but missing from VARIABLES"
             );
         }
-        assert_eq!(c.max_message_bytes, p.max_message_bytes);
         for (variable, default) in defaults {
             let line = row(&variable);
             assert!(
@@ -445,13 +492,14 @@ mod tests {
                 "README default of {variable} should be {default}: {line}"
             );
         }
-        assert_eq!(c.delivery_limit, p.delivery_limit);
     }
 
     #[test]
     fn a_value_that_does_not_parse_is_reported_with_its_variable() {
-        let err = from_pairs::<PublisherConfig>(&[("HTTP_PORT", "eighty")]).unwrap_err();
+        let err = PublisherConfig::from_vars(pairs(&[("HTTP_PORT", "eighty")])).unwrap_err();
         assert!(err.to_string().contains("HTTP_PORT"), "{err}");
+        let err = ConsumerConfig::from_vars(pairs(&[("DELIVERY_LIMIT", "many")])).unwrap_err();
+        assert!(err.to_string().contains("DELIVERY_LIMIT"), "{err}");
     }
 
     #[test]
@@ -466,6 +514,19 @@ mod tests {
         assert!(
             check_choices([("LOG_FORMAT".to_string(), "json".to_string())].into_iter()).is_ok()
         );
+    }
+
+    #[test]
+    fn a_configuration_read_back_from_its_environment_is_the_same() {
+        let vars = pairs(&[
+            ("AMQP_URL", "amqp://u:p@broker:5673/v"),
+            ("QUEUE_TYPE", "classic"),
+            ("BATCH_SIZE", "7"),
+            ("PREFETCH", "9"),
+        ]);
+        let consumer = ConsumerConfig::from_vars(vars).unwrap();
+        let again = ConsumerConfig::from_vars(consumer.environment()).unwrap();
+        assert_eq!(format!("{again:?}"), format!("{consumer:?}"));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use common::{config::ConsumerConfig, shutdown, telemetry};
 /// The whole process: configuration from the environment, logging, and the service until SIGTERM.
 pub async fn run() -> anyhow::Result<()> {
     let config = ConsumerConfig::from_env()?;
-    telemetry::init(config.log_format);
+    telemetry::init(config.service.log_format);
     let app = startup::Application::build(&config)?;
-    tracing::info!(port = app.port(), queue = %config.queue_name, "consumer listening");
+    tracing::info!(port = app.port(), queue = %config.service.queue_name, "consumer listening");
     app.run_until_stopped(shutdown::signal()).await
 }

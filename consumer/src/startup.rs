@@ -34,7 +34,7 @@ pub struct Application {
 impl Application {
     /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares everything; connects to nothing yet.
     pub fn build(config: &ConsumerConfig) -> anyhow::Result<Self> {
-        let (listener, port) = http::bind(&config.http_host, config.http_port)?;
+        let (listener, port) = http::bind(&config.service.http_host, config.http_port)?;
         let session = database::SessionSettings {
             statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
             tcp_keepalive_secs: config.db_tcp_keepalive_secs,
@@ -50,8 +50,8 @@ impl Application {
         ));
         let ingest = Ingest::new(
             IngestSettings {
-                amqp_url: config.amqp_url.clone(),
-                topology: config.topology(),
+                amqp_url: config.service.amqp_url.clone(),
+                topology: config.service.topology(),
                 batch_size: config.batch_size,
                 batch_bytes: config.batch_bytes,
                 batch_linger: Duration::from_millis(config.batch_linger_ms),
@@ -85,8 +85,8 @@ impl Application {
         let server = http::server(
             app,
             listener,
-            config.http_workers,
-            config.shutdown_timeout_secs,
+            config.service.http_workers,
+            config.service.shutdown_timeout_secs,
         )?;
         Ok(Self {
             port,
@@ -95,7 +95,7 @@ impl Application {
             store,
             status,
             database_url: config.database_url.clone(),
-            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+            shutdown_timeout: Duration::from_secs(config.service.shutdown_timeout_secs),
         })
     }
 

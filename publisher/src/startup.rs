@@ -21,11 +21,11 @@ pub struct Application {
 impl Application {
     /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares the server.
     pub fn build(config: &PublisherConfig) -> anyhow::Result<Self> {
-        let (listener, port) = http::bind(&config.http_host, config.http_port)?;
+        let (listener, port) = http::bind(&config.service.http_host, config.http_port)?;
         let metrics = Arc::new(Metrics::new());
         let broker = Arc::new(Broker::new(
-            config.amqp_url.clone(),
-            config.topology(),
+            config.service.amqp_url.clone(),
+            config.service.topology(),
             config.publish_channels,
             Duration::from_millis(config.confirm_timeout_ms),
             metrics.clone(),
@@ -33,7 +33,7 @@ impl Application {
         let state = web::Data::new(AppState {
             broker: broker.clone(),
             metrics,
-            max_message_bytes: config.max_message_bytes,
+            max_message_bytes: config.service.max_message_bytes,
             max_batch_messages: config.max_batch_messages,
             max_batch_bytes: config.max_batch_bytes,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
@@ -55,8 +55,8 @@ impl Application {
         let server = http::server(
             app,
             listener,
-            config.http_workers,
-            config.shutdown_timeout_secs,
+            config.service.http_workers,
+            config.service.shutdown_timeout_secs,
         )?;
         Ok(Self {
             port,

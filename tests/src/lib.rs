@@ -139,8 +139,8 @@ impl StackConfig {
             ]
         };
         Self {
-            publisher: envy::from_iter(env()).expect("valid publisher config"),
-            consumer: envy::from_iter(env()).expect("valid consumer config"),
+            publisher: PublisherConfig::from_vars(env()).expect("valid publisher config"),
+            consumer: ConsumerConfig::from_vars(env()).expect("valid consumer config"),
             queue,
             database,
         }

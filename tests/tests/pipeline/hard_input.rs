@@ -154,7 +154,7 @@ async fn a_sender_holding_a_newline_cannot_take_another_senders_keyed_message() 
 async fn every_element_of_a_batch_is_held_to_the_one_message_limit() {
     // Arrange
     let stack = TestStack::start().await;
-    let limit = stack.consumer_config.max_message_bytes;
+    let limit = stack.consumer_config.service.max_message_bytes;
     let two_mib = "x".repeat(2 * 1024 * 1024);
     let oversized =
         json!([{ "sender": "big", "messageAttributes": { "blob": two_mib } }]).to_string();
@@ -241,7 +241,7 @@ async fn a_connection_killed_under_a_large_batch_is_republished_and_every_id_is_
     // the queue shows when the batch is under way.
     let proxy = CuttableProxy::start(url_address(&amqp_url())).await;
     let mut config = StackConfig::unique();
-    config.publisher.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
+    config.publisher.service.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
     config.publisher.confirm_timeout_ms = 15_000;
     let mut stack = TestStack::start_publisher_only(config).await;
     let padding = "p".repeat(3500);
@@ -292,7 +292,7 @@ async fn a_confirm_timeout_fails_that_request_only_naming_its_ids_and_others_on_
     // Arrange: the publisher reaches the broker through a proxy that can hold the broker's answers back.
     let proxy = CuttableProxy::start(url_address(&amqp_url())).await;
     let mut config = StackConfig::unique();
-    config.publisher.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
+    config.publisher.service.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
     config.publisher.confirm_timeout_ms = 1_500;
     let stack = TestStack::start_with(config).await;
     let connections = stack
@@ -421,8 +421,8 @@ async fn a_delivery_about_to_reach_the_delivery_limit_is_dead_lettered_by_the_co
     // Arrange: a message already delivered twice without being stored (as by consumers that crashed),
     // under a delivery limit of 3, before any consumer of ours runs.
     let mut config = StackConfig::unique();
-    config.publisher.delivery_limit = 3;
-    config.consumer.delivery_limit = 3;
+    config.publisher.service.delivery_limit = 3;
+    config.consumer.service.delivery_limit = 3;
     let mut stack = TestStack::start_publisher_only(config).await;
     let id = stack.publish_ok(&message_from("unlucky")).await;
     let amqp = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())

@@ -15,8 +15,8 @@ async fn while_the_broker_is_unreachable_publishing_fails_fast_with_503_and_resu
     let proxy = CuttableProxy::start(broker).await;
     let mut config = StackConfig::unique();
     let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.address());
-    config.publisher.amqp_url = through_proxy.clone();
-    config.consumer.amqp_url = through_proxy;
+    config.publisher.service.amqp_url = through_proxy.clone();
+    config.consumer.service.amqp_url = through_proxy;
     let stack = TestStack::start_with(config).await;
     let before = stack.publish_ok(&message_from("before")).await;
     stack.wait_stored(before).await;

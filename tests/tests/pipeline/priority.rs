@@ -6,7 +6,7 @@ use serde_json::json;
 async fn a_classic_queue_delivers_a_backlog_highest_priority_first() {
     // Arrange: a classic queue and no consumer, so the messages wait as a backlog.
     let mut config = StackConfig::unique();
-    config.publisher.queue_type = QueueType::Classic;
+    config.publisher.service.queue_type = QueueType::Classic;
     let stack = TestStack::start_publisher_only(config).await;
     let priorities = [3, 0, 9, 5, 1, 7, 2, 8, 4, 6];
 

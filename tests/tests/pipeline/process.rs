@@ -22,7 +22,7 @@ impl ConsumerProcess {
     pub fn spawn_with(config: &ConsumerConfig, extra: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_consumer-process"));
         command
-            .envs(common::config::environment(config))
+            .envs(config.environment())
             .env("HTTP_WORKERS", "1")
             .envs(extra.iter().copied());
         let (child, port) = end_to_end::process::spawn_listening(command, None);
