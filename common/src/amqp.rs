@@ -1,6 +1,9 @@
 //! Opening a connection to RabbitMQ and publishing with confirms, shared by both services.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use lapin::{
     options::BasicPublishOptions, uri::AMQPUri, BasicProperties, Channel, Confirmation, Connection,
@@ -17,20 +20,81 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// to 1 MiB. A message larger than a frame is sent as several body frames, which the protocol allows.
 pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
 
-/// Connects to the broker at `url`, after checking that its port accepts TCP connections at all.
+/// The nodes named by `AMQP_URL`: one URL, or several separated by commas for the nodes of one cluster.
+pub fn node_urls(amqp_url: &str) -> impl Iterator<Item = &str> {
+    amqp_url
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+}
+
+/// Where the next connection starts looking, so that connections spread over the nodes and a
+/// reconnection tries the next node first.
+static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+
+/// Longest wait for one node to accept a TCP connection before trying the next; a node whose host
+/// drops packets would otherwise hold the attempt for the operating system's TCP timeout.
+const NODE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects to a node of `amqp_url` that answers, trying each in turn, starting after the node the
+/// previous connection tried first. Fails with the last node's error when none answers.
+pub async fn connect(
+    amqp_url: &str,
+    properties: ConnectionProperties,
+) -> lapin::Result<Connection> {
+    let nodes: Vec<&str> = node_urls(amqp_url).collect();
+    let first = NEXT_NODE.fetch_add(1, Ordering::Relaxed);
+    let mut last_error = None;
+    for offset in 0..nodes.len() {
+        let url = nodes[(first + offset) % nodes.len()];
+        match connect_node(url, properties.clone()).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => {
+                tracing::debug!(%error, node = %redacted(url), "broker node did not answer");
+                last_error = Some(error);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| invalid_input("AMQP_URL names no broker")))
+}
+
+/// Connects to the node at `url`, after checking that its port accepts TCP connections at all.
 ///
 /// lapin 4.12 can go on to connect after it has reported an attempt as refused (seen while a broker is
 /// starting), leaving behind a connection that nobody holds. Probing the port first keeps the attempts
 /// that can fail that way from reaching lapin.
 /// The frame size is [`DEFAULT_FRAME_MAX`] unless the URL sets its own.
-pub async fn connect(url: &str, properties: ConnectionProperties) -> lapin::Result<Connection> {
-    let mut uri: AMQPUri = url.parse().map_err(|e: String| {
-        lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-    })?;
+async fn connect_node(url: &str, properties: ConnectionProperties) -> lapin::Result<Connection> {
+    let mut uri: AMQPUri = url.parse().map_err(|e: String| invalid_input(&e))?;
     uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
     let address = (uri.authority.host.clone(), uri.authority.port);
-    drop(tokio::net::TcpStream::connect(address).await?);
+    let probe = tokio::time::timeout(NODE_PROBE_TIMEOUT, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| {
+            lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TCP answer within {NODE_PROBE_TIMEOUT:?}"),
+            ))
+        })?;
+    drop(probe?);
     Connection::connect_uri(uri, properties).await
+}
+
+fn invalid_input(message: &str) -> lapin::Error {
+    lapin::Error::from(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        message.to_owned(),
+    ))
+}
+
+/// `url` without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Closes `connection` cleanly, waiting at most [`CLOSE_TIMEOUT`] for the broker; a connection that is
@@ -82,4 +146,28 @@ pub async fn publish_confirmed(
         Confirmation::Nack(_) => Confirmed::Nacked,
         Confirmation::NotRequested => Confirmed::NotRequested,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_urls_separated_by_commas_name_several_nodes() {
+        let nodes: Vec<&str> =
+            node_urls("amqp://a:1/%2f, amqp://b:2/%2f,,amqp://c:3/%2f ").collect();
+        assert_eq!(
+            nodes,
+            ["amqp://a:1/%2f", "amqp://b:2/%2f", "amqp://c:3/%2f"]
+        );
+        assert_eq!(node_urls("amqp://only/%2f").count(), 1);
+    }
+
+    #[test]
+    fn a_logged_url_hides_its_password() {
+        assert_eq!(
+            redacted("amqp://user:secret@host:5672/%2f"),
+            "amqp://…@host:5672/%2f"
+        );
+    }
 }

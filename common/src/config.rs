@@ -332,10 +332,18 @@ fn check_choices(vars: impl Iterator<Item = (String, String)>) -> anyhow::Result
     Ok(())
 }
 
-fn check_amqp_url(url: &str) -> anyhow::Result<()> {
-    url.parse::<lapin::uri::AMQPUri>().map(|_| ()).map_err(|e| {
-        anyhow::anyhow!("invalid configuration: AMQP_URL {url:?} is not an AMQP URL: {e}")
-    })
+/// Every URL of `AMQP_URL` (one, or several separated by commas) must parse, and there must be one.
+fn check_amqp_url(urls: &str) -> anyhow::Result<()> {
+    ensure(
+        crate::amqp::node_urls(urls).next().is_some(),
+        "invalid configuration: AMQP_URL names no broker",
+    )?;
+    for url in crate::amqp::node_urls(urls) {
+        url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
+            anyhow::anyhow!("invalid configuration: AMQP_URL {url:?} is not an AMQP URL: {e}")
+        })?;
+    }
+    Ok(())
 }
 
 fn ensure(condition: bool, message: &str) -> anyhow::Result<()> {
@@ -534,5 +542,9 @@ mod tests {
         assert!(check_amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
         let err = check_amqp_url("http://[oops").unwrap_err();
         assert!(err.to_string().contains("AMQP_URL"), "{err}");
+        assert!(check_amqp_url("amqp://a:5672/%2f,amqp://b:5672/%2f").is_ok());
+        let err = check_amqp_url("amqp://a:5672/%2f,http://[oops").unwrap_err();
+        assert!(err.to_string().contains("http://[oops"), "{err}");
+        assert!(check_amqp_url(" , ").is_err());
     }
 }

@@ -136,3 +136,41 @@ async fn while_the_database_is_unreachable_the_consumer_holds_messages_unacknowl
     stack.wait_ready(stack.consumer_url()).await;
     assert_eq!(stack.row_count().await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_broker_urls_the_services_use_a_node_that_answers_and_move_when_it_goes() {
+    // Arrange: two nodes (proxies to the machine's broker) in AMQP_URL; the first is down at start.
+    let broker = url_address(&amqp_url());
+    let first = CuttableProxy::start(broker).await;
+    let second = CuttableProxy::start(broker).await;
+    first.cut().await;
+    let nodes = format!(
+        "amqp://guest:guest@{}/%2f,amqp://guest:guest@{}/%2f",
+        first.address(),
+        second.address()
+    );
+    let mut config = StackConfig::unique();
+    config.publisher.service.amqp_url = nodes.clone();
+    config.consumer.service.amqp_url = nodes;
+    let stack = TestStack::start_with(config).await;
+    let on_second = stack.publish_ok(&message_from("on the second node")).await;
+    stack.wait_stored(on_second).await;
+
+    // Act: the second node goes away and the first comes back.
+    first.restore().await;
+    second.cut().await;
+
+    // Assert: both services move to the first node by themselves, and the pipeline works end to end.
+    let on_first = eventually(
+        Duration::from_secs(60),
+        "a message accepted again",
+        || async {
+            let response = stack.publish(&message_from("on the first node")).await;
+            let body: serde_json::Value = response.json().await.ok()?;
+            body["id"].as_str()?.parse::<Uuid>().ok()
+        },
+    )
+    .await;
+    stack.wait_ready(stack.consumer_url()).await;
+    stack.wait_stored(on_first).await;
+}
