@@ -560,7 +560,7 @@ fn raise_open_file_limit() {
 }
 
 /// The memory limits the manifests ship, in KiB (`kube/base/message-*-deployment.yaml`).
-const PUBLISHER_LIMIT_KIB: u64 = 128 * 1024;
+const PUBLISHER_LIMIT_KIB: u64 = 192 * 1024;
 const CONSUMER_LIMIT_KIB: u64 = 256 * 1024;
 
 /// How a raw request announces its body.
