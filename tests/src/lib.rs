@@ -147,6 +147,15 @@ impl StackConfig {
     }
 }
 
+impl StackConfig {
+    /// Points both services at the broker node(s) of `amqp_url` (one URL, or several separated by commas).
+    pub fn with_broker(mut self, amqp_url: &str) -> Self {
+        self.publisher.service.amqp_url = amqp_url.to_owned();
+        self.consumer.service.amqp_url = amqp_url.to_owned();
+        self
+    }
+}
+
 /// One test's publisher, consumer, database and queues.
 pub struct TestStack {
     pub queue: String,

@@ -13,10 +13,8 @@ async fn while_the_broker_is_unreachable_publishing_fails_fast_with_503_and_resu
     // Arrange: both services reach the broker through a proxy the test can cut.
     let broker = url_address(&amqp_url());
     let proxy = CuttableProxy::start(broker).await;
-    let mut config = StackConfig::unique();
-    let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.address());
-    config.publisher.service.amqp_url = through_proxy.clone();
-    config.consumer.service.amqp_url = through_proxy;
+    let config =
+        StackConfig::unique().with_broker(&format!("amqp://guest:guest@{}/%2f", proxy.address()));
     let stack = TestStack::start_with(config).await;
     let before = stack.publish_ok(&message_from("before")).await;
     stack.wait_stored(before).await;
@@ -149,9 +147,7 @@ async fn with_several_broker_urls_the_services_use_a_node_that_answers_and_move_
         first.address(),
         second.address()
     );
-    let mut config = StackConfig::unique();
-    config.publisher.service.amqp_url = nodes.clone();
-    config.consumer.service.amqp_url = nodes;
+    let config = StackConfig::unique().with_broker(&nodes);
     let stack = TestStack::start_with(config).await;
     let on_second = stack.publish_ok(&message_from("on the second node")).await;
     stack.wait_stored(on_second).await;
