@@ -65,7 +65,20 @@ ensure_services() {
   wait_port PostgreSQL $pg_host $pg_port
   wait_port RabbitMQ $mq_host $mq_port
   say "PostgreSQL on $pg_host:$pg_port and RabbitMQ on $mq_host:$mq_port are up"
+  ensure_rabbitmq_plugins
   check_postgres_login
+}
+
+# QUEUE_SHARDS > 1 needs the consistent-hash exchange, shipped with RabbitMQ but off by default. It is
+# enabled on a broker of this machine (the package's, or the compose file's, which enables it itself);
+# a broker elsewhere is left as it is, and declaring shards there says what is missing.
+ensure_rabbitmq_plugins() {
+  command -v rabbitmq-plugins >/dev/null || return 0
+  local plugin=rabbitmq_consistent_hash_exchange
+  if as_root rabbitmq-plugins -q list -e "$plugin" 2>/dev/null | grep -q "$plugin"; then return 0; fi
+  say "enabling $plugin on the local RabbitMQ"
+  as_root rabbitmq-plugins -q enable "$plugin" >/dev/null ||
+    say "could not enable $plugin: QUEUE_SHARDS > 1 will fail until it is enabled"
 }
 
 # The default DATABASE_URL logs in as postgres without a password. A distribution's PostgreSQL asks for

@@ -46,7 +46,7 @@ impl Scratch {
         let scratch = Self {
             queue: format!("bench.{suffix}"),
             database: format!("bench_{suffix}"),
-            topology: Topology::new(format!("bench.{suffix}"), QueueType::Quorum, 20),
+            topology: Topology::new(format!("bench.{suffix}"), QueueType::Quorum, 20, 1),
         };
         let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
         scratch

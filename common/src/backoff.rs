@@ -21,9 +21,14 @@ pub struct Backoff(ExponentialBackoff);
 
 impl Backoff {
     pub fn new() -> Self {
+        Self::starting_at(Duration::from_millis(100))
+    }
+
+    /// Delays from `first` doubling up to 2 s, jittered, for retries that are worth making sooner.
+    pub fn starting_at(first: Duration) -> Self {
         Self(
             ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
+                .with_min_delay(first)
                 .with_max_delay(MAX_DELAY)
                 .with_jitter()
                 .without_max_times()

@@ -27,6 +27,10 @@ pub struct ServiceConfig {
     /// must agree.
     #[serde(default = "default_delivery_limit")]
     pub delivery_limit: u32,
+    /// `QUEUE_SHARDS`: queues messages are spread over by the hash of their id (1: the one queue
+    /// `QUEUE_NAME`); both services must agree.
+    #[serde(default = "default_queue_shards")]
+    pub queue_shards: u16,
     /// `HTTP_HOST`: address the HTTP server binds.
     #[serde(default = "default_http_host")]
     pub http_host: String,
@@ -54,9 +58,13 @@ pub struct PublisherConfig {
     /// `HTTP_PORT`: port the HTTP server binds; 0 picks a free one.
     #[serde(default = "default_publisher_port")]
     pub http_port: u16,
-    /// `PUBLISH_CHANNELS`: confirm-mode AMQP channels publishes are spread over.
+    /// `PUBLISH_CHANNELS`: confirm-mode AMQP channels on each connection, publishes spread over them.
     #[serde(default = "default_publish_channels")]
     pub publish_channels: usize,
+    /// `AMQP_CONNECTIONS`: broker connections in the publisher's pool, each with its own I/O thread
+    /// and `PUBLISH_CHANNELS` channels; with several nodes they spread over them.
+    #[serde(default = "default_amqp_connections")]
+    pub amqp_connections: usize,
     /// `CONFIRM_TIMEOUT_MS`: how long a request waits for the broker's confirm before answering 503.
     #[serde(default = "default_confirm_timeout_ms")]
     pub confirm_timeout_ms: u64,
@@ -127,7 +135,12 @@ pub struct ConsumerConfig {
 
 impl ServiceConfig {
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.queue_name, self.queue_type, self.delivery_limit)
+        Topology::new(
+            &self.queue_name,
+            self.queue_type,
+            self.delivery_limit,
+            self.queue_shards,
+        )
     }
 }
 
@@ -150,6 +163,10 @@ impl PublisherConfig {
         ensure(
             config.publish_channels > 0,
             "PUBLISH_CHANNELS must be at least 1",
+        )?;
+        ensure(
+            config.amqp_connections > 0,
+            "AMQP_CONNECTIONS must be at least 1",
         )?;
         ensure(
             config.max_batch_messages > 0,
@@ -233,6 +250,8 @@ pub const VARIABLES: &[&str] = &[
     "DATABASE_URL",
     "QUEUE_NAME",
     "QUEUE_TYPE",
+    "QUEUE_SHARDS",
+    "AMQP_CONNECTIONS",
     "DELIVERY_LIMIT",
     "HTTP_HOST",
     "HTTP_PORT",
@@ -296,9 +315,17 @@ fn load<T: DeserializeOwned + HoldsService>(
     let mut config: T = envy::from_iter(vars.iter().cloned()).map_err(invalid)?;
     let service: ServiceConfig = envy::from_iter(vars).map_err(invalid)?;
     check_amqp_url(&service.amqp_url)?;
+    ensure(
+        (1..=MAX_QUEUE_SHARDS).contains(&service.queue_shards),
+        "QUEUE_SHARDS must be between 1 and 256",
+    )?;
     *config.service_mut() = service;
     Ok(config)
 }
+
+/// The most queues one `QUEUE_NAME` may be spread over: each is a Raft group (quorum) or an Erlang
+/// process on the broker, and the consumer opens a channel for each.
+const MAX_QUEUE_SHARDS: u16 = 256;
 
 /// A service's configuration, which holds the shared part.
 trait HoldsService {
@@ -363,6 +390,10 @@ fn default_database_url() -> String {
 fn default_queue_name() -> String {
     "messages".into()
 }
+fn default_queue_shards() -> u16 {
+    1
+}
+
 fn default_delivery_limit() -> u32 {
     20
 }
@@ -375,6 +406,10 @@ fn default_publisher_port() -> u16 {
 fn default_consumer_port() -> u16 {
     8081
 }
+fn default_amqp_connections() -> usize {
+    2
+}
+
 fn default_publish_channels() -> usize {
     4
 }

@@ -8,6 +8,13 @@
 //!                    └──────────────────────────▶ <queue>.dead
 //! ```
 //!
+//! With `QUEUE_SHARDS` = N > 1, `<queue>.exchange` feeds `<queue>.shards` instead of `<queue>`: a
+//! consistent-hash exchange that spreads messages over `<queue>.0` … `<queue>.<N-1>` by the hash of their
+//! message id, so each queue (one Erlang process on one broker node) takes a share of the load, and a
+//! message published again with the same id lands where its first copy did. `<queue>` itself stays
+//! declared and drained, unbound, so what it held before sharding is still stored; raising N adds queues
+//! and moves a share of new messages to them, and every queue keeps being drained.
+//!
 //! The alternate exchange means a published message is never unroutable, even if someone deletes the
 //! main queue: it lands in `<queue>.unrouted`, which the consumer drains into the table like the main
 //! queue, so a confirmed message always reaches a queue that is stored. That matters because lapin
@@ -15,7 +22,7 @@
 //! several at once, so a publisher must never depend on returns.
 
 use lapin::{
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
     Channel, ExchangeKind,
 };
@@ -53,27 +60,58 @@ pub struct Topology {
     dead_letter_exchange: String,
     dead_letter_queue: String,
     unrouted_queue: String,
+    /// The consistent-hash exchange in front of the shards (used only with more than one).
+    shard_exchange: String,
+    /// The queues messages are routed to: `<queue>` alone, or `<queue>.0` … `<queue>.<N-1>`.
+    shards: Vec<String>,
     queue_type: QueueType,
     delivery_limit: u32,
 }
 
+/// The RabbitMQ plugin whose exchange type spreads messages over the shards.
+pub const CONSISTENT_HASH_PLUGIN: &str = "rabbitmq_consistent_hash_exchange";
+
 impl Topology {
-    pub fn new(queue: impl Into<String>, queue_type: QueueType, delivery_limit: u32) -> Self {
+    /// The topology of one `QUEUE_NAME` with `shards` queues (1 for the single queue `<queue>`; 0 is
+    /// taken as 1).
+    pub fn new(
+        queue: impl Into<String>,
+        queue_type: QueueType,
+        delivery_limit: u32,
+        shards: u16,
+    ) -> Self {
         let queue = queue.into();
+        let shards = match shards {
+            0 | 1 => vec![queue.clone()],
+            n => (0..n).map(|i| format!("{queue}.{i}")).collect(),
+        };
         Self {
             exchange: format!("{queue}.exchange"),
             dead_letter_exchange: format!("{queue}.dlx"),
             dead_letter_queue: format!("{queue}.dead"),
             unrouted_queue: format!("{queue}.unrouted"),
+            shard_exchange: format!("{queue}.shards"),
+            shards,
             queue,
             queue_type,
             delivery_limit,
         }
     }
 
-    /// The queue the consumer drains; also the routing key messages are published with.
+    /// `QUEUE_NAME`: the one queue when there are no shards; always the routing key messages are
+    /// published with.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// Whether messages are spread over several queues.
+    pub fn is_sharded(&self) -> bool {
+        self.shards.len() > 1
+    }
+
+    /// The queues new messages are routed to, each of which must exist for routing to be as configured.
+    pub fn shards(&self) -> &[String] {
+        &self.shards
     }
 
     /// The exchange the publisher publishes to.
@@ -96,9 +134,15 @@ impl Topology {
         &self.unrouted_queue
     }
 
-    /// Every queue the consumer stores from.
-    pub fn drained_queues(&self) -> [&str; 2] {
-        [self.queue(), self.unrouted_queue()]
+    /// Every queue the consumer stores from: the shards first, then, with shards, `<queue>` (what it
+    /// held before sharding), then the fallback queue.
+    pub fn drained_queues(&self) -> Vec<&str> {
+        let mut queues: Vec<&str> = self.shards.iter().map(String::as_str).collect();
+        if self.is_sharded() {
+            queues.push(self.queue());
+        }
+        queues.push(self.unrouted_queue());
+        queues
     }
 
     /// Deliveries of one message before the broker dead-letters it, where the queue type counts them.
@@ -181,12 +225,78 @@ impl Topology {
         channel
             .queue_declare(self.queue().into(), durable_queue, self.queue_arguments())
             .await?;
+        if self.is_sharded() {
+            self.declare_shards(channel, durable_exchange, durable_queue)
+                .await?;
+            // New messages go to the shards only; `<queue>` keeps what it holds until drained.
+            channel
+                .queue_unbind(
+                    self.queue().into(),
+                    self.exchange().into(),
+                    self.queue().into(),
+                    FieldTable::default(),
+                )
+                .await?;
+        } else {
+            channel
+                .queue_bind(
+                    self.queue().into(),
+                    self.exchange().into(),
+                    self.queue().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Declares the consistent-hash exchange, the shards bound to it with equal weights, and its binding
+    /// to `<queue>.exchange`. The exchange hashes the `message_id` property, which the publisher sets to
+    /// the message's id. Fails with `COMMAND_INVALID` if the broker lacks [`CONSISTENT_HASH_PLUGIN`].
+    async fn declare_shards(
+        &self,
+        channel: &Channel,
+        durable_exchange: ExchangeDeclareOptions,
+        durable_queue: QueueDeclareOptions,
+    ) -> lapin::Result<()> {
+        let mut hashing = FieldTable::default();
+        insert_str(&mut hashing, "hash-property", "message_id");
+        // Should every shard be deleted, messages still reach `<queue>.unrouted`.
+        insert_str(
+            &mut hashing,
+            "alternate-exchange",
+            self.dead_letter_exchange(),
+        );
         channel
-            .queue_bind(
-                self.queue().into(),
+            .exchange_declare(
+                self.shard_exchange.as_str().into(),
+                ExchangeKind::Custom("x-consistent-hash".to_owned()),
+                durable_exchange,
+                hashing,
+            )
+            .await?;
+        for shard in &self.shards {
+            channel
+                .queue_declare(shard.as_str().into(), durable_queue, self.queue_arguments())
+                .await?;
+            // The routing key of a binding to a consistent-hash exchange is its weight.
+            channel
+                .queue_bind(
+                    shard.as_str().into(),
+                    self.shard_exchange.as_str().into(),
+                    "1".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        channel
+            .exchange_bind(
+                self.shard_exchange.as_str().into(),
                 self.exchange().into(),
                 self.queue().into(),
-                QueueBindOptions::default(),
+                ExchangeBindOptions::default(),
                 FieldTable::default(),
             )
             .await?;
@@ -239,4 +349,38 @@ fn insert_str(args: &mut FieldTable, key: &str, value: &str) {
         ShortString::from(key),
         AMQPValue::LongString(LongString::from(value)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shard_is_the_queue_itself() {
+        let topology = Topology::new("messages", QueueType::Quorum, 20, 1);
+        assert!(!topology.is_sharded());
+        assert_eq!(topology.shards(), ["messages"]);
+        assert_eq!(topology.drained_queues(), ["messages", "messages.unrouted"]);
+    }
+
+    #[test]
+    fn several_shards_are_numbered_and_the_unsharded_queue_is_still_drained() {
+        let topology = Topology::new("messages", QueueType::Quorum, 20, 3);
+        assert!(topology.is_sharded());
+        assert_eq!(
+            topology.shards(),
+            ["messages.0", "messages.1", "messages.2"]
+        );
+        assert_eq!(
+            topology.drained_queues(),
+            [
+                "messages.0",
+                "messages.1",
+                "messages.2",
+                "messages",
+                "messages.unrouted"
+            ]
+        );
+        assert_eq!(topology.dead_letter_queue(), "messages.dead");
+    }
 }

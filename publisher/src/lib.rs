@@ -2,12 +2,13 @@
 //! `202 Accepted` only once the broker has confirmed them.
 //!
 //! `startup` wires everything; `routes` holds the endpoints; `body` and `idempotency` turn requests
-//! into messages; `broker` publishes them; `error` maps every failure to a status.
+//! into messages; `broker` publishes them over the connections `links` pools; `error` maps every failure to a status.
 
 pub mod body;
 pub mod broker;
 pub mod error;
 pub mod idempotency;
+pub mod links;
 pub mod metrics;
 pub mod routes;
 pub mod startup;

@@ -15,9 +15,11 @@ pub struct Metrics {
     pub confirm_seconds: Histogram,
     /// 1 while a broker connection is up.
     pub broker_connected: IntGauge,
+    /// Usable links in the pool, up to `AMQP_CONNECTIONS`.
+    pub broker_links: IntGauge,
     /// Messages published again because their first publish was in doubt.
     pub republished: IntCounter,
-    /// Broker connections opened since start: one, unless links failed.
+    /// Broker connections opened since start: `AMQP_CONNECTIONS`, unless links failed.
     pub connections: IntCounter,
 }
 
@@ -60,6 +62,11 @@ impl Metrics {
             "1 while a broker connection is up",
         )
         .expect("valid metric");
+        let broker_links = IntGauge::new(
+            "publisher_broker_links",
+            "Usable broker connections in the pool",
+        )
+        .expect("valid metric");
         let republished = IntCounter::new(
             "publisher_messages_republished_total",
             "Messages published again, with the same id, because an earlier publish of them was in doubt",
@@ -78,6 +85,7 @@ impl Metrics {
                 Box::new(broker_errors.clone()),
                 Box::new(confirm_seconds.clone()),
                 Box::new(broker_connected.clone()),
+                Box::new(broker_links.clone()),
                 Box::new(republished.clone()),
                 Box::new(connections.clone()),
             ],
@@ -89,6 +97,7 @@ impl Metrics {
             broker_errors,
             confirm_seconds,
             broker_connected,
+            broker_links,
             republished,
             connections,
         }

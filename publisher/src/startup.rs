@@ -1,5 +1,5 @@
 //! Builds the publisher: binds the HTTP listener, wires routes to shared state, and runs the server and
-//! the broker supervisor until a shutdown future resolves.
+//! the broker links' upkeep until a shutdown future resolves.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -26,6 +26,7 @@ impl Application {
         let broker = Arc::new(Broker::new(
             config.service.amqp_url.clone(),
             config.service.topology(),
+            config.amqp_connections,
             config.publish_channels,
             Duration::from_millis(config.confirm_timeout_ms),
             metrics.clone(),
@@ -74,7 +75,7 @@ impl Application {
     /// (each waits at most for its confirm timeout) and closes the broker connection.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_broker, broker_stopped) = tokio::sync::oneshot::channel::<()>();
-        let supervisor = tokio::spawn(self.broker.clone().supervise(async {
+        let supervisor = tokio::spawn(self.broker.clone().tend(async {
             let _ = broker_stopped.await;
         }));
         let served = http::serve_until(self.server, shutdown, || {}).await;

@@ -14,9 +14,10 @@ use prometheus::IntGaugeVec;
 const CENSUS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Every queue the topology declares: the drained ones and the dead letters.
-fn counted_queues(topology: &Topology) -> [&str; 3] {
-    let [main, unrouted] = topology.drained_queues();
-    [main, unrouted, topology.dead_letter_queue()]
+fn counted_queues(topology: &Topology) -> Vec<&str> {
+    let mut queues = topology.drained_queues();
+    queues.push(topology.dead_letter_queue());
+    queues
 }
 
 /// Sets `gauge` to each queue's ready messages every [`CENSUS_INTERVAL`], for as long as it is polled:

@@ -2,7 +2,7 @@
 //! its own, and run each queue's pipeline (gather the next batch while the previous one is stored) until
 //! the connection fails or shutdown is asked for.
 
-use common::amqp::CLOSE_TIMEOUT;
+use common::{amqp::CLOSE_TIMEOUT, Topology};
 use lapin::{
     message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{batch::next_batch, census, dead_letter::DeadLetters, Ingest, SessionEnd};
 
-/// The fallback queue (`<QUEUE_NAME>.unrouted`) is drained with this fraction of the main queue's prefetch.
+/// The queues that are not shards (`<QUEUE_NAME>.unrouted`, and `<QUEUE_NAME>` once sharded) are drained
+/// with this fraction of the prefetch.
 const FALLBACK_PREFETCH_SHARE: u16 = 16;
 
 impl Ingest {
@@ -118,27 +119,27 @@ impl Ingest {
         }
     }
 
-    /// Connects, declares the topology and starts consuming every queue, each on its own channel with
-    /// the configured prefetch.
+    /// Connects, declares the topology and starts consuming every queue, each on its own channel: each
+    /// shard with its share of the configured prefetch, the others (`<QUEUE_NAME>` once sharded, and the
+    /// fallback queue) with a small one.
     async fn subscribe(
         &self,
     ) -> Result<(Connection, Vec<(Channel, Consumer)>, DeadLetters), SessionEnd> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-consumer".into());
         let connection = common::amqp::connect(&self.settings.amqp_url, properties).await?;
+        let topology = &self.settings.topology;
         let mut subscriptions = Vec::new();
-        for queue in self.settings.topology.drained_queues() {
+        for queue in topology.drained_queues() {
             let channel = connection.create_channel().await?;
-            let prefetch = if subscriptions.is_empty() {
-                self.settings.topology.declare(&channel).await?;
-                self.settings.prefetch
-            } else {
-                // The fallback queue holds messages only while the main one is missing: a small share of
-                // the prefetch keeps what the consumer can hold close to `PREFETCH_BYTES`.
-                (self.settings.prefetch / FALLBACK_PREFETCH_SHARE).max(1)
-            };
+            if subscriptions.is_empty() {
+                topology.declare(&channel).await?;
+            }
             channel
-                .basic_qos(prefetch, BasicQosOptions::default())
+                .basic_qos(
+                    prefetch_of(queue, topology, self.settings.prefetch),
+                    BasicQosOptions::default(),
+                )
                 .await?;
             let consumer = channel
                 .basic_consume(
@@ -150,8 +151,38 @@ impl Ingest {
                 .await?;
             subscriptions.push((channel, consumer));
         }
-        let dead_letters =
-            DeadLetters::open(&self.settings.amqp_url, &self.settings.topology).await?;
+        let dead_letters = DeadLetters::open(&self.settings.amqp_url, topology).await?;
         Ok((connection, subscriptions, dead_letters))
+    }
+}
+
+/// The prefetch of `queue`: `total` split evenly over the shards, so that what the consumer holds stays
+/// within `PREFETCH_BYTES` however many there are, and a sixteenth of it for a queue that holds messages
+/// only after something unusual (the main queue deleted, or messages from before sharding).
+fn prefetch_of(queue: &str, topology: &Topology, total: u16) -> u16 {
+    let shards = topology.shards();
+    if shards.iter().any(|shard| shard == queue) {
+        let count = u16::try_from(shards.len()).unwrap_or(u16::MAX);
+        (total / count).max(1)
+    } else {
+        (total / FALLBACK_PREFETCH_SHARE).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::QueueType;
+
+    use super::*;
+
+    #[test]
+    fn shards_share_the_prefetch_and_the_other_queues_get_a_sixteenth() {
+        let single = Topology::new("q", QueueType::Quorum, 20, 1);
+        assert_eq!(prefetch_of("q", &single, 400), 400);
+        assert_eq!(prefetch_of("q.unrouted", &single, 400), 25);
+        let sharded = Topology::new("q", QueueType::Quorum, 20, 4);
+        assert_eq!(prefetch_of("q.3", &sharded, 400), 100);
+        assert_eq!(prefetch_of("q", &sharded, 400), 25);
+        assert_eq!(prefetch_of("q.0", &sharded, 3), 1);
     }
 }

@@ -4,7 +4,7 @@ use actix_web::{http::StatusCode, web, HttpResponse};
 use common::problem::{kinds, Problem};
 use serde_json::json;
 
-use crate::{broker::Unready, state::AppState};
+use crate::{links::Unready, state::AppState};
 
 /// `GET /readyz`: 200 only while the broker connection is up and not blocked by a resource alarm, so
 /// load balancers stop sending messages that could only be refused.

@@ -1,0 +1,411 @@
+//! The publisher's connections to the broker: a deadpool pool of `AMQP_CONNECTIONS` links, each a
+//! connection with its confirm-mode channels, made on a node of `AMQP_URL` that answers.
+//!
+//! A request takes a link from the pool and gives it back at once, keeping a handle: links are shared,
+//! not lent out one request at a time, so the pool (in FIFO order) spreads requests over its links and
+//! so over their I/O threads and nodes. What the pool adds to bare connections lives on the link and in
+//! the manager's hooks:
+//!
+//! - `create` connects with backoff: while the broker is unreachable, attempts are spaced from 100 ms
+//!   to 2 s apart and one runs at a time, so requests fail fast (503) instead of each waiting for a
+//!   connection;
+//! - a `post_create` hook listens to the connection's events, so a resource alarm marks the link
+//!   blocked and `/readyz` and requests answer 503 until the broker unblocks it;
+//! - `recycle` refuses a link that is down or that a publish found broken, so the next request gets
+//!   another;
+//! - [`tend`] drops broken links, makes new ones up to the pool's size, declares the topology again if
+//!   a queue went missing, and keeps readiness.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, RwLock, Weak,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{backoff::Backoff, Topology};
+use deadpool::{
+    managed::{self, Hook, Pool, QueueMode, RecycleError, RecycleResult},
+    Runtime,
+};
+use futures::StreamExt;
+use lapin::{
+    options::{ConfirmSelectOptions, QueueDeclareOptions},
+    types::FieldTable,
+    Channel, Connection, ConnectionProperties, Event,
+};
+
+use crate::metrics::Metrics;
+
+/// How often [`tend`] looks at the links.
+const TEND_INTERVAL: Duration = Duration::from_millis(250);
+/// The queues are looked for every this many tends.
+const QUEUE_CHECK_EVERY: u32 = 4;
+/// Longest wait for a connection and its channels; a host that drops packets would otherwise hold the
+/// attempt for the operating system's TCP timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a request waits for the pool to hand out a link (only while [`tend`] holds them all to
+/// make a new one).
+const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A live connection and the channels publishes are spread over.
+pub struct Link {
+    connection: Connection,
+    channels: Vec<Channel>,
+    next_channel: AtomicUsize,
+    /// Set while the broker blocks publishing on this connection (a memory or disk alarm), with its reason.
+    blocked: Mutex<Option<String>>,
+    /// Set by a publish that found the link broken (a confirm lost with its channel, a timed-out
+    /// confirm that lapin would keep in memory until its channel closes), so it is replaced.
+    failed: AtomicBool,
+}
+
+impl Link {
+    /// The next channel to publish on, in turn.
+    pub fn channel(&self) -> &Channel {
+        let next = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        &self.channels[next % self.channels.len()]
+    }
+
+    /// Whether publishes can go out on this link (it may still be blocked by an alarm).
+    pub fn is_usable(&self) -> bool {
+        !self.failed.load(Ordering::Relaxed)
+            && self.connection.status().connected()
+            && self.channels.iter().all(|c| c.status().connected())
+    }
+
+    /// Why the broker blocks publishing on this link, if it does.
+    pub fn blocked(&self) -> Option<String> {
+        self.blocked.lock().expect("blocked lock poisoned").clone()
+    }
+
+    fn set_blocked(&self, reason: Option<String>) {
+        *self.blocked.lock().expect("blocked lock poisoned") = reason;
+    }
+
+    /// Takes the link out of use: the pool hands it out no more and [`tend`] replaces it.
+    pub fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Why a link could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the last attempt failed; the next is in {0:?}")]
+    BackingOff(Duration),
+    #[error("another connection attempt is under way")]
+    Connecting,
+}
+
+/// When the next connection attempt may start, after failures.
+struct Pacing {
+    backoff: Backoff,
+    not_before: Option<Instant>,
+}
+
+/// Makes and checks links for the pool.
+pub struct LinkManager {
+    amqp_url: String,
+    topology: Topology,
+    channel_count: usize,
+    pacing: tokio::sync::Mutex<Pacing>,
+    metrics: Arc<Metrics>,
+}
+
+impl LinkManager {
+    pub fn new(
+        amqp_url: String,
+        topology: Topology,
+        channel_count: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            amqp_url,
+            topology,
+            channel_count,
+            pacing: tokio::sync::Mutex::new(Pacing {
+                backoff: Backoff::new(),
+                not_before: None,
+            }),
+            metrics,
+        }
+    }
+
+    async fn connect(&self) -> lapin::Result<Link> {
+        let properties =
+            ConnectionProperties::default().with_connection_name("message-publisher".into());
+        let connection = common::amqp::connect(&self.amqp_url, properties).await?;
+        let mut channels = Vec::with_capacity(self.channel_count);
+        for _ in 0..self.channel_count {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            channels.push(channel);
+        }
+        self.topology.declare(&channels[0]).await?;
+        Ok(Link {
+            connection,
+            channels,
+            next_channel: AtomicUsize::new(0),
+            blocked: Mutex::new(None),
+            failed: AtomicBool::new(false),
+        })
+    }
+}
+
+impl managed::Manager for LinkManager {
+    type Type = Arc<Link>;
+    type Error = LinkError;
+
+    /// Connects, unless an attempt is under way or the backoff after the last failure has not passed:
+    /// then it fails at once, so that no request waits on a broker that is down.
+    async fn create(&self) -> Result<Arc<Link>, LinkError> {
+        let mut pacing = self.pacing.try_lock().map_err(|_| LinkError::Connecting)?;
+        if let Some(wait) = pacing
+            .not_before
+            .and_then(|at| at.checked_duration_since(Instant::now()))
+        {
+            return Err(LinkError::BackingOff(wait));
+        }
+        let connected = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
+            Ok(connected) => connected.map_err(LinkError::from),
+            Err(_) => Err(LinkError::Timeout(CONNECT_TIMEOUT)),
+        };
+        match connected {
+            Ok(link) => {
+                *pacing = Pacing {
+                    backoff: Backoff::new(),
+                    not_before: None,
+                };
+                self.metrics.connections.inc();
+                tracing::info!(channels = link.channels.len(), "connected to the broker");
+                Ok(Arc::new(link))
+            }
+            Err(error) => {
+                let delay = pacing.backoff.next_delay();
+                pacing.not_before = Some(Instant::now() + delay);
+                tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "cannot reach the broker");
+                Err(error)
+            }
+        }
+    }
+
+    async fn recycle(
+        &self,
+        link: &mut Arc<Link>,
+        _: &managed::Metrics,
+    ) -> RecycleResult<LinkError> {
+        if link.is_usable() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("the link to the broker is down"))
+        }
+    }
+}
+
+/// The pool of links.
+pub type LinkPool = Pool<LinkManager>;
+
+/// A pool of at most `size` links, handed out in turn.
+pub fn pool(manager: LinkManager, size: usize) -> LinkPool {
+    Pool::builder(manager)
+        .max_size(size)
+        .queue_mode(QueueMode::Fifo)
+        .wait_timeout(Some(WAIT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT + Duration::from_secs(1)))
+        .recycle_timeout(Some(WAIT_TIMEOUT))
+        .runtime(Runtime::Tokio1)
+        .post_create(Hook::sync_fn(|link: &mut Arc<Link>, _| {
+            // Listen before anything can be published: lapin drops events nobody listens to.
+            tokio::spawn(watch_alarms(
+                Arc::downgrade(link),
+                link.connection.events_listener(),
+            ));
+            Ok(())
+        }))
+        .build()
+        .expect("a runtime is given")
+}
+
+/// Marks `link` blocked while the broker blocks publishing on it, until the link is gone.
+async fn watch_alarms(link: Weak<Link>, events: impl futures::Stream<Item = Event>) {
+    tokio::pin!(events);
+    let mut checks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let event = tokio::select! {
+            Some(event) = events.next() => event,
+            _ = checks.tick() => {
+                match link.upgrade() {
+                    Some(link) if link.connection.status().connected() => continue,
+                    _ => return,
+                }
+            }
+        };
+        let Some(link) = link.upgrade() else { return };
+        match event {
+            Event::ConnectionBlocked(reason) => {
+                tracing::warn!(%reason, "the broker blocks publishing; answering 503 until it unblocks");
+                link.set_blocked(Some(reason));
+            }
+            Event::ConnectionUnblocked => {
+                tracing::info!("the broker accepts publishing again");
+                link.set_blocked(None);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Why the broker cannot take messages right now, for `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unready {
+    /// No connection.
+    Disconnected,
+    /// Connected, but the broker blocks publishing (resource alarm).
+    Blocked(String),
+}
+
+/// What [`tend`] last found, for `/readyz`.
+pub struct Readiness(RwLock<Result<(), Unready>>);
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self(RwLock::new(Err(Unready::Disconnected)))
+    }
+
+    pub fn get(&self) -> Result<(), Unready> {
+        self.0.read().expect("readiness lock poisoned").clone()
+    }
+
+    fn set(&self, readiness: Result<(), Unready>) {
+        *self.0.write().expect("readiness lock poisoned") = readiness;
+    }
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keeps the pool full of usable links until `shutdown` resolves, then closes them all cleanly.
+/// Publishes still awaiting confirms are expected to have been answered before `shutdown` resolves.
+pub async fn tend(
+    pool: &LinkPool,
+    readiness: &Readiness,
+    metrics: &Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut ticks = tokio::time::interval(TEND_INTERVAL);
+    let mut tends: u32 = 0;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = ticks.tick() => {}
+        }
+        let removed = pool.retain(|link, _| link.is_usable()).removed;
+        if !removed.is_empty() {
+            tracing::warn!(links = removed.len(), "broker links failed; replacing them");
+        }
+        for link in removed {
+            tokio::spawn(async move { common::amqp::close(&link.connection, "replaced").await });
+        }
+        top_up(pool).await;
+        tends = tends.wrapping_add(1);
+        if tends.is_multiple_of(QUEUE_CHECK_EVERY) {
+            redeclare_missing_queues(pool).await;
+        }
+        let (ready, found) = look(pool);
+        metrics.broker_connected.set(i64::from(ready.is_ok()));
+        metrics.broker_links.set(found as i64);
+        readiness.set(ready);
+    }
+    readiness.set(Err(Unready::Disconnected));
+    metrics.broker_connected.set(0);
+    pool.close();
+    let links = pool.retain(|_, _| false).removed;
+    futures::future::join_all(
+        links
+            .iter()
+            .map(|link| common::amqp::close(&link.connection, "shutting down")),
+    )
+    .await;
+    tracing::info!("broker connections closed");
+}
+
+/// Makes links until the pool holds its maximum, stopping at the first that cannot be made (the
+/// backoff paces the next try). The links taken meanwhile are held so that each `get` makes a new one.
+async fn top_up(pool: &LinkPool) {
+    let status = pool.status();
+    let mut held = Vec::new();
+    for _ in status.size..status.max_size {
+        match pool.get().await {
+            Ok(link) => held.push(link),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Whether some link can take publishes now, and how many usable links the pool holds.
+fn look(pool: &LinkPool) -> (Result<(), Unready>, usize) {
+    let mut usable = 0;
+    let mut blocked = None;
+    let mut ready = false;
+    pool.retain(|link, _| {
+        if link.is_usable() {
+            usable += 1;
+            match link.blocked() {
+                Some(reason) => blocked = Some(reason),
+                None => ready = true,
+            }
+        }
+        true
+    });
+    let readiness = match (ready, blocked) {
+        (true, _) => Ok(()),
+        (false, Some(reason)) => Err(Unready::Blocked(reason)),
+        (false, None) => Err(Unready::Disconnected),
+    };
+    (readiness, usable)
+}
+
+/// Declares the topology again if one of the queues messages are routed to is missing (someone
+/// deleted it). Meanwhile, messages reach `<queue>.unrouted` through the alternate exchange and are
+/// stored from there.
+async fn redeclare_missing_queues(pool: &LinkPool) {
+    let Ok(link) = pool.get().await else { return };
+    let topology = &pool.manager().topology;
+    let check = async {
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        for queue in topology.shards() {
+            // A missing queue closes the channel: each look gets its own.
+            let channel = link.connection.create_channel().await?;
+            if channel
+                .queue_declare(queue.as_str().into(), options, FieldTable::default())
+                .await
+                .is_err()
+            {
+                tracing::warn!(%queue, "a queue is missing; declaring the topology again");
+                let channel = link.connection.create_channel().await?;
+                topology.declare(&channel).await?;
+                let _ = channel.close(200, "declared".into()).await;
+                return Ok(());
+            }
+            let _ = channel.close(200, "checked".into()).await;
+        }
+        Ok::<_, lapin::Error>(())
+    };
+    // A slow or failing check is for the link checks to judge.
+    let _ = tokio::time::timeout(TEND_INTERVAL * 4, check).await;
+}
