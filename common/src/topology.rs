@@ -278,7 +278,7 @@ impl Topology {
             .await?;
         for shard in &self.shards {
             channel
-                .queue_declare(shard.as_str().into(), durable_queue, self.queue_arguments())
+                .queue_declare(shard.as_str().into(), durable_queue, self.shard_arguments())
                 .await?;
             // The routing key of a binding to a consistent-hash exchange is its weight.
             channel
@@ -333,6 +333,19 @@ impl Topology {
                     AMQPValue::ShortShortUInt(MAX_PRIORITY),
                 );
             }
+        }
+        args
+    }
+
+    /// A shard's arguments: a queue's, and its leader placed on the node leading the fewest queues, so
+    /// that the shards spread over a cluster's nodes rather than all landing on the node that declared
+    /// them. (Only shards get it: adding an argument to an existing queue would make its declaration
+    /// fail.)
+    fn shard_arguments(&self) -> FieldTable {
+        let mut args = self.queue_arguments();
+        match self.queue_type {
+            QueueType::Quorum => insert_str(&mut args, "x-queue-leader-locator", "balanced"),
+            QueueType::Classic => insert_str(&mut args, "x-queue-master-locator", "min-masters"),
         }
         args
     }

@@ -65,6 +65,8 @@ enum SessionEnd {
     Batch(BatchEnd),
     #[error("the channel closed before a delivery could be settled")]
     ChannelClosed,
+    #[error("the broker connection was lost")]
+    ConnectionLost,
 }
 
 impl From<BatchEnd> for SessionEnd {

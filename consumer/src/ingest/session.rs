@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{batch::next_batch, census, dead_letter::DeadLetters, Ingest, SessionEnd};
 
+/// How often a session looks at whether its connection is still up.
+const CONNECTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The queues that are not shards (`<QUEUE_NAME>.unrouted`, and `<QUEUE_NAME>` once sharded) are drained
 /// with this fraction of the prefetch.
 const FALLBACK_PREFETCH_SHARE: u16 = 16;
@@ -42,13 +45,22 @@ impl Ingest {
                 &self.settings.topology,
                 &self.metrics.queue_messages,
             );
+            let lost = connection_lost(&connection);
+            tokio::pin!(lost);
             let (first, _, others) = tokio::select! {
                 ended = futures::future::select_all(pipelines) => ended,
                 never = counting => match never {},
+                // A pipeline may be waiting on a frame that will never be answered; what it holds is
+                // unacknowledged and comes back to whoever consumes next.
+                () = &mut lost => (SessionEnd::ConnectionLost, 0, Vec::new()),
             };
-            // The others store and acknowledge what they hold, then stop.
+            // The others store and acknowledge what they hold, then stop; on a lost connection their
+            // acknowledgements cannot be sent, so they are not waited for.
             session.cancel();
-            futures::future::join_all(others).await;
+            tokio::select! {
+                _ = futures::future::join_all(others) => {}
+                () = &mut lost => {}
+            }
             first
         };
         // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
@@ -153,6 +165,15 @@ impl Ingest {
         }
         let dead_letters = DeadLetters::open(&self.settings.amqp_url, topology).await?;
         Ok((connection, subscriptions, dead_letters))
+    }
+}
+
+/// Resolves once `connection` is no longer connected (lapin marks it so when its socket fails or the
+/// broker closes it), checked every [`CONNECTION_CHECK_INTERVAL`].
+async fn connection_lost(connection: &Connection) {
+    let mut checks = tokio::time::interval(CONNECTION_CHECK_INTERVAL);
+    while connection.status().connected() {
+        checks.tick().await;
     }
 }
 
