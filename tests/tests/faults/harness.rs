@@ -247,6 +247,10 @@ pub struct Pipeline {
     pub db: PgPool,
     pub http: reqwest::Client,
     config: StackConfig,
+    /// The broker (one node or a cluster's list) both services use.
+    amqp_url: String,
+    /// What both services were started with, for more of them.
+    env: Vec<(String, String)>,
 }
 
 impl Pipeline {
@@ -256,9 +260,14 @@ impl Pipeline {
 
     /// Starts both services with extra environment variables for both.
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        Self::start_on(&amqp_url(), extra).await
+    }
+
+    /// Starts both services on the broker of `amqp_url`, with extra environment variables for both.
+    pub async fn start_on(amqp_url: &str, extra: &[(&str, &str)]) -> Self {
         let config = StackConfig::unique();
         let mut env = vec![
-            ("AMQP_URL".to_owned(), amqp_url()),
+            ("AMQP_URL".to_owned(), amqp_url.to_owned()),
             ("QUEUE_NAME".to_owned(), config.queue.clone()),
             (
                 "DATABASE_URL".to_owned(),
@@ -268,7 +277,7 @@ impl Pipeline {
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let publisher = Service::start("publisher", env.clone());
-        let consumer = Service::start("consumer", env);
+        let consumer = Service::start("consumer", env.clone());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -285,7 +294,41 @@ impl Pipeline {
             db,
             http,
             config,
+            amqp_url: amqp_url.to_owned(),
+            env,
         }
+    }
+
+    /// Another process of `name` (`publisher` or `consumer`) with this pipeline's settings, ready.
+    pub async fn another(&self, name: &'static str) -> Service {
+        let service = Service::start(name, self.env.clone());
+        wait_ready(&self.http, &service.url, Duration::from_secs(30)).await;
+        service
+    }
+
+    /// Ready messages in each of `queues`, read by passive declares.
+    pub async fn queue_depths(&self, queues: &[String]) -> Vec<u32> {
+        let connection = common::amqp::connect(&self.amqp_url, Default::default())
+            .await
+            .expect("broker");
+        let channel = connection.create_channel().await.expect("channel");
+        let mut depths = Vec::new();
+        for queue in queues {
+            let declared = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .expect("the queue exists");
+            depths.push(declared.message_count());
+        }
+        let _ = connection.close(200, "counted".into()).await;
+        depths
     }
 
     pub fn queue(&self) -> &str {
@@ -348,7 +391,11 @@ impl Drop for Pipeline {
         // Stop the services first, or the consumer would declare the queue again after its removal.
         self.publisher.kill();
         self.consumer.kill();
-        end_to_end::remove_resources_blocking(&self.config.queue, &self.config.database);
+        end_to_end::remove_resources_blocking_on(
+            &self.amqp_url,
+            &self.config.queue,
+            &self.config.database,
+        );
     }
 }
 
@@ -489,5 +536,243 @@ impl Load {
             total.refusals.extend(report.refusals);
         }
         total
+    }
+}
+
+/// The three-node RabbitMQ cluster of `scripts/cluster`, which `scripts/fault-suite` starts and names in
+/// `CLUSTER_AMQP_URL`. Dropping it starts every node that is down again, whatever a failed scenario left.
+pub struct Cluster {
+    pub url: String,
+}
+
+fn cluster_script(args: &[&str]) -> std::process::Output {
+    Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/cluster runs")
+}
+
+impl Cluster {
+    pub fn get() -> Self {
+        let url = std::env::var("CLUSTER_AMQP_URL").expect(
+            "CLUSTER_AMQP_URL names the nodes of scripts/cluster; scripts/fault-suite starts it and sets it",
+        );
+        Self { url }
+    }
+
+    /// SIGKILL to node `n` (1-3), as a crash would.
+    pub fn kill(&self, n: usize) {
+        assert!(cluster_script(&["kill", &n.to_string()]).status.success());
+    }
+
+    /// Starts node `n` again and waits until it has booted and rejoined.
+    pub fn restart(&self, n: usize) {
+        assert!(cluster_script(&["restart", &n.to_string()])
+            .status
+            .success());
+    }
+
+    /// How many nodes run.
+    pub fn running(&self) -> usize {
+        let status = cluster_script(&["status"]);
+        String::from_utf8_lossy(&status.stdout)
+            .lines()
+            .filter(|line| line.starts_with("node ") && line.ends_with(" running"))
+            .count()
+    }
+
+    /// The node (1-3) that leads the most of `queues`, and how many it leads.
+    pub fn node_leading_most(&self, queues: &[String]) -> (usize, usize) {
+        let listed = cluster_script(&[
+            "ctl",
+            "-q",
+            "list_queues",
+            "--no-table-headers",
+            "name",
+            "leader",
+        ]);
+        assert!(listed.status.success(), "list_queues");
+        let mut led = [0usize; 4];
+        for line in String::from_utf8_lossy(&listed.stdout).lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(name), Some(leader)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            if queues.iter().any(|queue| queue == name) {
+                let node = (1..=3)
+                    .find(|n| leader.starts_with(&format!("rabbit-cluster-{n}@")))
+                    .unwrap_or_else(|| panic!("leader {leader} is not a node of the cluster"));
+                led[node] += 1;
+            }
+        }
+        (1..=3)
+            .map(|n| (n, led[n]))
+            .max_by_key(|&(_, count)| count)
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = cluster_script(&["start"]);
+    }
+}
+
+/// What the clients of a [`RetryingLoad`] saw.
+#[derive(Debug, Default)]
+pub struct RetryingReport {
+    /// Ids answered 202, one per key.
+    pub accepted: Vec<Uuid>,
+    /// Keys that were never answered 202 before the clients gave up.
+    pub abandoned: Vec<Uuid>,
+    /// Answers by status (0: no answer).
+    pub statuses: BTreeMap<u16, usize>,
+    /// When each 202 arrived.
+    pub accepted_at: Vec<Instant>,
+}
+
+impl RetryingReport {
+    /// The longest time between two consecutive 202s, across all clients.
+    pub fn longest_pause(&self) -> Duration {
+        let mut times = self.accepted_at.clone();
+        times.sort();
+        times
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Concurrent clients that publish one message a request, each with its own `Idempotency-Key`, and that
+/// retry a request answered anything but 202 (or not at all) with the same key and body, on the next
+/// publisher in turn, until it is accepted: what a careful client of the contract does.
+pub struct RetryingLoad {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    clients: Vec<JoinHandle<RetryingReport>>,
+}
+
+/// How long a client keeps retrying one key after the load is told to stop.
+const RETRY_AFTER_STOP: Duration = Duration::from_secs(60);
+
+impl RetryingLoad {
+    pub fn start(http: &reqwest::Client, publisher_urls: &[String], clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let urls: Arc<Vec<String>> = Arc::new(
+            publisher_urls
+                .iter()
+                .map(|url| format!("{url}/message/publish"))
+                .collect(),
+        );
+        let clients = (0..clients)
+            .map(|client| {
+                let (http, urls, stop, accepted) =
+                    (http.clone(), urls.clone(), stop.clone(), accepted.clone());
+                tokio::spawn(async move {
+                    let mut report = RetryingReport::default();
+                    let mut n = 0u64;
+                    let mut target = client;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let key = format!("retrying-{client}-{n}-{}", Uuid::new_v4().simple());
+                        let body = serde_json::json!({ "sender": format!("client-{client}") });
+                        let message: Message = serde_json::from_value(body.clone()).unwrap();
+                        let id = IdempotencyKey::parse(key.as_bytes())
+                            .unwrap()
+                            .message_id(&message, None);
+                        let mut give_up_at = None;
+                        loop {
+                            let status = match http
+                                .post(urls[target % urls.len()].as_str())
+                                .header("Idempotency-Key", &key)
+                                .json(&body)
+                                .send()
+                                .await
+                            {
+                                Ok(response) => response.status().as_u16(),
+                                Err(_) => 0,
+                            };
+                            *report.statuses.entry(status).or_default() += 1;
+                            if status == 202 {
+                                report.accepted.push(id);
+                                report.accepted_at.push(Instant::now());
+                                accepted.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            if stop.load(Ordering::Relaxed) {
+                                let at =
+                                    *give_up_at.get_or_insert(Instant::now() + RETRY_AFTER_STOP);
+                                if Instant::now() >= at {
+                                    report.abandoned.push(id);
+                                    break;
+                                }
+                            }
+                            // Another publisher, after a pause, as Retry-After asks.
+                            target += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            accepted,
+            clients,
+        }
+    }
+
+    /// Messages accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further messages have been accepted.
+    pub async fn wait_accepted(&self, more: usize, within: Duration) {
+        let target = self.accepted() + more;
+        eventually(
+            within,
+            &format!("{more} more messages to be accepted"),
+            || async { (self.accepted() >= target).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Stops the clients; each finishes retrying the key in hand first.
+    pub async fn stop(self) -> RetryingReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = RetryingReport::default();
+        for client in self.clients {
+            let report = client.await.expect("client task");
+            total.accepted.extend(report.accepted);
+            total.abandoned.extend(report.abandoned);
+            total.accepted_at.extend(report.accepted_at);
+            for (status, count) in report.statuses {
+                *total.statuses.entry(status).or_default() += count;
+            }
+        }
+        total
+    }
+}
+
+impl Pipeline {
+    /// Every id accepted by a [`RetryingLoad`] is stored, each exactly once, and nothing else is.
+    /// Waits for the consumers to catch up; returns how long that took.
+    pub async fn assert_each_key_stored_once(&self, report: &RetryingReport) -> Duration {
+        assert!(
+            report.abandoned.is_empty(),
+            "{} keys were never accepted, even retried for {RETRY_AFTER_STOP:?}",
+            report.abandoned.len()
+        );
+        let load = LoadReport {
+            accepted: report.accepted.clone(),
+            attempted: report.accepted.clone(),
+            ..LoadReport::default()
+        };
+        self.assert_accepted_stored_once(&load).await
     }
 }

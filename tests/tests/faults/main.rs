@@ -10,7 +10,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{readiness, wait_ready, Load, Machine, Pipeline};
+use harness::{readiness, wait_ready, Cluster, Load, Machine, Pipeline, RetryingLoad};
 use lapin::{
     options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions},
     types::FieldTable,
@@ -199,16 +199,18 @@ async fn broker_outage(scenario: &str, stop: impl Fn(&Machine), start: impl Fn(&
         "a request in flight at the outage took {slowest_in_flight:?} to be refused"
     );
     let caught_up = pipeline.assert_accepted_stored_once(&report).await;
-    // A leak persists; a reconnect still closing its predecessor does not: wait for the steady state.
+    // A leak persists; a reconnect still closing its predecessor does not: wait for the steady state,
+    // the publisher's pool full again (AMQP_CONNECTIONS, 2 by default) and one of each of the consumer's.
     let expected = [
         "message-consumer",
         "message-consumer-dead-letters",
+        "message-publisher",
         "message-publisher",
     ];
     let mut connections = Vec::new();
     let settled = end_to_end::eventually(
         Duration::from_secs(15),
-        "one broker connection of each kind",
+        "the publisher's pool and one consumer connection of each kind",
         || {
             connections = broker_connections();
             connections.sort();
@@ -225,7 +227,7 @@ async fn broker_outage(scenario: &str, stop: impl Fn(&Machine), start: impl Fn(&
             "; slowest 503 {slowest_after:.0?} once the outage was known, {slowest_in_flight:.1?} for a request \
              in flight at the outage (republished until its deadline); publisher accepting \
              {publisher_recovered:.1?} and consumer ready {consumer_recovered:.1?} after the broker returned; \
-             one connection each afterwards"
+             the publisher's pool full and one consumer connection of each kind afterwards"
         ),
     );
 }
@@ -822,5 +824,159 @@ async fn s10_the_largest_legal_input_keeps_both_services_under_their_manifest_me
         consumer_live_peak as f64 / 1024.0,
         consumer_drain_peak as f64 / 1024.0,
         CONSUMER_LIMIT_KIB / 1024
+    );
+}
+
+/// The shards of `queue` when there are `count`.
+fn shard_names(queue: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{queue}.{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "kills the services under load; run by scripts/fault-suite"]
+async fn s11_four_shards_on_one_broker_share_the_load_and_a_consumer_kill_loses_and_doubles_nothing(
+) {
+    let mut pipeline = Pipeline::start_with(&[("QUEUE_SHARDS", "4")]).await;
+    let shards = shard_names(pipeline.queue(), 4);
+    // With no consumer, what the publisher accepted stays in the shards, to be counted.
+    pipeline.consumer.kill();
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    load.wait_accepted(4000, Duration::from_secs(60)).await;
+    let first = load.stop().await;
+    let depths = pipeline.queue_depths(&shards).await;
+    let total: u32 = depths.iter().sum();
+    assert_eq!(
+        total as usize,
+        first.accepted.len(),
+        "every accepted message is in a shard: {depths:?}"
+    );
+    for (shard, depth) in shards.iter().zip(&depths) {
+        assert!(
+            *depth as usize * 10 >= first.accepted.len(),
+            "{shard} took {depth} of {}, under 10 %",
+            first.accepted.len()
+        );
+    }
+
+    // Drain the backlog while more arrives, and kill the consumer in the middle of it.
+    pipeline.consumer.restart();
+    wait_ready(
+        &pipeline.http,
+        &pipeline.consumer.url,
+        Duration::from_secs(30),
+    )
+    .await;
+    let load = Load::start(&pipeline.http, &pipeline.publisher.url, CLIENTS);
+    end_to_end::eventually(
+        Duration::from_secs(60),
+        "the consumer to be storing",
+        || async { (pipeline.stored_ids().await.len() >= 1000).then_some(()) },
+    )
+    .await;
+    pipeline.consumer.kill();
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    pipeline.consumer.restart();
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    let mut report = load.stop().await;
+    report.accepted.extend(first.accepted);
+    report.attempted.extend(first.attempted);
+    for (status, count) in first.statuses {
+        *report.statuses.entry(status).or_default() += count;
+    }
+    let caught_up = pipeline.assert_accepted_stored_once(&report).await;
+    summary(
+        "4 shards, consumer SIGKILL",
+        &report,
+        caught_up,
+        &format!("; the first 4000 spread over the shards as {depths:?}"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "kills a node of scripts/cluster; run by scripts/fault-suite"]
+async fn s12_the_cluster_node_leading_the_most_shards_killed_under_load_loses_nothing_and_rejoins()
+{
+    let cluster = Cluster::get();
+    let pipeline = Pipeline::start_on(&cluster.url, &[("QUEUE_SHARDS", "4")]).await;
+    let shards = shard_names(pipeline.queue(), 4);
+    let load = RetryingLoad::start(
+        &pipeline.http,
+        std::slice::from_ref(&pipeline.publisher.url),
+        CLIENTS,
+    );
+    load.wait_accepted(2000, Duration::from_secs(60)).await;
+
+    let (node, led) = cluster.node_leading_most(&shards);
+    cluster.kill(node);
+    let killed = Instant::now();
+    load.wait_accepted(2000, Duration::from_secs(60)).await;
+    let accepting_again = killed.elapsed();
+    let (new_leader, _) = cluster.node_leading_most(&shards);
+    assert_ne!(new_leader, node, "the killed node still leads shards");
+
+    cluster.restart(node);
+    end_to_end::eventually(
+        Duration::from_secs(60),
+        "the three nodes to run",
+        || async { (cluster.running() == 3).then_some(()) },
+    )
+    .await;
+    let rejoined = killed.elapsed();
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    let report = load.stop().await;
+    for url in [&pipeline.publisher.url, &pipeline.consumer.url] {
+        wait_ready(&pipeline.http, url, Duration::from_secs(30)).await;
+    }
+    let caught_up = pipeline.assert_each_key_stored_once(&report).await;
+    let pause = report.longest_pause();
+    // A liveness bound, not a speed target: the pause itself is printed (aim: under 5 s).
+    assert!(
+        pause < Duration::from_secs(30),
+        "no message was accepted for {pause:?}"
+    );
+    println!(
+        "cluster node SIGKILL: node {node} led {led} of 4 shards; accepted {} keys, each stored once \
+         (statuses {:?}); longest pause between 202s {pause:.2?}; 2000 more accepted {accepting_again:.1?} \
+         after the kill; node restarted and rejoined {rejoined:.1?} after the kill; both services ready; \
+         caught up {caught_up:.1?} after the load stopped",
+        report.accepted.len(),
+        report.statuses
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "kills services on scripts/cluster; run by scripts/fault-suite"]
+async fn s13_three_publishers_and_three_consumers_on_the_cluster_lose_one_of_each_and_store_exactly_once(
+) {
+    let cluster = Cluster::get();
+    let mut pipeline = Pipeline::start_on(&cluster.url, &[("QUEUE_SHARDS", "4")]).await;
+    let mut publishers = [
+        pipeline.another("publisher").await,
+        pipeline.another("publisher").await,
+    ];
+    let _consumers = [
+        pipeline.another("consumer").await,
+        pipeline.another("consumer").await,
+    ];
+    let urls: Vec<String> = std::iter::once(pipeline.publisher.url.clone())
+        .chain(publishers.iter().map(|p| p.url.clone()))
+        .collect();
+    let load = RetryingLoad::start(&pipeline.http, &urls, CLIENTS);
+    load.wait_accepted(2000, Duration::from_secs(60)).await;
+
+    publishers[0].kill();
+    pipeline.consumer.kill();
+    load.wait_accepted(2000, Duration::from_secs(60)).await;
+    publishers[0].restart();
+    pipeline.consumer.restart();
+    load.wait_accepted(1000, Duration::from_secs(60)).await;
+    let report = load.stop().await;
+    let caught_up = pipeline.assert_each_key_stored_once(&report).await;
+    println!(
+        "3 publishers and 3 consumers on the cluster, one of each SIGKILLed: accepted {} keys, each \
+         stored once (statuses {:?}); longest pause between 202s {:.2?}; caught up {caught_up:.1?}",
+        report.accepted.len(),
+        report.statuses,
+        report.longest_pause()
     );
 }
