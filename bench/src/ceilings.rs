@@ -1,7 +1,10 @@
 //! Ceilings: what RabbitMQ and PostgreSQL do on this machine for minimal clients with no HTTP, using the
 //! services' own patterns (confirm window, channels, prefetch, batch size and insert statement).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
 
 use common::QueuedMessage;
 use consumer::store::MessageStore;
@@ -12,10 +15,10 @@ use lapin::{
         ConfirmSelectOptions,
     },
     types::FieldTable,
-    BasicProperties, Connection, ConnectionProperties,
+    BasicProperties,
 };
 
-use crate::fixture::{queued, Scratch, AMQP_URL};
+use crate::fixture::{queued, Scratch};
 
 /// The publisher's default of 4 confirm-mode channels.
 pub const CHANNELS: usize = 4;
@@ -42,20 +45,25 @@ pub fn payloads(count: usize) -> Vec<Vec<u8>> {
 }
 
 /// Publishes `payloads` as persistent, mandatory messages with at most `window` confirms outstanding, and
-/// waits for every confirm. Returns msg/s.
+/// waits for every confirm. Returns msg/s. Each message has its own `message_id`, which the shards'
+/// exchange hashes; with several nodes there is one connection to each, as the publisher's pool makes.
 pub async fn publish(
     scratch: &Scratch,
     payloads: &[Vec<u8>],
     window: usize,
 ) -> anyhow::Result<f64> {
-    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let mut connections = Vec::new();
     let mut channels = Vec::new();
-    for _ in 0..CHANNELS {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        channels.push(channel);
+    for _ in 0..scratch.nodes() {
+        let connection = scratch.connect().await?;
+        for _ in 0..CHANNELS {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            channels.push(channel);
+        }
+        connections.push(connection);
     }
     let exchange = scratch.topology.exchange();
     let properties = BasicProperties::default()
@@ -71,8 +79,9 @@ pub async fn publish(
         if in_flight.len() >= window {
             in_flight.next().await.expect("a publish in flight")?;
         }
-        let channel = &channels[i % CHANNELS];
-        let (exchange, queue, properties) = (&exchange, &scratch.queue, properties.clone());
+        let channel = &channels[i % channels.len()];
+        let (exchange, queue) = (&exchange, &scratch.queue);
+        let properties = properties.clone().with_message_id(i.to_string().into());
         in_flight.push(async move {
             let confirm = channel
                 .basic_publish(
@@ -92,34 +101,64 @@ pub async fn publish(
         outcome?;
     }
     let rate = payloads.len() as f64 / started.elapsed().as_secs_f64();
-    connection.close(200, "done".into()).await?;
+    for connection in connections {
+        connection.close(200, "done".into()).await?;
+    }
     Ok(rate)
 }
 
-/// Drains `count` messages with manual acks (one `multiple` ack per batch), optionally storing each batch
-/// in PostgreSQL first, as the consumer does. Returns msg/s.
+/// Drains `count` messages from every shard at once, each shard on a connection of its own, with manual
+/// acks (one `multiple` ack per batch), optionally storing each batch in PostgreSQL first, as the
+/// consumer does. The shards drain until `count` have been taken from all of them together, so this
+/// also drains while a publish is still filling them. Returns msg/s.
 pub async fn drain(
     scratch: &Scratch,
     count: usize,
     store: Option<&MessageStore>,
 ) -> anyhow::Result<f64> {
-    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+    let drained = AtomicUsize::new(0);
+    let done = tokio::sync::Notify::new();
+    let started = Instant::now();
+    let drains = scratch
+        .topology
+        .shards()
+        .iter()
+        .map(|shard| drain_queue(scratch, shard, count, store, &drained, &done));
+    for outcome in futures::future::join_all(drains).await {
+        outcome?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Drains `queue` until `drained`, shared with the other shards' drains, reaches `count`.
+async fn drain_queue(
+    scratch: &Scratch,
+    queue: &str,
+    count: usize,
+    store: Option<&MessageStore>,
+    drained: &AtomicUsize,
+    done: &tokio::sync::Notify,
+) -> anyhow::Result<()> {
+    let connection = scratch.connect().await?;
     let channel = connection.create_channel().await?;
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await?;
     let mut consumer = channel
         .basic_consume(
-            scratch.queue.as_str().into(),
+            queue.into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    let started = Instant::now();
-    let mut drained = 0;
-    while drained < count {
-        let first = consumer.next().await.expect("a delivery")?;
+    let finished = done.notified();
+    tokio::pin!(finished);
+    while drained.load(Ordering::Relaxed) < count {
+        let first = tokio::select! {
+            () = &mut finished => break,
+            delivery = consumer.next() => delivery.expect("a delivery")?,
+        };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + LINGER;
         while batch.len() < BATCH {
@@ -135,17 +174,18 @@ pub async fn drain(
                 .collect::<Result<_, _>>()?;
             store.insert(&rows).await?;
         }
-        drained += batch.len();
         batch
             .last()
             .expect("non-empty")
             .acker
             .ack(BasicAckOptions { multiple: true })
             .await?;
+        if drained.fetch_add(batch.len(), Ordering::Relaxed) + batch.len() >= count {
+            done.notify_waiters();
+        }
     }
-    let rate = count as f64 / started.elapsed().as_secs_f64();
     connection.close(200, "done".into()).await?;
-    Ok(rate)
+    Ok(())
 }
 
 /// Inserts `rows` in batches with the consumer's statement, on one connection. Returns rows/s.

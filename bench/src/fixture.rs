@@ -33,28 +33,49 @@ pub fn queued() -> QueuedMessage {
     }
 }
 
-/// A queue (with the services' topology) and a database, both new.
+/// A queue (with the services' topology, sharded or not) on a broker, and a database, both new.
 pub struct Scratch {
     pub queue: String,
     pub database: String,
     pub topology: Topology,
+    /// The broker: one node, or a cluster's nodes separated by commas.
+    pub amqp_url: String,
+    pub shards: u16,
 }
 
 impl Scratch {
+    /// One queue on the machine's broker.
     pub async fn new() -> anyhow::Result<Self> {
+        Self::on(AMQP_URL, 1).await
+    }
+
+    /// `shards` queues on the broker of `amqp_url`.
+    pub async fn on(amqp_url: &str, shards: u16) -> anyhow::Result<Self> {
         let suffix = Uuid::new_v4().simple().to_string();
         let scratch = Self {
             queue: format!("bench.{suffix}"),
             database: format!("bench_{suffix}"),
-            topology: Topology::new(format!("bench.{suffix}"), QueueType::Quorum, 20, 1),
+            topology: Topology::new(format!("bench.{suffix}"), QueueType::Quorum, 20, shards),
+            amqp_url: amqp_url.to_owned(),
+            shards,
         };
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+        let connection = scratch.connect().await?;
         scratch
             .topology
             .declare(&connection.create_channel().await?)
             .await?;
         let _ = connection.close(200, "done".into()).await;
         Ok(scratch)
+    }
+
+    /// A connection to a node of the broker, a different one each time when there are several.
+    pub async fn connect(&self) -> lapin::Result<Connection> {
+        common::amqp::connect(&self.amqp_url, ConnectionProperties::default()).await
+    }
+
+    /// How many broker nodes `amqp_url` names.
+    pub fn nodes(&self) -> usize {
+        common::amqp::node_urls(&self.amqp_url).count()
     }
 
     pub fn database_url(&self) -> String {
@@ -87,18 +108,28 @@ impl Scratch {
             .await?)
     }
 
+    /// Ready messages in every queue messages are routed to, together.
     pub async fn queue_depth(&self) -> anyhow::Result<u32> {
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+        Ok(self.shard_depths().await?.iter().sum())
+    }
+
+    /// Ready messages in each shard (the one queue when unsharded).
+    pub async fn shard_depths(&self) -> anyhow::Result<Vec<u32>> {
+        let connection = self.connect().await?;
         let channel = connection.create_channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        let queue = channel
-            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
-            .await?;
+        let mut depths = Vec::new();
+        for shard in self.topology.shards() {
+            let queue = channel
+                .queue_declare(shard.as_str().into(), passive, FieldTable::default())
+                .await?;
+            depths.push(queue.message_count());
+        }
         let _ = connection.close(200, "done".into()).await;
-        Ok(queue.message_count())
+        Ok(depths)
     }
 
     pub async fn remove(self) -> anyhow::Result<()> {
@@ -110,16 +141,21 @@ impl Scratch {
             let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
             sqlx::query(&drop).execute(&admin).await?;
         }
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default()).await?;
+        let connection = self.connect().await?;
         let channel = connection.create_channel().await?;
-        for queue in [self.topology.queue(), self.topology.dead_letter_queue()] {
+        let mut queues = self.topology.drained_queues();
+        queues.push(self.topology.queue());
+        queues.push(self.topology.dead_letter_queue());
+        for queue in queues {
             channel
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
                 .await?;
         }
+        let shard_exchange = format!("{}.shards", self.queue);
         for exchange in [
             self.topology.exchange(),
             self.topology.dead_letter_exchange(),
+            &shard_exchange,
         ] {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())

@@ -3,11 +3,14 @@
 //!
 //! The release binaries of both services must be built first (`cargo build --release`); RabbitMQ and
 //! PostgreSQL must run on their standard local ports. Every measurement uses a queue and a database of its
-//! own, removed afterwards, and is repeated (three times by default) to report the median.
+//! own, removed afterwards, and is repeated (three times by default) to report the median. With
+//! `CLUSTER_AMQP_URL` set (`scripts/cluster start`, then `CLUSTER_AMQP_URL=$(scripts/cluster url)`), the
+//! shard figures are measured on the three-node cluster too. `--publisher` measures the publisher alone.
 
 mod ceilings;
 mod fixture;
 mod http_load;
+mod scale;
 mod services;
 
 use std::time::{Duration, Instant};
@@ -17,7 +20,11 @@ use fixture::Scratch;
 use services::Service;
 
 /// Sizes of one run.
-struct Plan {
+pub struct Plan {
+    quick: bool,
+    /// `--publisher`: only the publisher's figures, for comparing its settings (`AMQP_CONNECTIONS=2
+    /// bench --publisher`; the services inherit the environment).
+    publisher_only: bool,
     runs: usize,
     raw_messages: usize,
     backlog: usize,
@@ -26,8 +33,11 @@ struct Plan {
 
 impl Plan {
     fn from_args() -> Self {
+        let publisher_only = std::env::args().any(|arg| arg == "--publisher");
         if std::env::args().any(|arg| arg == "--quick") {
             Self {
+                quick: true,
+                publisher_only,
                 runs: 1,
                 raw_messages: 5_000,
                 backlog: 5_000,
@@ -35,6 +45,8 @@ impl Plan {
             }
         } else {
             Self {
+                quick: false,
+                publisher_only,
                 runs: 3,
                 raw_messages: 50_000,
                 backlog: 200_000,
@@ -46,7 +58,7 @@ impl Plan {
 
 /// One figure of the table: the median of its runs.
 struct Figure {
-    name: &'static str,
+    name: String,
     unit: &'static str,
     runs: Vec<f64>,
 }
@@ -60,10 +72,11 @@ impl Figure {
 }
 
 #[derive(Default)]
-struct Table(Vec<Figure>);
+pub struct Table(Vec<Figure>);
 
 impl Table {
-    fn record(&mut self, name: &'static str, unit: &'static str, value: f64) {
+    fn record(&mut self, name: impl Into<String>, unit: &'static str, value: f64) {
+        let name = name.into();
         match self.0.iter_mut().find(|f| f.name == name) {
             Some(figure) => figure.runs.push(value),
             None => self.0.push(Figure {
@@ -83,13 +96,13 @@ impl Table {
 
     fn print(&self) {
         println!(
-            "\n{:<58} {:>12}  {:<10} runs",
+            "\n{:<66} {:>12}  {:<10} runs",
             "measurement", "median", "unit"
         );
         for figure in &self.0 {
             let runs: Vec<String> = figure.runs.iter().map(|r| format!("{r:.2}")).collect();
             println!(
-                "{:<58} {:>12.2}  {:<10} {}",
+                "{:<66} {:>12.2}  {:<10} {}",
                 figure.name,
                 figure.median(),
                 figure.unit,
@@ -104,14 +117,27 @@ async fn main() -> anyhow::Result<()> {
     let plan = Plan::from_args();
     let started = Instant::now();
     let mut table = Table::default();
+    let brokers = brokers(&plan);
     for run in 1..=plan.runs {
         eprintln!("run {run} of {}", plan.runs);
+        if plan.publisher_only {
+            measure_publisher(&plan, &mut table).await?;
+            continue;
+        }
         measure_ceilings(&plan, &mut table).await?;
         measure_publisher(&plan, &mut table).await?;
         measure_consumer(&plan, &mut table).await?;
         measure_end_to_end(&plan, &mut table).await?;
+        for broker in &brokers {
+            for &shards in scale::shard_counts(&plan) {
+                scale::measure(&plan, broker, shards, &mut table).await?;
+            }
+        }
     }
     table.print();
+    if plan.publisher_only {
+        return Ok(());
+    }
     let ratio = |a: &str, b: &str| 100.0 * table.median(a) / table.median(b);
     println!("\nratios (medians):");
     println!(
@@ -134,8 +160,29 @@ async fn main() -> anyhow::Result<()> {
         "  end to end / raw pipeline end to end:  {:>5.1} %",
         ratio(E2E_RATE, RAW_PIPELINE_FLOWING)
     );
+    scale::print_ratios(&table, &brokers, &plan);
     println!("\nbenchmark took {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// The machine's broker, and the cluster of `scripts/cluster` when `CLUSTER_AMQP_URL` names it (not in
+/// a quick run).
+fn brokers(plan: &Plan) -> Vec<scale::Broker> {
+    let mut brokers = vec![scale::Broker {
+        label: "one broker",
+        amqp_url: fixture::AMQP_URL.to_owned(),
+    }];
+    match std::env::var("CLUSTER_AMQP_URL") {
+        Ok(url) if !plan.quick => brokers.push(scale::Broker {
+            label: "three-node cluster",
+            amqp_url: url,
+        }),
+        Ok(_) => {}
+        Err(_) => eprintln!(
+            "no CLUSTER_AMQP_URL: measuring one broker only (CLUSTER_AMQP_URL=$(scripts/cluster url) after scripts/cluster start)"
+        ),
+    }
+    brokers
 }
 
 const RAW_PUBLISH: &str = "raw publish (persistent, confirmed, quorum queue)";

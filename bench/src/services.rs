@@ -11,7 +11,7 @@ use std::{
 use futures::future::join_all;
 
 use crate::{
-    fixture::{message, Scratch, AMQP_URL},
+    fixture::{message, Scratch},
     http_load::{run_client, Client, Request},
 };
 
@@ -34,7 +34,8 @@ impl Service {
             binary.display()
         );
         let child = Command::new(binary)
-            .env("AMQP_URL", AMQP_URL)
+            .env("AMQP_URL", &scratch.amqp_url)
+            .env("QUEUE_SHARDS", scratch.shards.to_string())
             .env("QUEUE_NAME", &scratch.queue)
             .env("DATABASE_URL", scratch.database_url())
             .env("HTTP_HOST", "127.0.0.1")
