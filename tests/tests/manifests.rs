@@ -500,3 +500,86 @@ fn the_production_database_commits_on_a_synchronous_standby_before_the_consumer_
     );
     assert_eq!(synchronous["dataDurability"].as_str(), Some("required"));
 }
+
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_production_broker_is_three_nodes_with_the_hash_exchange_and_both_services_agree_on_shards_and_nodes(
+) {
+    let objects = render("kube/overlays/production");
+    let cluster = named(&objects, "RabbitmqCluster", "rabbitmq").expect("a RabbitmqCluster");
+    let replicas = cluster["spec"]["replicas"].as_u64().unwrap_or(1);
+    assert_eq!(replicas, 3, "three broker nodes");
+    let plugins = &cluster["spec"]["rabbitmq"]["additionalPlugins"];
+    assert!(
+        plugins
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p == common::topology::CONSISTENT_HASH_PLUGIN),
+        "the operator enables {}: {plugins:?}",
+        common::topology::CONSISTENT_HASH_PLUGIN
+    );
+    let settings: Vec<BTreeMap<String, Option<String>>> = SERVICES
+        .iter()
+        .map(|name| {
+            let deployment = named(&objects, "Deployment", name).expect("the Deployment exists");
+            environment(&objects, deployment)
+        })
+        .collect();
+    for key in ["QUEUE_SHARDS", "AMQP_URL", "QUEUE_NAME", "QUEUE_TYPE"] {
+        assert_eq!(
+            settings[0].get(key),
+            settings[1].get(key),
+            "the publisher and the consumer disagree on {key}"
+        );
+    }
+    let shards: u64 = settings[0]["QUEUE_SHARDS"]
+        .as_deref()
+        .expect("QUEUE_SHARDS is spelled out")
+        .parse()
+        .expect("QUEUE_SHARDS is a number");
+    assert!(
+        shards > 1 && shards.is_multiple_of(replicas),
+        "{shards} shards spread evenly over {replicas} nodes"
+    );
+    // Every node by its own address, each once, through the operator's headless Service.
+    let url = settings[0]["AMQP_URL"].as_deref().expect("AMQP_URL is set");
+    let hosts: Vec<&str> = common::amqp::node_urls(url)
+        .map(|node| {
+            let after_at = node.rsplit_once('@').map_or(node, |(_, host)| host);
+            after_at.split([':', '/']).next().unwrap_or_default()
+        })
+        .collect();
+    let expected: Vec<String> = (0..replicas)
+        .map(|i| format!("rabbitmq-server-{i}.rabbitmq-nodes"))
+        .collect();
+    assert_eq!(hosts, expected, "AMQP_URL names every node");
+}
+
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_single_node_broker_loads_the_hash_exchange_plugin() {
+    let objects = render("kube");
+    let broker = named(&objects, "Deployment", "rabbitmq").expect("the broker's Deployment");
+    let mount = first_container(broker)["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == "/etc/rabbitmq/enabled_plugins")
+        .expect("enabled_plugins is mounted");
+    let volume = broker["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume exists");
+    let config_map = volume["configMap"]["name"].as_str().expect("a ConfigMap");
+    let plugins = named(&objects, "ConfigMap", config_map).expect("the ConfigMap exists");
+    let file = plugins["data"][mount["subPath"].as_str().expect("a file of it")]
+        .as_str()
+        .expect("the file is in the ConfigMap");
+    assert!(
+        file.contains(common::topology::CONSISTENT_HASH_PLUGIN),
+        "{file}"
+    );
+}

@@ -15,5 +15,6 @@ mod query_plan;
 mod redelivery;
 mod refusals;
 mod round_trip;
+mod shards;
 mod shutdown;
 mod volume;
