@@ -826,6 +826,22 @@ async fn s10_the_largest_legal_input_keeps_both_services_under_their_manifest_me
     );
 }
 
+/// The value of counter `name` on the service at `url`.
+async fn counter(http: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
 /// The shards of `queue` when there are `count`.
 fn shard_names(queue: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{queue}.{i}")).collect()
@@ -927,6 +943,12 @@ async fn s12_the_cluster_node_leading_the_most_shards_killed_under_load_loses_no
         wait_ready(&pipeline.http, url, Duration::from_secs(30)).await;
     }
     let caught_up = pipeline.assert_each_key_stored_once(&report).await;
+    let republished = counter(
+        &pipeline.http,
+        &pipeline.publisher.url,
+        "publisher_messages_republished_total",
+    )
+    .await;
     let pause = report.longest_pause();
     // A liveness bound, not a speed target: the pause itself is printed (aim: under 5 s).
     assert!(
@@ -936,8 +958,9 @@ async fn s12_the_cluster_node_leading_the_most_shards_killed_under_load_loses_no
     println!(
         "cluster node SIGKILL: node {node} led {led} of 4 shards; accepted {} keys, each stored once \
          (statuses {:?}); longest pause between 202s {pause:.2?}; 2000 more accepted {accepting_again:.1?} \
-         after the kill; node restarted and rejoined {rejoined:.1?} after the kill; both services ready; \
-         caught up {caught_up:.1?} after the load stopped",
+         after the kill; {republished} publishes in doubt or refused were made again; node \
+         restarted and rejoined {rejoined:.1?} after the kill; both services ready; caught up \
+         {caught_up:.1?} after the load stopped",
         report.accepted.len(),
         report.statuses
     );
