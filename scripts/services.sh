@@ -96,3 +96,22 @@ check_postgres_login() {
 ensure_rust() {
   command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) or your distribution's cargo package"
 }
+
+# What the observability tests drive besides the services: Prometheus and promtool (Debian's prometheus),
+# and headless Chromium with its WebDriver (chromium, chromium-driver). Installed without recommends, and
+# a Prometheus server the package starts is stopped: the tests start their own.
+ensure_observability_tools() {
+  local missing=()
+  command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null ||
+    die "missing ${missing[*]}: install Prometheus (prometheus, promtool), Chromium and ChromeDriver for the observability tests"
+  say "installing ${missing[*]} with apt-get"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -d /run/systemd/system ] && systemctl is-active --quiet prometheus 2>/dev/null; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+}

@@ -1,5 +1,6 @@
 //! A scratch queue and database for one measurement, removed afterwards, and the messages measured.
 
+use anyhow::Context;
 use chrono::Utc;
 use common::{Message, QueueType, QueuedMessage, Topology};
 use lapin::{
@@ -63,7 +64,11 @@ impl Scratch {
         scratch
             .topology
             .declare(&connection.create_channel().await?)
-            .await?;
+            .await
+            .context(
+                "declaring the benchmark's queues (with shards, the broker needs the \
+                 rabbitmq_consistent_hash_exchange plugin: `bash scripts/start` enables it)",
+            )?;
         let _ = connection.close(200, "done".into()).await;
         Ok(scratch)
     }

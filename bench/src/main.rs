@@ -10,8 +10,10 @@
 mod ceilings;
 mod fixture;
 mod http_load;
+mod latency;
 mod scale;
 mod services;
+mod writers;
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,8 @@ pub struct Plan {
     /// `--publisher`: only the publisher's figures, for comparing its settings (`AMQP_CONNECTIONS=2
     /// bench --publisher`; the services inherit the environment).
     publisher_only: bool,
+    /// `--writers`: only the consumer's batch-writer scaler against one writer.
+    writers_only: bool,
     runs: usize,
     raw_messages: usize,
     backlog: usize,
@@ -34,10 +38,12 @@ pub struct Plan {
 impl Plan {
     fn from_args() -> Self {
         let publisher_only = std::env::args().any(|arg| arg == "--publisher");
+        let writers_only = std::env::args().any(|arg| arg == "--writers");
         if std::env::args().any(|arg| arg == "--quick") {
             Self {
                 quick: true,
                 publisher_only,
+                writers_only,
                 runs: 1,
                 raw_messages: 5_000,
                 backlog: 5_000,
@@ -47,6 +53,7 @@ impl Plan {
             Self {
                 quick: false,
                 publisher_only,
+                writers_only,
                 runs: 3,
                 raw_messages: 50_000,
                 backlog: 200_000,
@@ -124,10 +131,15 @@ async fn main() -> anyhow::Result<()> {
             measure_publisher(&plan, &mut table).await?;
             continue;
         }
+        if plan.writers_only {
+            writers::measure(&plan, &mut table).await?;
+            continue;
+        }
         measure_ceilings(&plan, &mut table).await?;
         measure_publisher(&plan, &mut table).await?;
         measure_consumer(&plan, &mut table).await?;
         measure_end_to_end(&plan, &mut table).await?;
+        writers::measure(&plan, &mut table).await?;
         for broker in &brokers {
             for &shards in scale::shard_counts(&plan) {
                 scale::measure(&plan, broker, shards, &mut table).await?;
@@ -136,6 +148,10 @@ async fn main() -> anyhow::Result<()> {
     }
     table.print();
     if plan.publisher_only {
+        return Ok(());
+    }
+    if plan.writers_only {
+        writers::print_ratios(&table);
         return Ok(());
     }
     let ratio = |a: &str, b: &str| 100.0 * table.median(a) / table.median(b);
@@ -161,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
         ratio(E2E_RATE, RAW_PIPELINE_FLOWING)
     );
     scale::print_ratios(&table, &brokers, &plan);
+    writers::print_ratios(&table);
     println!("\nbenchmark took {:.0?}", started.elapsed());
     Ok(())
 }
@@ -192,7 +209,7 @@ const RAW_INGEST: &str = "raw PostgreSQL ingest (UNNEST, batches of 500)";
 const RAW_PIPELINE: &str = "raw pipeline drain (consume, insert, ack)";
 const RAW_PIPELINE_FLOWING: &str = "raw pipeline end to end (publish, consume, insert, ack)";
 /// The consumer's counter of rows it has inserted.
-const STORED_METRIC: &str = "consumer_messages_stored_total";
+pub const STORED_METRIC: &str = "consumer_messages_stored_total";
 const PUB_SINGLE: &str = "publisher /message/publish, 64 clients";
 const PUB_BATCH: &str = "publisher /message/publish/batch (100), 64 clients";
 const CONSUMER_DRAIN: &str = "consumer drain of a backlog";

@@ -24,6 +24,16 @@ pub struct Service {
 
 impl Service {
     pub async fn start(name: &str, scratch: &Scratch) -> anyhow::Result<Self> {
+        Self::start_with(name, scratch, &[]).await
+    }
+
+    /// [`Service::start`] with `env` set on top of the scratch's settings (a `DATABASE_URL` through a
+    /// proxy, a writer count).
+    pub async fn start_with(
+        name: &str,
+        scratch: &Scratch,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../target/release")
@@ -41,6 +51,7 @@ impl Service {
             .env("HTTP_HOST", "127.0.0.1")
             .env("HTTP_PORT", port.to_string())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .stdout(Stdio::null())
             .spawn()?;
         let service = Self {

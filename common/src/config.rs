@@ -131,6 +131,21 @@ pub struct ConsumerConfig {
     /// a backend whose client vanished is ended and its locks released.
     #[serde(default = "default_db_tcp_keepalive_secs")]
     pub db_tcp_keepalive_secs: u32,
+    /// Batch writers each drained queue keeps at least.
+    #[serde(default = "default_writers_min")]
+    pub writers_min: usize,
+    /// Batch writers each drained queue may grow to while its backlog drains too slowly.
+    #[serde(default = "default_writers_max")]
+    pub writers_max: usize,
+    /// Writers are added while a queue's backlog would take longer than this to drain.
+    #[serde(default = "default_scale_target_drain_secs")]
+    pub scale_target_drain_secs: u64,
+    /// Writers are removed only after the backlog has stayed gone this long since the last change.
+    #[serde(default = "default_scale_cooldown_secs")]
+    pub scale_cooldown_secs: u64,
+    /// How often the queues are looked at (depths, consumers, rates) and the writer counts decided.
+    #[serde(default = "default_queue_watch_interval_ms")]
+    pub queue_watch_interval_ms: u64,
 }
 
 impl ServiceConfig {
@@ -205,6 +220,14 @@ impl ConsumerConfig {
         )?;
         ensure(config.db_pool_size > 0, "DB_POOL_SIZE must be at least 1")?;
         ensure(
+            config.writers_min >= 1 && config.writers_max >= config.writers_min,
+            "WRITERS_MIN must be at least 1 and WRITERS_MAX at least WRITERS_MIN",
+        )?;
+        ensure(
+            config.queue_watch_interval_ms > 0,
+            "QUEUE_WATCH_INTERVAL_MS must be at least 1",
+        )?;
+        ensure(
             config.service.max_message_bytes > 0 && config.batch_bytes > 0,
             "MAX_MESSAGE_BYTES and BATCH_BYTES must be at least 1",
         )?;
@@ -276,6 +299,11 @@ pub const VARIABLES: &[&str] = &[
     "DB_STUCK_WRITE_MS",
     "DB_TCP_KEEPALIVE_SECS",
     "MAX_PAGE_BYTES",
+    "WRITERS_MIN",
+    "WRITERS_MAX",
+    "SCALE_TARGET_DRAIN_SECS",
+    "SCALE_COOLDOWN_SECS",
+    "QUEUE_WATCH_INTERVAL_MS",
     "SHUTDOWN_TIMEOUT_SECS",
 ];
 
@@ -470,6 +498,21 @@ fn default_max_page_bytes() -> usize {
 }
 fn default_db_tcp_keepalive_secs() -> u32 {
     10
+}
+fn default_writers_min() -> usize {
+    1
+}
+fn default_writers_max() -> usize {
+    4
+}
+fn default_scale_target_drain_secs() -> u64 {
+    10
+}
+fn default_scale_cooldown_secs() -> u64 {
+    60
+}
+fn default_queue_watch_interval_ms() -> u64 {
+    5_000
 }
 fn default_db_pool_size() -> u32 {
     8

@@ -1,5 +1,5 @@
 //! What the publisher and the consumer share: the message model and its validation, the AMQP
-//! topology, configuration, problem responses, logging, shutdown and retry pacing.
+//! topology, configuration, problem responses, logging, trace context, shutdown and retry pacing.
 
 pub mod allocator;
 pub mod amqp;
@@ -14,6 +14,7 @@ pub mod queued;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 
 pub use message::{Message, MessageInput};
 pub use problem::Problem;

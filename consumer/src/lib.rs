@@ -1,13 +1,16 @@
 //! The consumer service: drains RabbitMQ into PostgreSQL and serves the stored messages over HTTP.
 //!
-//! `startup` wires everything; `ingest` is the queue-to-table loop; `store` owns the SQL; `routes` holds
-//! the endpoints; `error` maps every failure to a status.
+//! `startup` wires everything; `ingest` is the queue-to-table loop; `scaling` decides how many batch
+//! writers each queue gets; `store` owns the SQL; `routes` holds the endpoints; `monitor` is the worker
+//! monitor page; `error` maps every failure to a status.
 
 pub mod database;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod monitor;
 pub mod routes;
+pub mod scaling;
 pub mod startup;
 pub mod state;
 pub mod status;

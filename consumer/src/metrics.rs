@@ -1,6 +1,10 @@
 //! Prometheus metrics of the consumer, served at `/metrics`.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use common::metrics::HttpMetrics;
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// The consumer's counters. Each application owns its registry, so several can run in one process.
 pub struct Metrics {
@@ -21,8 +25,25 @@ pub struct Metrics {
     pub broker_connected: IntGauge,
     /// 1 while the last write succeeded.
     pub database_up: IntGauge,
-    /// Messages in each queue of the topology, dead letters included, by state.
+    /// Messages in each queue of the topology, dead letters included, by state: `ready` as the broker
+    /// reports it, `unacknowledged` as this process holds them.
     pub queue_messages: IntGaugeVec,
+    /// Consumers of each drained queue, as the broker reports them.
+    pub queue_consumers: IntGaugeVec,
+    /// Messages in the dead-letter queue.
+    pub dead_letter_messages: IntGaugeVec,
+    /// Messages this process settled from each queue per second, between the last two looks.
+    pub drain_rate: GaugeVec,
+    /// Messages arriving in each queue per second, as this process estimates them.
+    pub inflow_rate: GaugeVec,
+    /// Batch writers each queue may run at once.
+    pub writers: IntGaugeVec,
+    /// Every decision of the writer scaler, by queue, direction and reason.
+    pub scaling_decisions: IntCounterVec,
+    /// 1 when `/readyz` would answer 200, as of the last scrape.
+    pub ready: IntGauge,
+    /// Requests answered, and their latency.
+    pub http: HttpMetrics,
 }
 
 impl Metrics {
@@ -32,6 +53,12 @@ impl Metrics {
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
                 .expect("valid metric")
+        };
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let rates = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["queue"]).expect("valid metric")
         };
         let metrics = Self {
             registry: Registry::new(),
@@ -71,6 +98,39 @@ impl Metrics {
                 &["queue", "state"],
             )
             .expect("valid metric"),
+            queue_consumers: gauges(
+                "consumer_queue_consumers",
+                "Consumers of each drained queue, as the broker last reported",
+                &["queue"],
+            ),
+            dead_letter_messages: gauges(
+                "consumer_dead_letter_messages",
+                "Messages in the dead-letter queue, as the broker last reported",
+                &["queue"],
+            ),
+            drain_rate: rates(
+                "consumer_queue_drain_per_second",
+                "Messages this consumer settled from each queue per second, between its last two looks",
+            ),
+            inflow_rate: rates(
+                "consumer_queue_inflow_per_second",
+                "Messages arriving in each queue per second: what this consumer drained plus the backlog's growth",
+            ),
+            writers: gauges(
+                "consumer_writers",
+                "Batch writers each queue may run at once",
+                &["queue"],
+            ),
+            scaling_decisions: IntCounterVec::new(
+                Opts::new(
+                    "consumer_scaling_decisions_total",
+                    "Decisions of the batch-writer scaler, by queue, direction (up, down, hold) and reason",
+                ),
+                &["queue", "direction", "reason"],
+            )
+            .expect("valid metric"),
+            ready: gauge("consumer_ready", "1 when /readyz answers 200, as of the last scrape"),
+            http: HttpMetrics::new("consumer"),
         };
         common::metrics::register(
             &metrics.registry,
@@ -84,8 +144,16 @@ impl Metrics {
                 Box::new(metrics.broker_connected.clone()),
                 Box::new(metrics.database_up.clone()),
                 Box::new(metrics.queue_messages.clone()),
+                Box::new(metrics.queue_consumers.clone()),
+                Box::new(metrics.dead_letter_messages.clone()),
+                Box::new(metrics.drain_rate.clone()),
+                Box::new(metrics.inflow_rate.clone()),
+                Box::new(metrics.writers.clone()),
+                Box::new(metrics.scaling_decisions.clone()),
+                Box::new(metrics.ready.clone()),
             ],
         );
+        common::metrics::register(&metrics.registry, metrics.http.collectors());
         metrics
     }
 

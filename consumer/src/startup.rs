@@ -3,7 +3,12 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, web, App};
+use actix_web::{
+    body::BoxBody,
+    dev::{Server, ServiceRequest},
+    middleware::Next,
+    web, App,
+};
 use common::{config::ConsumerConfig, http, openapi::OpenApiDocument};
 use tokio_util::sync::CancellationToken;
 
@@ -11,7 +16,9 @@ use crate::{
     database,
     ingest::{Ingest, IngestSettings},
     metrics::Metrics,
+    monitor::{self, Board},
     routes,
+    scaling::ScalingSettings,
     state::AppState,
     status::PeerStatus,
     store::MessageStore,
@@ -48,6 +55,7 @@ impl Application {
             metrics.broker_connected.clone(),
             metrics.database_up.clone(),
         ));
+        let board = Arc::new(Board::default());
         let ingest = Ingest::new(
             IngestSettings {
                 amqp_url: config.service.amqp_url.clone(),
@@ -57,23 +65,43 @@ impl Application {
                 batch_linger: Duration::from_millis(config.batch_linger_ms),
                 prefetch: config.effective_prefetch(),
                 max_payload_bytes: config.max_payload_bytes(),
+                scaling: ScalingSettings {
+                    min: config.writers_min,
+                    max: config.writers_max,
+                    target_drain: Duration::from_secs(config.scale_target_drain_secs),
+                    cooldown: Duration::from_secs(config.scale_cooldown_secs),
+                    // Two looks between increases: one to see the step take effect, one to measure it.
+                    settle: 2 * Duration::from_millis(config.queue_watch_interval_ms),
+                    idle_backlog: config.batch_size as u64,
+                },
+                watch_interval: Duration::from_millis(config.queue_watch_interval_ms),
             },
             store.clone(),
             status.clone(),
             metrics.clone(),
+            board.clone(),
         );
         let state = web::Data::new(AppState {
             store: store.clone(),
             status: status.clone(),
             metrics,
+            board,
             stuck_write: Duration::from_millis(config.db_stuck_write_ms),
             max_page_bytes: config.max_page_bytes,
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         let app = move || {
             use routes::{health, messages};
+            let requests = state.metrics.http.clone();
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    move |request: ServiceRequest, next: Next<BoxBody>| {
+                        common::metrics::track(requests.clone(), request, next)
+                    },
+                ))
                 .app_data(state.clone())
+                .service(http::get("/", monitor::page))
+                .service(http::get("/monitor/status", monitor::status))
                 .service(http::get("/message", messages::list))
                 .service(http::get("/message/{id}", messages::get))
                 .service(http::get("/healthz", http::healthz))

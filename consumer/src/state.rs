@@ -3,13 +3,15 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{metrics::Metrics, status::PeerStatus, store::MessageStore};
+use crate::{metrics::Metrics, monitor::Board, status::PeerStatus, store::MessageStore};
 
 /// What every request handler can reach.
 pub struct AppState {
     pub store: MessageStore,
     pub status: Arc<PeerStatus>,
     pub metrics: Arc<Metrics>,
+    /// The queue watch's figures, for the worker monitor.
+    pub board: Arc<Board>,
     /// A write running longer than this makes the consumer unready.
     pub stuck_write: Duration,
     /// Most bytes of senders and attributes one page of `GET /message` holds.

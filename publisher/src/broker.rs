@@ -9,9 +9,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{amqp::Confirmed, backoff::Backoff, QueuedMessage, Topology};
+use common::{
+    amqp::Confirmed,
+    backoff::Backoff,
+    trace::{TraceContext, TRACEPARENT},
+    QueuedMessage, Topology,
+};
 use futures::future::join_all;
-use lapin::{BasicProperties, Channel};
+use lapin::{
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel,
+};
 
 use crate::{
     error::PublishError,
@@ -87,8 +95,17 @@ impl Broker {
     /// all fails at once, since nothing of it was sent. Every failure is counted in
     /// `publisher_broker_errors_total` under its kind.
     #[tracing::instrument(name = "publish", skip_all, fields(count = messages.len()))]
-    pub async fn publish(&self, messages: &[QueuedMessage]) -> Result<(), PublishError> {
-        let result = self.publish_until_confirmed(messages).await;
+    pub async fn publish(
+        &self,
+        messages: &[QueuedMessage],
+        trace: &TraceContext,
+    ) -> Result<(), PublishError> {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            TRACEPARENT.into(),
+            AMQPValue::LongString(trace.to_string().into()),
+        );
+        let result = self.publish_until_confirmed(messages, &headers).await;
         if let Err(error) = &result {
             self.metrics
                 .broker_errors
@@ -101,6 +118,7 @@ impl Broker {
     async fn publish_until_confirmed(
         &self,
         messages: &[QueuedMessage],
+        headers: &FieldTable,
     ) -> Result<(), PublishError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
@@ -118,7 +136,8 @@ impl Broker {
         let mut pending: Vec<&QueuedMessage> = messages.iter().collect();
         let mut backoff = Backoff::starting_at(REPUBLISH_FIRST_DELAY);
         loop {
-            let round = tokio::time::timeout_at(deadline, self.publish_on(&link, &pending)).await;
+            let round =
+                tokio::time::timeout_at(deadline, self.publish_on(&link, &pending, headers)).await;
             let Ok(outcomes) = round else {
                 // Confirms are late, not lost: this request gives up, the link and others stay.
                 self.observe_confirm(started);
@@ -186,11 +205,18 @@ impl Broker {
         &self,
         link: &Link,
         messages: &[&QueuedMessage],
+        headers: &FieldTable,
     ) -> Vec<Result<(), PublishError>> {
         let exchange = self.topology.exchange();
-        let confirms = messages
-            .iter()
-            .map(|message| publish_one(link.channel(), exchange, self.topology.queue(), message));
+        let confirms = messages.iter().map(|message| {
+            publish_one(
+                link.channel(),
+                exchange,
+                self.topology.queue(),
+                message,
+                headers,
+            )
+        });
         // Every confirm is awaited, not just up to the first failure, so each message's fate is known.
         join_all(confirms).await
     }
@@ -201,8 +227,10 @@ async fn publish_one(
     exchange: &str,
     routing_key: &str,
     message: &QueuedMessage,
+    headers: &FieldTable,
 ) -> Result<(), PublishError> {
     let properties = BasicProperties::default()
+        .with_headers(headers.clone())
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(message.id.to_string().into())

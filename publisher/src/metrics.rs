@@ -1,5 +1,6 @@
 //! Prometheus metrics of the publisher, served at `/metrics`.
 
+use common::metrics::HttpMetrics;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The publisher's counters. Each application owns its registry, so several can run in one process.
@@ -21,6 +22,10 @@ pub struct Metrics {
     pub republished: IntCounter,
     /// Broker connections opened since start: `AMQP_CONNECTIONS`, unless links failed.
     pub connections: IntCounter,
+    /// 1 when `/readyz` answers 200, as of the last scrape.
+    pub ready: IntGauge,
+    /// Requests answered, and their latency.
+    pub http: HttpMetrics,
 }
 
 impl Metrics {
@@ -77,6 +82,12 @@ impl Metrics {
             "Broker connections opened since start",
         )
         .expect("valid metric");
+        let ready = IntGauge::new(
+            "publisher_ready",
+            "1 when /readyz answers 200, as of the last scrape",
+        )
+        .expect("valid metric");
+        let http = HttpMetrics::new("publisher");
         common::metrics::register(
             &registry,
             vec![
@@ -88,8 +99,10 @@ impl Metrics {
                 Box::new(broker_links.clone()),
                 Box::new(republished.clone()),
                 Box::new(connections.clone()),
+                Box::new(ready.clone()),
             ],
         );
+        common::metrics::register(&registry, http.collectors());
         Self {
             registry,
             messages_accepted,
@@ -100,6 +113,8 @@ impl Metrics {
             broker_links,
             republished,
             connections,
+            ready,
+            http,
         }
     }
 

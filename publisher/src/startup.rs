@@ -3,7 +3,12 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, web, App};
+use actix_web::{
+    body::BoxBody,
+    dev::{Server, ServiceRequest},
+    middleware::Next,
+    web, App,
+};
 use common::{config::PublisherConfig, http, openapi::OpenApiDocument};
 
 use crate::{body::InflightBytes, broker::Broker, metrics::Metrics, routes, state::AppState};
@@ -43,7 +48,13 @@ impl Application {
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         let app = move || {
             use routes::{health, publish};
+            let requests = state.metrics.http.clone();
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    move |request: ServiceRequest, next: Next<BoxBody>| {
+                        common::metrics::track(requests.clone(), request, next)
+                    },
+                ))
                 .app_data(state.clone())
                 .service(http::post("/message/publish", publish::publish_one))
                 .service(http::post("/message/publish/batch", publish::publish_batch))

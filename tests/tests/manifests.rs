@@ -1,11 +1,16 @@
 //! Cross-checks the rendered Kubernetes manifests against the code: what the Services select and target,
-//! what environment the services get, where the probes point, what the autoscalers scale, and which
-//! network flows the NetworkPolicies allow.
+//! what environment the services get, where the probes point, what the autoscalers scale, which
+//! network flows the NetworkPolicies allow, and how KEDA and Prometheus see the services.
 //!
 //! These render `kube/` with `kubectl kustomize`, so they are ignored by a plain `cargo test`;
 //! `scripts/check-manifests` runs them (with `--include-ignored`).
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use common::config::{ConsumerConfig, PublisherConfig, VARIABLES};
 use serde_json::Value;
@@ -582,4 +587,590 @@ fn the_single_node_broker_loads_the_hash_exchange_plugin() {
         file.contains(common::topology::CONSISTENT_HASH_PLUGIN),
         "{file}"
     );
+}
+
+/// The labels the RabbitMQ Cluster Operator gives the pods of a `RabbitmqCluster` (its
+/// `internal/metadata/label.go`): the cluster's own `app.kubernetes.io/*` labels are not passed on.
+fn broker_pod_of(objects: &[Value]) -> (String, Endpoint) {
+    let cluster = of_kind(objects, "RabbitmqCluster")
+        .into_iter()
+        .next()
+        .expect("a RabbitmqCluster");
+    let name = cluster["metadata"]["name"].as_str().unwrap().to_owned();
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), name.clone()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "rabbitmq".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_owned(),
+            "rabbitmq".to_owned(),
+        ),
+    ]);
+    let endpoint = Endpoint {
+        name: "rabbitmq",
+        namespace: Some("default"),
+        labels,
+    };
+    (name, endpoint)
+}
+
+/// The keys of the Secret `<cluster>-default-user` the RabbitMQ Cluster Operator writes (its
+/// `internal/resource/default_user_secret.go`); `host` is `<cluster>.<namespace>.svc`, a bare host name.
+const OPERATOR_SECRET_KEYS: [&str; 7] = [
+    "username",
+    "password",
+    "host",
+    "port",
+    "default_user.conf",
+    "provider",
+    "type",
+];
+
+/// Whether RabbitMQ's management API lists `queue` for the `name` regex KEDA sends with `use_regex`: the
+/// broker matches with Erlang's `re` (PCRE), unanchored and caseless, which `grep -P -i` reproduces.
+fn rabbitmq_lists(regex: &str, queue: &str) -> bool {
+    let mut grep = Command::new("grep")
+        .args(["-q", "-P", "-i", "--", regex])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("grep is installed");
+    grep.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{queue}\n").as_bytes())
+        .unwrap();
+    match grep.wait().unwrap().code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("PCRE refuses the queue regex {regex}"),
+    }
+}
+
+/// Whether a Kubernetes label selector (`matchLabels` and `matchExpressions`) selects `object_labels`.
+fn selector_selects(selector: &Value, object_labels: &BTreeMap<String, String>) -> bool {
+    let expressions_hold = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|expression| {
+            let value = object_labels
+                .get(expression["key"].as_str().unwrap())
+                .map(String::as_str);
+            let listed = |v: &str| {
+                expression["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|listed| listed == v)
+            };
+            match expression["operator"].as_str().unwrap() {
+                "In" => value.is_some_and(listed),
+                "NotIn" => !value.is_some_and(listed),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                other => panic!("unknown selector operator {other}"),
+            }
+        });
+    selects(&labels(&selector["matchLabels"]), object_labels) && expressions_hold
+}
+
+/// The value of variable `name` in `container` as the kubelet, and KEDA reading the same container, work
+/// it out: `$(VAR)` names a variable defined earlier in `env`, and a variable from a Secret's key takes
+/// what `secret_value(secret, key)` says that key holds.
+fn resolved_variable(
+    container: &Value,
+    name: &str,
+    secret_value: impl Fn(&str, &str) -> String,
+) -> Option<String> {
+    let mut known: Vec<(String, String)> = Vec::new();
+    for variable in container["env"].as_array().into_iter().flatten() {
+        let value = if let Some(literal) = variable["value"].as_str() {
+            known
+                .iter()
+                .fold(literal.to_owned(), |value, (earlier, resolved)| {
+                    value.replace(&format!("$({earlier})"), resolved)
+                })
+        } else {
+            let reference = &variable["valueFrom"]["secretKeyRef"];
+            secret_value(reference["name"].as_str()?, reference["key"].as_str()?)
+        };
+        known.push((variable["name"].as_str()?.to_owned(), value));
+    }
+    known.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
+}
+
+fn the_scaled_object(objects: &[Value]) -> &Value {
+    let scaled_objects = of_kind(objects, "ScaledObject");
+    assert_eq!(scaled_objects.len(), 1, "one ScaledObject");
+    scaled_objects[0]
+}
+
+fn consumer_config(objects: &[Value]) -> ConsumerConfig {
+    let consumer = named(objects, "Deployment", "message-consumer").expect("the consumer");
+    let known = environment(objects, consumer)
+        .into_iter()
+        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)));
+    ConsumerConfig::from_vars(known).expect("the consumer's configuration parses")
+}
+
+/// KEDA must count what the consumer has yet to store: every queue it drains, ready and unacknowledged
+/// (amqp mode counts ready messages only, and would take pods away mid-batch), but not the dead letters,
+/// which wait for a person whatever the number of pods. The queues come from the consumer's own topology
+/// with the overlay's QUEUE_NAME and QUEUE_SHARDS, so a change to either shows here.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_keda_overlay_scales_the_consumer_on_every_queue_it_drains_but_not_on_dead_letters() {
+    let objects = render("kube/overlays/keda");
+    let scaled = the_scaled_object(&objects);
+    let target = &scaled["spec"]["scaleTargetRef"];
+    assert_eq!(
+        target["kind"].as_str().unwrap_or("Deployment"),
+        "Deployment"
+    );
+    assert_eq!(
+        target["apiVersion"].as_str().unwrap_or("apps/v1"),
+        "apps/v1"
+    );
+    let name = target["name"].as_str().expect("a target name");
+    assert_eq!(name, "message-consumer");
+    let deployment = named(&objects, "Deployment", name).expect("the target Deployment exists");
+    if let Some(container) = target["envSourceContainerName"].as_str() {
+        assert!(
+            deployment["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == container),
+            "envSourceContainerName {container} is not a container of {name}"
+        );
+    }
+
+    let triggers = scaled["spec"]["triggers"].as_array().expect("triggers");
+    assert_eq!(triggers.len(), 1, "one trigger: {triggers:?}");
+    let trigger = &triggers[0];
+    let metadata = &trigger["metadata"];
+    assert_eq!(trigger["type"], "rabbitmq");
+    assert_eq!(
+        metadata["protocol"], "http",
+        "amqp mode counts ready messages only"
+    );
+    assert_eq!(metadata["mode"], "QueueLength");
+    assert_eq!(metadata["useRegex"], "true");
+    assert_eq!(
+        metadata["operation"], "sum",
+        "the queues' lengths are added up"
+    );
+    assert_ne!(metadata["excludeUnacknowledged"], "true");
+
+    let config = consumer_config(&objects);
+    let value: f64 = metadata["value"].as_str().unwrap().parse().unwrap();
+    let activation: f64 = metadata["activationValue"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        value > f64::from(config.prefetch),
+        "a pod's own prefetched deliveries ({}) would keep pods up by themselves at {value} a pod",
+        config.prefetch
+    );
+    assert!((0.0..=value).contains(&activation));
+
+    let regex = metadata["queueName"].as_str().expect("a queue regex");
+    let topology = config.service.topology();
+    let drained = topology.drained_queues();
+    assert!(drained.len() > 2, "the overlay runs shards: {drained:?}");
+    for queue in &drained {
+        assert!(rabbitmq_lists(regex, queue), "{regex} misses {queue}");
+    }
+    let queue = topology.queue();
+    for other in [
+        topology.dead_letter_queue().to_owned(),
+        format!("{}.dead", drained[0]),
+        format!("other.{queue}"),
+        format!("{queue}-other"),
+        format!("{queue}.0x"),
+    ] {
+        assert!(!rabbitmq_lists(regex, &other), "{regex} counts {other}");
+    }
+}
+
+/// KEDA's operator runs in its own namespace and reads the broker's management API: it needs the
+/// broker's fully qualified address and credentials, all of which must come from what the cluster really
+/// holds (a Secret of this overlay, or the one the RabbitMQ Cluster Operator writes), never from a value
+/// someone has to remember to fill in.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_keda_overlay_reaches_the_management_api_with_the_operators_credentials() {
+    let objects = render("kube/overlays/keda");
+    let (cluster, _) = broker_pod_of(&objects);
+    let operator_secret = format!("{cluster}-default-user");
+    let scaled = the_scaled_object(&objects);
+    let reference = &scaled["spec"]["triggers"][0]["authenticationRef"];
+    assert_eq!(
+        reference["kind"]
+            .as_str()
+            .unwrap_or("TriggerAuthentication"),
+        "TriggerAuthentication"
+    );
+    let authentication = named(
+        &objects,
+        "TriggerAuthentication",
+        reference["name"].as_str().expect("an authenticationRef"),
+    )
+    .expect("the TriggerAuthentication it names exists");
+
+    let mut parameters = Vec::new();
+    for target in authentication["spec"]["secretTargetRef"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let (secret, key) = (
+            target["name"].as_str().unwrap(),
+            target["key"].as_str().unwrap(),
+        );
+        let exists = match named(&objects, "Secret", secret) {
+            Some(object) => ["data", "stringData"]
+                .iter()
+                .any(|field| !object[field][key].is_null()),
+            None => secret == operator_secret && OPERATOR_SECRET_KEYS.contains(&key),
+        };
+        assert!(exists, "Secret {secret} has no key {key}");
+        parameters.push(target["parameter"].as_str().unwrap());
+    }
+
+    let consumer = named(&objects, "Deployment", "message-consumer").unwrap();
+    // Only the operator's `host` is known to hold a host name; any other Secret key stays opaque.
+    let operator_value = |secret: &str, key: &str| {
+        if secret == operator_secret && key == "host" {
+            format!("{cluster}.NAMESPACE.svc")
+        } else {
+            format!("<{secret}/{key}>")
+        }
+    };
+    let mut host = None;
+    for variable in authentication["spec"]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let container_name = variable["containerName"].as_str().unwrap_or_else(|| {
+            scaled["spec"]["scaleTargetRef"]["envSourceContainerName"]
+                .as_str()
+                .unwrap()
+        });
+        let container = consumer["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == container_name)
+            .expect("the container KEDA reads exists");
+        let name = variable["name"].as_str().unwrap();
+        let value = resolved_variable(container, name, operator_value)
+            .unwrap_or_else(|| panic!("{container_name} has no variable {name}"));
+        assert!(
+            !value.contains("$("),
+            "{name} = {value} refers to a later or unknown variable"
+        );
+        if variable["parameter"] == "host" {
+            host = Some(value);
+        }
+        parameters.push(variable["parameter"].as_str().unwrap());
+    }
+
+    // The operator's Service `<cluster>` serves the management API on 15672; "%2F" is the vhost "/".
+    assert_eq!(
+        host.as_deref(),
+        Some(format!("http://{cluster}.NAMESPACE.svc:15672/%2F").as_str()),
+        "the management API's URL, by the name KEDA's namespace can resolve"
+    );
+    assert!(
+        parameters.contains(&"username") && parameters.contains(&"password"),
+        "the credentials: {parameters:?}"
+    );
+}
+
+/// Two autoscalers on one Deployment fight over its replica count: in the KEDA overlay the consumer is
+/// the ScaledObject's alone, between bounds that make sense for the production shards, without bouncing,
+/// and the publisher keeps scaling on CPU.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_keda_overlay_leaves_the_consumer_to_keda_and_the_publisher_to_its_cpu_autoscaler() {
+    let objects = render("kube/overlays/keda");
+    let autoscalers = of_kind(&objects, "HorizontalPodAutoscaler");
+    assert!(
+        autoscalers
+            .iter()
+            .all(|hpa| hpa["spec"]["scaleTargetRef"]["name"] != "message-consumer"),
+        "a CPU autoscaler still scales message-consumer"
+    );
+    let publisher = named(&objects, "HorizontalPodAutoscaler", "message-publisher")
+        .expect("the publisher keeps its autoscaler");
+    assert_eq!(
+        publisher["spec"]["scaleTargetRef"]["name"],
+        "message-publisher"
+    );
+    assert_eq!(publisher["spec"]["metrics"][0]["resource"]["name"], "cpu");
+    let consumer = named(&objects, "Deployment", "message-consumer").unwrap();
+    assert!(
+        consumer["spec"]["replicas"].is_null(),
+        "KEDA owns the count"
+    );
+
+    let spec = &the_scaled_object(&objects)["spec"];
+    let min = spec["minReplicaCount"].as_u64().unwrap_or(0);
+    let max = spec["maxReplicaCount"].as_u64().unwrap_or(100);
+    let shards = u64::from(consumer_config(&objects).service.queue_shards);
+    assert!(min >= 1, "scaled to zero, nobody would serve GET /message");
+    assert!(
+        min <= max && max <= shards,
+        "{min}..{max} pods for {shards} shards"
+    );
+
+    let hpa = &spec["advanced"]["horizontalPodAutoscalerConfig"];
+    let scale_down = &hpa["behavior"]["scaleDown"];
+    assert!(
+        scale_down["stabilizationWindowSeconds"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 60,
+        "scaling down waits for demand to stay low: {scale_down:?}"
+    );
+    let policies = scale_down["policies"]
+        .as_array()
+        .expect("scale-down policies");
+    assert!(!policies.is_empty());
+    for policy in policies {
+        let value = policy["value"].as_u64().unwrap();
+        let limited = match policy["type"].as_str().unwrap() {
+            "Pods" => value < max,
+            "Percent" => value < 100,
+            other => panic!("unknown policy type {other}"),
+        };
+        assert!(limited, "a policy lets every pod go at once: {policy:?}");
+    }
+
+    // Applied over the production overlay, KEDA must adopt its CPU autoscaler, or its webhook refuses
+    // the ScaledObject (the Deployment would already be scaled by another autoscaler).
+    let production = render("kube/overlays/production");
+    let replaced = of_kind(&production, "HorizontalPodAutoscaler")
+        .into_iter()
+        .find(|h| h["spec"]["scaleTargetRef"]["name"] == "message-consumer")
+        .expect("the production overlay scales the consumer on CPU");
+    assert_eq!(hpa["name"], replaced["metadata"]["name"]);
+    assert_eq!(
+        the_scaled_object(&objects)["metadata"]["annotations"]
+            ["scaledobject.keda.sh/transfer-hpa-ownership"],
+        "true"
+    );
+}
+
+/// KEDA's operator pods (namespace keda) must reach the broker's management port under this overlay's
+/// NetworkPolicies, while the services still reach what they need and no more than before.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_network_policies_let_keda_read_the_brokers_management_api() {
+    let objects = render("kube/overlays/keda");
+    let policies = of_kind(&objects, "NetworkPolicy");
+    let (_, broker) = broker_pod_of(&objects);
+    let keda = Endpoint {
+        name: "keda-operator",
+        namespace: Some("keda"),
+        labels: BTreeMap::from([
+            ("app".to_owned(), "keda-operator".to_owned()),
+            (
+                "app.kubernetes.io/name".to_owned(),
+                "keda-operator".to_owned(),
+            ),
+        ]),
+    };
+    let consumer = pod_of(&objects, "message-consumer");
+    let publisher = pod_of(&objects, "message-publisher");
+    let database = Endpoint {
+        name: "postgresql",
+        namespace: Some("default"),
+        labels: BTreeMap::from([("cnpg.io/cluster".to_owned(), "postgresql".to_owned())]),
+    };
+
+    assert!(flow_allowed(&policies, &keda, &broker, 15672, "TCP"));
+    assert!(flow_allowed(&policies, &consumer, &broker, 5672, "TCP"));
+    assert!(flow_allowed(&policies, &publisher, &broker, 5672, "TCP"));
+    assert!(flow_allowed(&policies, &consumer, &database, 5432, "TCP"));
+    assert!(!flow_allowed(&policies, &consumer, &broker, 15672, "TCP"));
+    assert!(!flow_allowed(&policies, &publisher, &database, 5432, "TCP"));
+}
+
+/// The Prometheus Operator scrapes both services through the ServiceMonitor of the production overlay;
+/// a Prometheus that discovers pods by annotation finds the same endpoint. minikube, without the
+/// operator, must not get kinds its API server does not know.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn both_services_are_scraped_on_the_port_and_path_they_serve_metrics_on() {
+    let objects = render("kube/overlays/production");
+    let monitors = of_kind(&objects, "ServiceMonitor");
+    assert_eq!(monitors.len(), 1, "one ServiceMonitor");
+    let monitor = monitors[0];
+    let selected: Vec<&Value> = of_kind(&objects, "Service")
+        .into_iter()
+        .filter(|s| {
+            selector_selects(
+                &monitor["spec"]["selector"],
+                &labels(&s["metadata"]["labels"]),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = selected
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "it selects {names:?}");
+    for service in SERVICES {
+        assert!(
+            names.contains(&service),
+            "{service} is not scraped: {names:?}"
+        );
+    }
+    let endpoints = monitor["spec"]["endpoints"].as_array().expect("endpoints");
+    assert!(!endpoints.is_empty());
+    for endpoint in endpoints {
+        assert_eq!(endpoint["path"].as_str().unwrap_or("/metrics"), "/metrics");
+        let port = endpoint["port"].as_str().expect("a port by name");
+        for service in &selected {
+            assert!(
+                service["spec"]["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == port),
+                "{} has no port named {port}",
+                service["metadata"]["name"]
+            );
+        }
+    }
+
+    for name in SERVICES {
+        let deployment = named(&objects, "Deployment", name).unwrap();
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
+        assert_eq!(
+            annotations["prometheus.io/port"].as_str(),
+            Some(
+                first_container(deployment)["ports"][0]["containerPort"]
+                    .to_string()
+                    .as_str()
+            ),
+            "{name} is scraped elsewhere than it listens"
+        );
+    }
+
+    let minikube = render("kube");
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        assert!(of_kind(&minikube, kind).is_empty(), "kube/ has a {kind}");
+    }
+}
+
+/// Minutes in a promtool duration such as `25m`, `1h30m` or `90s`.
+fn minutes(duration: &str) -> f64 {
+    let mut total = 0.0;
+    let mut number = String::new();
+    for c in duration.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+        } else {
+            let n: f64 = number.parse().expect("a number before the unit");
+            number.clear();
+            total += match c {
+                'h' => n * 60.0,
+                'm' => n,
+                's' => n / 60.0,
+                other => panic!("unknown unit {other} in {duration}"),
+            };
+        }
+    }
+    total
+}
+
+/// The alerts README and on-call rely on exist in the production overlay with a severity and words for a
+/// person, and their promtool unit tests (scripts/check-alerts) show each one quiet while its condition
+/// is young, firing, and quiet again after.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_production_overlay_carries_the_six_alerts_each_tested_firing_and_clearing() {
+    let objects = render("kube/overlays/production");
+    let rules = named(&objects, "PrometheusRule", "message-queue").expect("the PrometheusRule");
+    let alerts: Vec<&Value> = rules["spec"]["groups"]
+        .as_array()
+        .expect("rule groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().unwrap())
+        .filter(|rule| rule["alert"].is_string())
+        .collect();
+    let mut names: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["alert"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "MessageBacklogGrowing",
+            "MessageDeadLettersPresent",
+            "MessagePublisherConfirmsSlow",
+            "MessageQueueWithoutConsumers",
+            "MessageServiceHttpErrors",
+            "MessageServiceNotReady",
+        ]
+    );
+    for alert in &alerts {
+        let name = &alert["alert"];
+        assert!(
+            ["warning", "critical"].contains(&alert["labels"]["severity"].as_str().unwrap_or("")),
+            "{name} has no severity"
+        );
+        for annotation in ["summary", "description"] {
+            assert!(
+                alert["annotations"][annotation].is_string(),
+                "{name} has no {annotation}"
+            );
+        }
+    }
+    let keda = render("kube/overlays/keda");
+    assert!(named(&keda, "PrometheusRule", "message-queue").is_some());
+
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../kube/monitoring/tests/alerts-test.yaml");
+    let tests: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("the alert tests")).unwrap();
+    let cases: Vec<(&str, f64, bool)> = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|test| test["alert_rule_test"].as_array().into_iter().flatten())
+        .map(|case| {
+            (
+                case["alertname"].as_str().unwrap(),
+                minutes(case["eval_time"].as_str().unwrap()),
+                case["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()),
+            )
+        })
+        .collect();
+    for name in names {
+        let firing: Vec<f64> = cases
+            .iter()
+            .filter(|(n, _, fires)| *n == name && *fires)
+            .map(|(_, at, _)| *at)
+            .collect();
+        let quiet = |before: bool| {
+            cases.iter().any(|(n, at, fires)| {
+                *n == name && !*fires && firing.iter().any(|f| if before { at < f } else { at > f })
+            })
+        };
+        assert!(!firing.is_empty(), "no test makes {name} fire");
+        assert!(quiet(true), "no test shows {name} quiet before it fires");
+        assert!(quiet(false), "no test shows {name} clearing");
+    }
 }

@@ -9,14 +9,16 @@
 //!
 //! Here: the reconnect loop. `session` holds one connection and its per-queue pipelines, `batch`
 //! gathers deliveries, `storing` writes and acknowledges a batch, `poison` and `dead_letter` send what
-//! can never be stored to `<QUEUE_NAME>.dead`, and `census` reports the queues' depths.
+//! can never be stored to `<QUEUE_NAME>.dead`, `flow` is what a queue's pipeline and the queue watch
+//! share, and `watch` reports the queues' depths and sets each queue's writer count.
 
 mod batch;
-mod census;
 pub mod dead_letter;
+mod flow;
 mod poison;
 mod session;
 mod storing;
+mod watch;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,7 +26,10 @@ use common::{backoff::retry, Topology};
 use tokio_util::sync::CancellationToken;
 
 use self::batch::BatchEnd;
-use crate::{metrics::Metrics, status::PeerStatus, store::MessageStore};
+use crate::{
+    metrics::Metrics, monitor::Board, scaling::ScalingSettings, status::PeerStatus,
+    store::MessageStore,
+};
 
 /// Settings of the ingestion loop.
 #[derive(Debug, Clone)]
@@ -41,6 +46,10 @@ pub struct IngestSettings {
     /// The largest payload a publisher can send (its message limit plus the envelope); anything larger
     /// was put on the queue by other means and is dead-lettered without being decoded.
     pub max_payload_bytes: usize,
+    /// Bounds and pace of each queue's batch writers.
+    pub scaling: ScalingSettings,
+    /// How often the queues are looked at and the writer counts decided.
+    pub watch_interval: Duration,
 }
 
 /// Why the consumer dead-letters a message whose key was reused for other content.
@@ -52,6 +61,7 @@ pub struct Ingest {
     store: MessageStore,
     status: Arc<PeerStatus>,
     metrics: Arc<Metrics>,
+    board: Arc<Board>,
 }
 
 /// Why a session with the broker ended.
@@ -84,12 +94,14 @@ impl Ingest {
         store: MessageStore,
         status: Arc<PeerStatus>,
         metrics: Arc<Metrics>,
+        board: Arc<Board>,
     ) -> Self {
         Self {
             settings,
             store,
             status,
             metrics,
+            board,
         }
     }
 

@@ -11,7 +11,12 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{batch::next_batch, census, dead_letter::DeadLetters, Ingest, SessionEnd};
+use futures::{stream::FuturesOrdered, StreamExt};
+
+use super::{
+    batch::next_batch, dead_letter::DeadLetters, flow::QueueFlow, storing::Written, Ingest,
+    SessionEnd,
+};
 
 /// How often a session looks at whether its connection is still up.
 const CONNECTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -36,15 +41,21 @@ impl Ingest {
         self.status.set_broker(true);
         tracing::info!(queues = ?self.settings.topology.drained_queues(), "consuming");
         let session = cancel.child_token();
+        let flows: Vec<QueueFlow> = self
+            .settings
+            .topology
+            .drained_queues()
+            .into_iter()
+            .map(|queue| QueueFlow::new(queue, self.settings.scaling.min))
+            .collect();
         let ended = {
             let pipelines = subscriptions
                 .iter_mut()
-                .map(|(_, consumer)| Box::pin(self.pipeline(consumer, &session, &dead_letters)));
-            let counting = census::count_queues(
-                &connection,
-                &self.settings.topology,
-                &self.metrics.queue_messages,
-            );
+                .zip(&flows)
+                .map(|((_, consumer), flow)| {
+                    Box::pin(self.pipeline(consumer, flow, &session, &dead_letters))
+                });
+            let counting = self.watch_queues(&connection, &flows);
             let lost = connection_lost(&connection);
             tokio::pin!(lost);
             let (first, _, others) = tokio::select! {
@@ -75,28 +86,36 @@ impl Ingest {
         ended
     }
 
-    /// Gathers the next batch while the previous one is being stored, so the database is kept busy and
-    /// the broker keeps delivering. Batches are stored and acknowledged one at a time, in delivery order,
-    /// so a `multiple` ack never covers a delivery of a later batch. Returns why the session ended; on
-    /// cancellation, batches already gathered are stored and acknowledged first.
+    /// Gathers the next batch while earlier ones are written, by as many writers as the queue's flow
+    /// allows. Batches are written concurrently but acknowledged one at a time, in delivery order, so a
+    /// `multiple` ack never covers a delivery of a batch still being written. Returns why the session
+    /// ended; on cancellation, batches already gathered are stored and acknowledged first.
     async fn pipeline(
         &self,
         consumer: &mut Consumer,
+        flow: &QueueFlow,
         cancel: &CancellationToken,
         dead_letters: &DeadLetters,
     ) -> SessionEnd {
-        // One batch waiting while one is stored: with the prefetch bounding what the broker sends, a
+        // One batch waiting while the writers work: with the prefetch bounding what the broker sends, a
         // deeper queue would only hold more deliveries unacknowledged.
         let (ready, mut gathered) = tokio::sync::mpsc::channel::<Vec<Delivery>>(1);
-        let (batch_size, batch_bytes, linger) = (
+        let (batch_size, batch_bytes, linger, prefetch) = (
             self.settings.batch_size,
             self.settings.batch_bytes,
             self.settings.batch_linger,
+            prefetch_of(
+                flow.queue(),
+                &self.settings.topology,
+                self.settings.prefetch,
+            ),
         );
         let gather = async move {
             let end = loop {
-                match next_batch(consumer, batch_size, batch_bytes, linger, cancel).await {
+                let limit = flow.batch_limit(batch_size, prefetch);
+                match next_batch(consumer, limit, batch_bytes, linger, cancel).await {
                     Ok(batch) => {
+                        flow.gathered(batch.len());
                         if ready.send(batch).await.is_err() {
                             // Only possible once storing has stopped, which ends the session first.
                             break SessionEnd::ChannelClosed;
@@ -110,8 +129,22 @@ impl Ingest {
             end
         };
         let store = async {
-            while let Some(batch) = gathered.recv().await {
-                self.handle(batch, cancel, dead_letters).await?;
+            let mut writing = FuturesOrdered::new();
+            let mut open = true;
+            while open || !writing.is_empty() {
+                tokio::select! {
+                    // Settling first keeps acknowledgements flowing while batches keep arriving.
+                    biased;
+                    Some(written) = writing.next(), if !writing.is_empty() => {
+                        let written: Written = written?;
+                        self.settle(&written).await?;
+                        flow.settled(written.count);
+                    }
+                    batch = gathered.recv(), if open && writing.len() < flow.writers() => match batch {
+                        Some(batch) => writing.push_back(self.write(batch, cancel, dead_letters)),
+                        None => open = false,
+                    },
+                }
             }
             Ok(())
         };

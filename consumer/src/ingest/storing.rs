@@ -1,22 +1,45 @@
 //! Storing one batch: decode each delivery, write the batch in one transaction (retrying while the
-//! database is unreachable, and row by row when it refuses one), dead-letter what can never be stored,
-//! then acknowledge the rest with one `multiple` ack.
+//! database is unreachable, and row by row when it refuses one) and dead-letter what can never be stored;
+//! then, once every earlier batch of the queue is settled, acknowledge the rest with one `multiple` ack.
 
-use common::{backoff::retry, QueuedMessage};
+use common::{backoff::retry, trace::TraceContext, QueuedMessage};
 use lapin::{message::Delivery, options::BasicAckOptions};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{dead_letter::DeadLetters, settled, Ingest, SessionEnd, KEY_REUSED};
 use crate::store::{classify, FailureKind};
 
+/// A batch whose rows are stored and whose refused deliveries are dead-lettered, waiting for its
+/// acknowledgement.
+pub(super) struct Written {
+    /// Deliveries the batch held.
+    pub count: usize,
+    /// The last stored delivery, whose `multiple` ack settles the batch; none if nothing was stored.
+    last_stored: Option<Delivery>,
+}
+
+/// The span of one message, with the trace id it was published under (empty if it carries none), so
+/// its log lines join the publisher's.
+fn message_span(delivery: &Delivery, message: &QueuedMessage) -> tracing::Span {
+    let trace = TraceContext::from_headers(delivery.properties.headers().as_ref());
+    tracing::info_span!(
+        "message",
+        trace_id = trace.map(|t| t.trace_id()).unwrap_or_default(),
+        id = %message.id
+    )
+}
+
 impl Ingest {
-    /// Decodes, stores and acknowledges one batch.
-    pub(super) async fn handle(
+    /// Decodes and stores one batch, dead-lettering what can never be stored. Batches of one queue may be
+    /// written concurrently; each is then settled with [`Ingest::settle`] in delivery order.
+    pub(super) async fn write(
         &self,
         batch: Vec<Delivery>,
         cancel: &CancellationToken,
         dead_letters: &DeadLetters,
-    ) -> Result<(), SessionEnd> {
+    ) -> Result<Written, SessionEnd> {
+        let count = batch.len();
         let mut messages = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
         for delivery in batch {
@@ -38,24 +61,36 @@ impl Ingest {
             }
         }
         if messages.is_empty() {
-            return Ok(());
+            return Ok(Written {
+                count,
+                last_stored: None,
+            });
         }
         let refused = self.store_with_retry(&messages, cancel).await?;
         for (index, reason) in &refused {
             self.dead_letter(&deliveries[*index], reason, dead_letters)
+                .instrument(message_span(&deliveries[*index], &messages[*index]))
                 .await?;
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for (index, (delivery, message)) in deliveries.iter().zip(&messages).enumerate() {
+                if !refused.iter().any(|(refused, _)| *refused == index) {
+                    message_span(delivery, message).in_scope(|| tracing::debug!("stored"));
+                }
+            }
         }
         let last_stored = (0..deliveries.len())
             .rev()
-            .find(|i| !refused.iter().any(|(index, _)| index == i));
-        if let Some(last) = last_stored {
-            // Everything before it on this channel is stored or already rejected.
-            settled(
-                deliveries[last]
-                    .acker
-                    .ack(BasicAckOptions { multiple: true })
-                    .await,
-            )?;
+            .find(|i| !refused.iter().any(|(index, _)| index == i))
+            .and_then(|last| deliveries.into_iter().nth(last));
+        Ok(Written { count, last_stored })
+    }
+
+    /// Acknowledges a written batch. Called in delivery order, after every earlier batch of the channel
+    /// is settled, so the `multiple` ack covers only deliveries that are stored or already dead-lettered.
+    pub(super) async fn settle(&self, written: &Written) -> Result<(), SessionEnd> {
+        if let Some(last) = &written.last_stored {
+            settled(last.acker.ack(BasicAckOptions { multiple: true }).await)?;
         }
         Ok(())
     }

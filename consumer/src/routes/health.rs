@@ -11,6 +11,15 @@ use crate::state::AppState;
 /// `GET /readyz`: 200 only while the queue subscription is live, the database answers, and no write has
 /// been running longer than `DB_STUCK_WRITE_MS`.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let answer = readiness(&state).await;
+    state
+        .metrics
+        .ready
+        .set(i64::from(answer.status().is_success()));
+    answer
+}
+
+async fn readiness(state: &AppState) -> HttpResponse {
     let broker = state.status.broker();
     let ping = sqlx::query("SELECT 1").execute(state.store.pool());
     let database = state.status.database()
@@ -51,7 +60,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     .to_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format, with `consumer_ready` brought up to date first.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    readyz(state.clone()).await;
     state.metrics.response()
 }

@@ -9,7 +9,14 @@ use crate::{links::Unready, state::AppState};
 /// `GET /readyz`: 200 only while the broker connection is up and not blocked by a resource alarm, so
 /// load balancers stop sending messages that could only be refused.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let detail = match state.broker.readiness() {
+    readiness(&state)
+}
+
+/// The readiness answer, also kept in `publisher_ready`.
+fn readiness(state: &AppState) -> HttpResponse {
+    let readiness = state.broker.readiness();
+    state.metrics.ready.set(i64::from(readiness.is_ok()));
+    let detail = match readiness {
         Ok(()) => return HttpResponse::Ok().json(json!({ "status": "ready", "broker": "up" })),
         Err(Unready::Disconnected) => "not connected to the message broker".to_owned(),
         Err(Unready::Blocked(reason)) => format!("the message broker blocks publishing ({reason})"),
@@ -23,7 +30,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     .to_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format, with `publisher_ready` brought up to date first.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    readiness(&state);
     state.metrics.response()
 }

@@ -3,7 +3,11 @@
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
-use common::{queued::fingerprint, Message, QueuedMessage};
+use common::{
+    queued::fingerprint,
+    trace::{TraceContext, TRACEPARENT},
+    Message, QueuedMessage,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -15,12 +19,13 @@ use crate::{
 };
 
 /// Accepts one message.
-#[tracing::instrument(name = "publish one", skip_all)]
+#[tracing::instrument(name = "publish one", skip_all, fields(trace_id = tracing::field::Empty))]
 pub async fn publish_one(
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PublishError> {
+    let trace = trace_of(&request);
     let outcome = async {
         require_json(&request)?;
         require_identity_encoding(&request)?;
@@ -36,7 +41,8 @@ pub async fn publish_one(
         let message = parse_message(&body)?;
         drop(body);
         let queued = [enqueue(message, key.as_ref(), None)];
-        state.broker.publish(&queued).await?;
+        state.broker.publish(&queued, &trace).await?;
+        tracing::debug!(id = %queued[0].id, "accepted");
         Ok(queued[0].id)
     }
     .await;
@@ -48,12 +54,13 @@ pub async fn publish_one(
 }
 
 /// Accepts a batch of messages, all or none.
-#[tracing::instrument(name = "publish batch", skip_all)]
+#[tracing::instrument(name = "publish batch", skip_all, fields(trace_id = tracing::field::Empty))]
 pub async fn publish_batch(
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PublishError> {
+    let trace = trace_of(&request);
     let outcome = async {
         require_json(&request)?;
         require_identity_encoding(&request)?;
@@ -74,12 +81,25 @@ pub async fn publish_batch(
             |index, message| enqueue(message, key.as_ref(), Some(index)),
         )?;
         drop(body);
-        state.broker.publish(&queued).await?;
+        state.broker.publish(&queued, &trace).await?;
+        tracing::debug!(count = queued.len(), first = ?queued.first().map(|q| q.id), "accepted");
         Ok(queued.iter().map(|q| q.id).collect::<Vec<Uuid>>())
     }
     .await;
     let count = outcome.as_ref().map_or(0, Vec::len);
     respond(&state, outcome.map(|ids| json!({ "ids": ids })), count)
+}
+
+/// The publisher's span of the request's trace (a new trace when the request carries no valid
+/// `traceparent`), recorded in the request's span so every log line of it carries the trace id.
+fn trace_of(request: &HttpRequest) -> TraceContext {
+    let header = request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    let trace = TraceContext::continue_or_start(header).child();
+    tracing::Span::current().record("trace_id", trace.trace_id());
+    trace
 }
 
 /// Stamps a message with its id (time-ordered, or derived from the idempotency key) and arrival time.

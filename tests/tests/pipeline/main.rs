@@ -15,6 +15,7 @@ mod query_plan;
 mod redelivery;
 mod refusals;
 mod round_trip;
+mod scaling;
 mod shards;
 mod shutdown;
 mod volume;

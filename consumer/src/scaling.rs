@@ -1,0 +1,403 @@
+//! How many batch writers a queue gets: the decision alone, a pure function of what was observed and
+//! when, so it can be tested with controlled time.
+//!
+//! A queue starts at `WRITERS_MIN` writers. When its backlog would take longer than
+//! `SCALE_TARGET_DRAIN_SECS` to drain at the rate it is being drained, the writers double (up to
+//! `WRITERS_MAX`), at most once per settle period so that the effect of one step is seen before the
+//! next. They come down, one halving at a time, only once the backlog has stayed gone for
+//! `SCALE_COOLDOWN_SECS` since the last change: a load that comes and goes does not make the writers
+//! bounce.
+
+use std::time::{Duration, Instant};
+
+/// Bounds and pace of the writer count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScalingSettings {
+    /// Writers a queue never goes below.
+    pub min: usize,
+    /// Writers a queue never goes above.
+    pub max: usize,
+    /// The longest the backlog should take to drain; beyond it, writers are added.
+    pub target_drain: Duration,
+    /// How long the backlog must stay gone, since the last change, before writers are removed.
+    pub cooldown: Duration,
+    /// The least time between two increases, so that one step's effect is measured before the next.
+    pub settle: Duration,
+    /// A backlog of at most this many messages counts as gone (a batch in gathering is not a backlog).
+    pub idle_backlog: u64,
+}
+
+/// One look at a queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    pub at: Instant,
+    /// Messages waiting: ready on the broker plus delivered and not yet stored.
+    pub backlog: u64,
+    /// Messages this process stored from the queue per second since the previous look.
+    pub drain_per_second: f64,
+    /// Whether the database took the last write: writers cannot help a database that is down.
+    pub database_up: bool,
+}
+
+/// Why the writer count changed, or did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The backlog would take longer than the target to drain.
+    DrainSlowerThanTarget,
+    /// The backlog has been gone for the cooldown.
+    BacklogGone,
+    /// Nothing calls for a change.
+    Steady,
+    /// Draining too slowly, but writers were added too recently to judge them.
+    Settling,
+    /// Draining too slowly, but the queue already has its maximum.
+    AtMaximum,
+    /// The backlog is gone, but not yet for the cooldown.
+    CoolingDown,
+    /// The database is down: more writers would only wait with the others.
+    DatabaseDown,
+}
+
+impl Reason {
+    /// The label of `consumer_scaling_decisions_total` and of the log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DrainSlowerThanTarget => "drain_slower_than_target",
+            Self::BacklogGone => "backlog_gone",
+            Self::Steady => "steady",
+            Self::Settling => "settling",
+            Self::AtMaximum => "at_maximum",
+            Self::CoolingDown => "cooling_down",
+            Self::DatabaseDown => "database_down",
+        }
+    }
+}
+
+/// The outcome of one look.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    Grow {
+        from: usize,
+        to: usize,
+        reason: Reason,
+    },
+    Shrink {
+        from: usize,
+        to: usize,
+        reason: Reason,
+    },
+    Hold {
+        writers: usize,
+        reason: Reason,
+    },
+}
+
+impl Decision {
+    /// The writer count after the decision.
+    pub fn writers(self) -> usize {
+        match self {
+            Self::Grow { to, .. } | Self::Shrink { to, .. } => to,
+            Self::Hold { writers, .. } => writers,
+        }
+    }
+
+    /// The direction label: `up`, `down` or `hold`.
+    pub fn direction(self) -> &'static str {
+        match self {
+            Self::Grow { .. } => "up",
+            Self::Shrink { .. } => "down",
+            Self::Hold { .. } => "hold",
+        }
+    }
+
+    pub fn reason(self) -> Reason {
+        match self {
+            Self::Grow { reason, .. } | Self::Shrink { reason, .. } | Self::Hold { reason, .. } => {
+                reason
+            }
+        }
+    }
+}
+
+/// The writer count of one queue and what it remembers between looks.
+#[derive(Debug, Clone)]
+pub struct Scaler {
+    settings: ScalingSettings,
+    writers: usize,
+    /// When the writer count last changed.
+    changed_at: Option<Instant>,
+    /// Since when the backlog has been gone, if it is.
+    gone_since: Option<Instant>,
+}
+
+impl Scaler {
+    /// A queue at its minimum. `settings.min` is raised to 1 and `settings.max` to `min` if below.
+    pub fn new(mut settings: ScalingSettings) -> Self {
+        settings.min = settings.min.max(1);
+        settings.max = settings.max.max(settings.min);
+        Self {
+            writers: settings.min,
+            settings,
+            changed_at: None,
+            gone_since: None,
+        }
+    }
+
+    pub fn writers(&self) -> usize {
+        self.writers
+    }
+
+    /// Decides from one look, and remembers the outcome.
+    pub fn decide(&mut self, seen: Observation) -> Decision {
+        let settings = self.settings;
+        let from = self.writers;
+        if seen.backlog <= settings.idle_backlog {
+            let since = *self.gone_since.get_or_insert(seen.at);
+            let calm_since = self.changed_at.map_or(since, |changed| changed.max(since));
+            if from <= settings.min {
+                return Decision::Hold {
+                    writers: from,
+                    reason: Reason::Steady,
+                };
+            }
+            if seen.at.saturating_duration_since(calm_since) < settings.cooldown {
+                return Decision::Hold {
+                    writers: from,
+                    reason: Reason::CoolingDown,
+                };
+            }
+            return self.change(seen.at, (from / 2).max(settings.min), Reason::BacklogGone);
+        }
+        self.gone_since = None;
+        if !seen.database_up {
+            return Decision::Hold {
+                writers: from,
+                reason: Reason::DatabaseDown,
+            };
+        }
+        let drain_time = if seen.drain_per_second > 0.0 {
+            Duration::try_from_secs_f64(seen.backlog as f64 / seen.drain_per_second)
+                .unwrap_or(Duration::MAX)
+        } else {
+            Duration::MAX
+        };
+        if drain_time <= settings.target_drain {
+            return Decision::Hold {
+                writers: from,
+                reason: Reason::Steady,
+            };
+        }
+        if from >= settings.max {
+            return Decision::Hold {
+                writers: from,
+                reason: Reason::AtMaximum,
+            };
+        }
+        if self
+            .changed_at
+            .is_some_and(|changed| seen.at.saturating_duration_since(changed) < settings.settle)
+        {
+            return Decision::Hold {
+                writers: from,
+                reason: Reason::Settling,
+            };
+        }
+        self.change(
+            seen.at,
+            (from * 2).min(settings.max),
+            Reason::DrainSlowerThanTarget,
+        )
+    }
+
+    fn change(&mut self, at: Instant, to: usize, reason: Reason) -> Decision {
+        let from = self.writers;
+        self.writers = to;
+        self.changed_at = Some(at);
+        if to > from {
+            Decision::Grow { from, to, reason }
+        } else {
+            Decision::Shrink { from, to, reason }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ScalingSettings {
+        ScalingSettings {
+            min: 1,
+            max: 8,
+            target_drain: Duration::from_secs(10),
+            cooldown: Duration::from_secs(60),
+            settle: Duration::from_secs(10),
+            idle_backlog: 100,
+        }
+    }
+
+    /// Looks at `seconds` after `start`.
+    fn look(start: Instant, seconds: u64, backlog: u64, drain_per_second: f64) -> Observation {
+        Observation {
+            at: start + Duration::from_secs(seconds),
+            backlog,
+            drain_per_second,
+            database_up: true,
+        }
+    }
+
+    #[test]
+    fn a_backlog_that_drains_within_the_target_changes_nothing() {
+        let start = Instant::now();
+        let mut scaler = Scaler::new(settings());
+        let decision = scaler.decide(look(start, 0, 5_000, 1_000.0));
+        assert_eq!(
+            decision,
+            Decision::Hold {
+                writers: 1,
+                reason: Reason::Steady
+            }
+        );
+    }
+
+    #[test]
+    fn a_slow_drain_doubles_the_writers_once_per_settle_period_up_to_the_maximum() {
+        let start = Instant::now();
+        let mut scaler = Scaler::new(settings());
+        let grown = scaler.decide(look(start, 0, 50_000, 1_000.0));
+        assert_eq!(
+            grown,
+            Decision::Grow {
+                from: 1,
+                to: 2,
+                reason: Reason::DrainSlowerThanTarget
+            }
+        );
+        assert_eq!(
+            scaler.decide(look(start, 5, 48_000, 1_000.0)).reason(),
+            Reason::Settling
+        );
+        assert_eq!(scaler.decide(look(start, 10, 45_000, 1_500.0)).writers(), 4);
+        assert_eq!(scaler.decide(look(start, 20, 40_000, 2_000.0)).writers(), 8);
+        assert_eq!(
+            scaler.decide(look(start, 30, 35_000, 2_500.0)),
+            Decision::Hold {
+                writers: 8,
+                reason: Reason::AtMaximum
+            }
+        );
+    }
+
+    #[test]
+    fn nothing_drained_yet_with_a_backlog_counts_as_too_slow() {
+        let start = Instant::now();
+        let mut scaler = Scaler::new(settings());
+        assert_eq!(scaler.decide(look(start, 0, 1_000, 0.0)).writers(), 2);
+    }
+
+    #[test]
+    fn writers_come_down_only_after_the_backlog_stays_gone_for_the_cooldown_one_halving_at_a_time()
+    {
+        let start = Instant::now();
+        let mut scaler = Scaler::new(settings());
+        scaler.decide(look(start, 0, 50_000, 100.0));
+        scaler.decide(look(start, 10, 50_000, 100.0));
+        assert_eq!(scaler.writers(), 4);
+        // Gone at 20 s: held through the cooldown, counted from the later of the change and the calm.
+        assert_eq!(
+            scaler.decide(look(start, 20, 0, 3_000.0)).reason(),
+            Reason::CoolingDown
+        );
+        assert_eq!(
+            scaler.decide(look(start, 79, 50, 10.0)).reason(),
+            Reason::CoolingDown
+        );
+        assert_eq!(
+            scaler.decide(look(start, 80, 0, 0.0)),
+            Decision::Shrink {
+                from: 4,
+                to: 2,
+                reason: Reason::BacklogGone
+            }
+        );
+        assert_eq!(
+            scaler.decide(look(start, 100, 0, 0.0)).reason(),
+            Reason::CoolingDown
+        );
+        assert_eq!(scaler.decide(look(start, 140, 0, 0.0)).writers(), 1);
+        assert_eq!(
+            scaler.decide(look(start, 500, 0, 0.0)),
+            Decision::Hold {
+                writers: 1,
+                reason: Reason::Steady
+            }
+        );
+    }
+
+    #[test]
+    fn a_backlog_that_returns_during_the_cooldown_restarts_it() {
+        let start = Instant::now();
+        let mut scaler = Scaler::new(settings());
+        scaler.decide(look(start, 0, 50_000, 100.0));
+        assert_eq!(scaler.writers(), 2);
+        scaler.decide(look(start, 10, 0, 5_000.0));
+        // Back, but draining within the target: held, and the calm is over.
+        assert_eq!(
+            scaler.decide(look(start, 50, 2_000, 1_000.0)).reason(),
+            Reason::Steady
+        );
+        // Gone again at 60 s: the cooldown counts from there, not from 10 s.
+        assert_eq!(
+            scaler.decide(look(start, 60, 0, 1_000.0)).reason(),
+            Reason::CoolingDown
+        );
+        assert_eq!(
+            scaler.decide(look(start, 110, 0, 0.0)).reason(),
+            Reason::CoolingDown
+        );
+        assert_eq!(scaler.decide(look(start, 120, 0, 0.0)).writers(), 1);
+    }
+
+    #[test]
+    fn a_database_that_is_down_adds_no_writers() {
+        let start = Instant::now();
+        let mut scaler = Scaler::new(settings());
+        let seen = Observation {
+            database_up: false,
+            ..look(start, 0, 50_000, 0.0)
+        };
+        assert_eq!(
+            scaler.decide(seen),
+            Decision::Hold {
+                writers: 1,
+                reason: Reason::DatabaseDown
+            }
+        );
+    }
+
+    #[test]
+    fn a_steady_load_that_one_writer_keeps_up_with_makes_no_change_in_an_hour() {
+        let start = Instant::now();
+        let mut scaler = Scaler::new(settings());
+        let changes = (0..720)
+            .map(|tick| {
+                // A batch or two in hand at each look, drained as fast as it comes.
+                let backlog = if tick % 3 == 0 { 600 } else { 40 };
+                scaler.decide(look(start, tick * 5, backlog, 2_000.0))
+            })
+            .filter(|decision| !matches!(decision, Decision::Hold { .. }))
+            .count();
+        assert_eq!(changes, 0);
+    }
+
+    #[test]
+    fn bounds_below_one_or_crossed_are_made_sane() {
+        let scaler = Scaler::new(ScalingSettings {
+            min: 0,
+            max: 0,
+            ..settings()
+        });
+        assert_eq!(scaler.writers(), 1);
+        assert_eq!(scaler.settings.max, 1);
+    }
+}

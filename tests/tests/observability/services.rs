@@ -1,0 +1,198 @@
+//! Both services as child processes whose log lines the test can read, on a database and queues of
+//! their own that are removed afterwards.
+
+use std::{
+    process::{Child, Command},
+    time::Duration,
+};
+
+use end_to_end::{eventually, process::LogLines, StackConfig};
+use lapin::{options::BasicPublishOptions, BasicProperties};
+use serde_json::Value;
+use sqlx::{postgres::PgPoolOptions, PgPool};
+use uuid::Uuid;
+
+/// One service process.
+pub struct Process {
+    child: Child,
+    pub url: String,
+    pub logs: LogLines,
+}
+
+impl Process {
+    fn spawn(binary: &str, env: Vec<(String, String)>, rust_log: &str) -> Self {
+        let mut command = Command::new(binary);
+        command.envs(env).env("HTTP_WORKERS", "1");
+        let (child, port, logs) = end_to_end::process::spawn_logged(command, None, rust_log);
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            logs,
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A publisher and a consumer, each a process, and what the test needs to look at them.
+pub struct Services {
+    pub publisher: Process,
+    pub consumer: Process,
+    pub queue: String,
+    database: String,
+    pub http: reqwest::Client,
+    pub db: PgPool,
+}
+
+impl Services {
+    /// Both services with debug logs, the consumer with `consumer_env` on top of its defaults, both
+    /// ready.
+    pub async fn start(consumer_env: &[(&str, &str)]) -> Self {
+        let config = StackConfig::unique();
+        let log = "warn,publisher=debug,consumer=debug";
+        let consumer_env = config
+            .consumer
+            .environment()
+            .into_iter()
+            .chain(
+                consumer_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .collect();
+        let consumer = Process::spawn(env!("CARGO_BIN_EXE_consumer-process"), consumer_env, log);
+        let publisher = Process::spawn(
+            env!("CARGO_BIN_EXE_publisher-process"),
+            config.publisher.environment(),
+            log,
+        );
+        let services = Self {
+            db: PgPoolOptions::new()
+                .max_connections(2)
+                .connect_lazy(&end_to_end::database_url(&config.database))
+                .expect("valid url"),
+            publisher,
+            consumer,
+            queue: config.queue,
+            database: config.database,
+            http: reqwest::Client::new(),
+        };
+        for url in [&services.consumer.url, &services.publisher.url] {
+            let readyz = format!("{url}/readyz");
+            eventually(Duration::from_secs(30), &readyz, || async {
+                let response = services.http.get(&readyz).send().await.ok()?;
+                response.status().is_success().then_some(())
+            })
+            .await;
+        }
+        services
+    }
+
+    /// `POST /message/publish` of `body` with `headers`, expecting 202; returns the id.
+    pub async fn publish(&self, body: &Value, headers: &[(&str, &str)]) -> Uuid {
+        let mut request = self
+            .http
+            .post(format!("{}/message/publish", self.publisher.url))
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("publisher reachable");
+        assert_eq!(response.status(), 202, "{:?}", response.text().await);
+        let answer: Value = response.json().await.expect("JSON answer");
+        answer["id"]
+            .as_str()
+            .expect("an id")
+            .parse()
+            .expect("a UUID")
+    }
+
+    /// Waits until every one of `ids` is stored.
+    pub async fn wait_stored(&self, ids: &[Uuid]) {
+        eventually(Duration::from_secs(30), "messages stored", || async {
+            let found: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_one(&self.db)
+                .await
+                .ok()?;
+            (found == ids.len() as i64).then_some(())
+        })
+        .await;
+    }
+
+    /// Puts `payload` straight on the queue's exchange, as something other than the publisher might.
+    pub async fn publish_raw(&self, payload: &[u8]) {
+        let connection = common::amqp::connect(&end_to_end::amqp_url(), Default::default())
+            .await
+            .expect("broker reachable");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .basic_publish(
+                format!("{}.exchange", self.queue).as_str().into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                payload,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// A service's `/metrics` text.
+    pub async fn metrics(&self, base_url: &str) -> String {
+        self.http
+            .get(format!("{base_url}/metrics"))
+            .send()
+            .await
+            .expect("metrics reachable")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for process in [&mut self.publisher, &mut self.consumer] {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
+        end_to_end::remove_resources_blocking(&self.queue, &self.database);
+    }
+}
+
+/// Starts a server program on a free port: `command` builds its command line for a port. A port is
+/// picked by binding 0 and releasing it, so another process may take it first: a program that is not
+/// listening within 10 s is stopped and tried again on another port.
+pub fn spawn_on_free_port(what: &str, command: impl Fn(u16) -> Command) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = command(port)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("{what} starts: {error}"));
+        let listening = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && matches!(child.try_wait(), Ok(None))
+        });
+        if listening {
+            return (child, port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("{what} did not start listening");
+}
