@@ -6,7 +6,7 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{telemetry::LogFormat, topology::QueueType, Topology};
+use crate::{auth::Tokens, telemetry::LogFormat, topology::QueueType, Topology};
 
 /// What both services read alike. It is read on its own rather than flattened into each service's
 /// struct, because envy cannot flatten numbers and enums.
@@ -47,6 +47,10 @@ pub struct ServiceConfig {
     /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight work after SIGTERM.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// `PUBLISH_TOKENS`, `READ_TOKENS`, `ADMIN_TOKENS` (or their `_FILE`s): none means every route is
+    /// open. Read by [`Tokens::from_vars`], not by envy, and never written back by `environment()`.
+    #[serde(skip)]
+    pub tokens: Tokens,
 }
 
 /// Configuration of the publisher service.
@@ -305,6 +309,12 @@ pub const VARIABLES: &[&str] = &[
     "SCALE_COOLDOWN_SECS",
     "QUEUE_WATCH_INTERVAL_MS",
     "SHUTDOWN_TIMEOUT_SECS",
+    "PUBLISH_TOKENS",
+    "PUBLISH_TOKENS_FILE",
+    "READ_TOKENS",
+    "READ_TOKENS_FILE",
+    "ADMIN_TOKENS",
+    "ADMIN_TOKENS_FILE",
 ];
 
 /// Variables whose value must be one of a few words. envy's own error for these quotes the value but
@@ -341,7 +351,8 @@ fn load<T: DeserializeOwned + HoldsService>(
     check_choices(vars.iter().cloned())?;
     let invalid = |e: envy::Error| anyhow::anyhow!("invalid configuration: {e}");
     let mut config: T = envy::from_iter(vars.iter().cloned()).map_err(invalid)?;
-    let service: ServiceConfig = envy::from_iter(vars).map_err(invalid)?;
+    let mut service: ServiceConfig = envy::from_iter(vars.iter().cloned()).map_err(invalid)?;
+    service.tokens = Tokens::from_vars(&vars)?;
     check_amqp_url(&service.amqp_url)?;
     ensure(
         (1..=MAX_QUEUE_SHARDS).contains(&service.queue_shards),

@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod amqp;
+pub mod auth;
 pub mod backoff;
 pub mod config;
 pub mod http;

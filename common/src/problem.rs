@@ -77,4 +77,6 @@ pub mod kinds {
     pub const OUTCOME_UNKNOWN: &str = "urn:message-queue:problem:outcome-unknown";
     pub const DATABASE_UNAVAILABLE: &str = "urn:message-queue:problem:database-unavailable";
     pub const INTERNAL: &str = "urn:message-queue:problem:internal";
+    pub const UNAUTHORIZED: &str = "urn:message-queue:problem:unauthorized";
+    pub const FORBIDDEN: &str = "urn:message-queue:problem:forbidden";
 }

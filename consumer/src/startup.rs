@@ -9,7 +9,12 @@ use actix_web::{
     middleware::Next,
     web, App,
 };
-use common::{config::ConsumerConfig, http, openapi::OpenApiDocument};
+use common::{
+    auth::{Policy, Scope},
+    config::ConsumerConfig,
+    http,
+    openapi::OpenApiDocument,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -23,6 +28,14 @@ use crate::{
     status::PeerStatus,
     store::MessageStore,
 };
+
+/// The routes that need a token when tokens are configured (reading messages and the monitor's figures needs a read token; the monitor page itself holds no data). Health, readiness, metrics and
+/// the OpenAPI document stay open for probes and scrapers.
+pub const PROTECTED_ROUTES: &[(&str, Scope)] = &[
+    ("/message", Scope::Read),
+    ("/message/{id}", Scope::Read),
+    ("/monitor/status", Scope::Read),
+];
 
 /// The service's OpenAPI document, the one source of truth for its API.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
@@ -90,10 +103,20 @@ impl Application {
             max_page_bytes: config.max_page_bytes,
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
+        let policy = Policy {
+            tokens: config.service.tokens.clone(),
+            routes: PROTECTED_ROUTES,
+        };
         let app = move || {
             use routes::{health, messages};
             let requests = state.metrics.http.clone();
+            let policy = policy.clone();
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    move |request: ServiceRequest, next: Next<BoxBody>| {
+                        common::auth::authorize(policy.clone(), request, next)
+                    },
+                ))
                 .wrap(actix_web::middleware::from_fn(
                     move |request: ServiceRequest, next: Next<BoxBody>| {
                         common::metrics::track(requests.clone(), request, next)

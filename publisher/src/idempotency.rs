@@ -2,6 +2,7 @@
 //! the publisher keeps by deriving the message id from the key instead of drawing a new one.
 
 use actix_web::HttpRequest;
+use common::auth::Identity;
 use common::Message;
 use uuid::Uuid;
 
@@ -38,15 +39,22 @@ impl IdempotencyKey {
         Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
     }
 
-    /// The id of `message`, the same for every request that repeats this key for the same sender.
-    /// `index` tells apart the elements of a batch sent under one key. Sender and key are each prefixed
-    /// with their length in bytes, so no sender, key and index can spell the same name as another.
-    pub fn message_id(&self, message: &Message, index: Option<usize>) -> Uuid {
-        let sender = message.sender().as_str();
+    /// The id of `message`, the same for every request that repeats this key for the same owner: the
+    /// identity of the bearer token when tokens are on (nobody can pre-empt another client's key), else
+    /// the message's sender. `index` tells apart the elements of a batch sent under one key. Owner and
+    /// key are each prefixed with their length in bytes, so no owner, key and index can spell the same
+    /// name as another.
+    pub fn message_id(
+        &self,
+        message: &Message,
+        index: Option<usize>,
+        owner: Option<&Identity>,
+    ) -> Uuid {
+        let owner = owner.map_or(message.sender().as_str(), Identity::as_str);
         let key = &self.0;
         let name = match index {
-            None => format!("{}:{sender}{}:{key}", sender.len(), key.len()),
-            Some(index) => format!("{}:{sender}{}:{key}#{index}", sender.len(), key.len()),
+            None => format!("{}:{owner}{}:{key}", owner.len(), key.len()),
+            Some(index) => format!("{}:{owner}{}:{key}#{index}", owner.len(), key.len()),
         };
         Uuid::new_v5(&NAMESPACE, name.as_bytes())
     }
@@ -73,16 +81,16 @@ mod tests {
     fn the_same_key_and_sender_give_the_same_id_and_another_sender_another() {
         let key = key("order-42").unwrap().unwrap();
         assert_eq!(
-            key.message_id(&message("a"), None),
-            key.message_id(&message("a"), None)
+            key.message_id(&message("a"), None, None),
+            key.message_id(&message("a"), None, None)
         );
         assert_ne!(
-            key.message_id(&message("a"), None),
-            key.message_id(&message("b"), None)
+            key.message_id(&message("a"), None, None),
+            key.message_id(&message("b"), None, None)
         );
         assert_ne!(
-            key.message_id(&message("a"), Some(0)),
-            key.message_id(&message("a"), Some(1))
+            key.message_id(&message("a"), Some(0), None),
+            key.message_id(&message("a"), Some(1), None)
         );
     }
 
@@ -91,12 +99,43 @@ mod tests {
         let zero = IdempotencyKey::parse(b"0").unwrap();
         let k = IdempotencyKey::parse(b"k").unwrap();
         assert_ne!(
-            zero.message_id(&message("a\nk"), None),
-            k.message_id(&message("a"), Some(0))
+            zero.message_id(&message("a\nk"), None, None),
+            k.message_id(&message("a"), Some(0), None)
         );
         assert_ne!(
-            zero.message_id(&message("a\nk"), Some(1)),
-            k.message_id(&message("a"), None)
+            zero.message_id(&message("a\nk"), Some(1), None),
+            k.message_id(&message("a"), None, None)
+        );
+    }
+
+    #[test]
+    fn with_tokens_the_key_belongs_to_the_token_whatever_the_sender() {
+        let tokens = common::auth::Tokens::from_vars(&[(
+            "PUBLISH_TOKENS".to_owned(),
+            "first-token-0123456789,second-token-0123456789".to_owned(),
+        )])
+        .unwrap();
+        let identity = |token: &str| {
+            tokens
+                .check(
+                    Some(&format!("Bearer {token}")),
+                    common::auth::Scope::Publish,
+                )
+                .unwrap()
+                .unwrap()
+        };
+        let (first, second) = (
+            identity("first-token-0123456789"),
+            identity("second-token-0123456789"),
+        );
+        let key = key("k").unwrap().unwrap();
+        assert_eq!(
+            key.message_id(&message("a"), None, Some(&first)),
+            key.message_id(&message("b"), None, Some(&first))
+        );
+        assert_ne!(
+            key.message_id(&message("a"), None, Some(&first)),
+            key.message_id(&message("a"), None, Some(&second))
         );
     }
 

@@ -9,9 +9,21 @@ use actix_web::{
     middleware::Next,
     web, App,
 };
-use common::{config::PublisherConfig, http, openapi::OpenApiDocument};
+use common::{
+    auth::{Policy, Scope},
+    config::PublisherConfig,
+    http,
+    openapi::OpenApiDocument,
+};
 
 use crate::{body::InflightBytes, broker::Broker, metrics::Metrics, routes, state::AppState};
+
+/// The routes that need a token when tokens are configured (publishing needs a publish token). Health, readiness, metrics and
+/// the OpenAPI document stay open for probes and scrapers.
+pub const PROTECTED_ROUTES: &[(&str, Scope)] = &[
+    ("/message/publish", Scope::Publish),
+    ("/message/publish/batch", Scope::Publish),
+];
 
 /// The service's OpenAPI document, the one source of truth for its API.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
@@ -46,10 +58,20 @@ impl Application {
             inflight: InflightBytes::new(config.max_inflight_bytes),
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
+        let policy = Policy {
+            tokens: config.service.tokens.clone(),
+            routes: PROTECTED_ROUTES,
+        };
         let app = move || {
             use routes::{health, publish};
             let requests = state.metrics.http.clone();
+            let policy = policy.clone();
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    move |request: ServiceRequest, next: Next<BoxBody>| {
+                        common::auth::authorize(policy.clone(), request, next)
+                    },
+                ))
                 .wrap(actix_web::middleware::from_fn(
                     move |request: ServiceRequest, next: Next<BoxBody>| {
                         common::metrics::track(requests.clone(), request, next)

@@ -1,9 +1,10 @@
 //! `POST /message/publish` and `POST /message/publish/batch`: validate, give each message its id and
 //! time, publish, and answer 202 only once the broker has confirmed.
 
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
 use common::{
+    auth::Identity,
     queued::fingerprint,
     trace::{TraceContext, TRACEPARENT},
     Message, QueuedMessage,
@@ -30,6 +31,7 @@ pub async fn publish_one(
         require_json(&request)?;
         require_identity_encoding(&request)?;
         let key = IdempotencyKey::from_request(&request)?;
+        let owner = request.extensions().get::<Identity>().cloned();
         let (body, _reserved) = read_limited(
             &request,
             payload,
@@ -40,7 +42,7 @@ pub async fn publish_one(
         .await?;
         let message = parse_message(&body)?;
         drop(body);
-        let queued = [enqueue(message, key.as_ref(), None)];
+        let queued = [enqueue(message, key.as_ref(), owner.as_ref(), None)];
         state.broker.publish(&queued, &trace).await?;
         tracing::debug!(id = %queued[0].id, "accepted");
         Ok(queued[0].id)
@@ -65,6 +67,7 @@ pub async fn publish_batch(
         require_json(&request)?;
         require_identity_encoding(&request)?;
         let key = IdempotencyKey::from_request(&request)?;
+        let owner = request.extensions().get::<Identity>().cloned();
         // The reservation lives until the answer: the messages built from the body take as much memory.
         let (body, _reserved) = read_limited(
             &request,
@@ -78,7 +81,7 @@ pub async fn publish_batch(
             &body,
             state.max_batch_messages,
             state.max_message_bytes,
-            |index, message| enqueue(message, key.as_ref(), Some(index)),
+            |index, message| enqueue(message, key.as_ref(), owner.as_ref(), Some(index)),
         )?;
         drop(body);
         state.broker.publish(&queued, &trace).await?;
@@ -102,12 +105,21 @@ fn trace_of(request: &HttpRequest) -> TraceContext {
     trace
 }
 
-/// Stamps a message with its id (time-ordered, or derived from the idempotency key) and arrival time.
+/// Stamps a message with its id (time-ordered, or derived from the idempotency key and its owner) and
+/// arrival time.
 /// A keyed message also carries its fingerprint, so that a key reused for other content is caught.
-fn enqueue(message: Message, key: Option<&IdempotencyKey>, index: Option<usize>) -> QueuedMessage {
+fn enqueue(
+    message: Message,
+    key: Option<&IdempotencyKey>,
+    owner: Option<&Identity>,
+    index: Option<usize>,
+) -> QueuedMessage {
     let (id, fingerprint) = match key {
         None => (Uuid::now_v7(), None),
-        Some(key) => (key.message_id(&message, index), Some(fingerprint(&message))),
+        Some(key) => (
+            key.message_id(&message, index, owner),
+            Some(fingerprint(&message)),
+        ),
     };
     QueuedMessage {
         id,

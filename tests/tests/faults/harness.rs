@@ -458,7 +458,7 @@ impl Load {
                         let message: Message = serde_json::from_value(body.clone()).unwrap();
                         let id = IdempotencyKey::parse(key.as_bytes())
                             .unwrap()
-                            .message_id(&message, None);
+                            .message_id(&message, None, None);
                         report.attempted.push(id);
                         let started = Instant::now();
                         let response = http
@@ -682,7 +682,7 @@ impl RetryingLoad {
                         let message: Message = serde_json::from_value(body.clone()).unwrap();
                         let id = IdempotencyKey::parse(key.as_bytes())
                             .unwrap()
-                            .message_id(&message, None);
+                            .message_id(&message, None, None);
                         let mut give_up_at = None;
                         loop {
                             let status = match http

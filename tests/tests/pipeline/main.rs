@@ -1,6 +1,7 @@
 //! End-to-end tests of the pipeline against the real RabbitMQ and PostgreSQL. Each test runs its own
 //! publisher and consumer with a database and queues of its own.
 
+mod auth;
 mod batches;
 mod database_faults;
 mod dead_letters;
