@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Proves that every message the publisher answered 202 during an API check is stored exactly once, and
 nothing else: reads the ids from newman's JSON report and schemathesis' HAR files, then pages through the
-consumer's GET /message (following its Link headers) until the stored ids are exactly those."""
+consumer's GET /message (following its Link headers) until the stored ids are exactly those. With
+READ_TOKEN in the environment, it reads with that bearer token."""
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -39,7 +41,10 @@ def accepted(newman_report, har_files):
 def stored(consumer_url):
     ids, url = [], f"{consumer_url}/message?limit=1000"
     while url:
-        with urllib.request.urlopen(url) as response:
+        request = urllib.request.Request(url)
+        if os.environ.get("READ_TOKEN"):
+            request.add_header("Authorization", f"Bearer {os.environ['READ_TOKEN']}")
+        with urllib.request.urlopen(request) as response:
             ids += [message["id"] for message in json.load(response)]
             link = response.headers.get("Link")
         url = link[link.index("<") + 1 : link.index(">")] if link else None
