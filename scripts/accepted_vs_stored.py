@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 
@@ -47,7 +48,8 @@ def stored(consumer_url):
         with urllib.request.urlopen(request) as response:
             ids += [message["id"] for message in json.load(response)]
             link = response.headers.get("Link")
-        url = link[link.index("<") + 1 : link.index(">")] if link else None
+        # The link is relative unless PUBLIC_BASE_URL is set: resolve it against the page asked.
+        url = urllib.parse.urljoin(url, link[link.index("<") + 1 : link.index(">")]) if link else None
     return ids
 
 

@@ -131,6 +131,11 @@ pub struct ConsumerConfig {
     /// attributes past this many bytes, so that what one read holds is set here, not by what was stored.
     #[serde(default = "default_max_page_bytes")]
     pub max_page_bytes: usize,
+    /// `PUBLIC_BASE_URL`: where clients reach the consumer (`https://api.example.com/queue`), for the
+    /// absolute `Link` URLs of `GET /message`. Unset, the links are the request's path and query alone;
+    /// never built from the `Host` or `Forwarded` headers a client sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
     /// `DB_TCP_KEEPALIVE_SECS`: idle seconds before PostgreSQL probes the consumer's connection, so that
     /// a backend whose client vanished is ended and its locks released.
     #[serde(default = "default_db_tcp_keepalive_secs")]
@@ -227,6 +232,13 @@ impl ConsumerConfig {
             config.writers_min >= 1 && config.writers_max >= config.writers_min,
             "WRITERS_MIN must be at least 1 and WRITERS_MAX at least WRITERS_MIN",
         )?;
+        if let Some(base) = &config.public_base_url {
+            ensure(
+                (base.starts_with("http://") || base.starts_with("https://"))
+                    && !base.contains(['?', '#', ' ']),
+                "PUBLIC_BASE_URL must be an http:// or https:// URL without a query or fragment",
+            )?;
+        }
         ensure(
             config.queue_watch_interval_ms > 0,
             "QUEUE_WATCH_INTERVAL_MS must be at least 1",
@@ -303,6 +315,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_STUCK_WRITE_MS",
     "DB_TCP_KEEPALIVE_SECS",
     "MAX_PAGE_BYTES",
+    "PUBLIC_BASE_URL",
     "WRITERS_MIN",
     "WRITERS_MAX",
     "SCALE_TARGET_DRAIN_SECS",

@@ -101,6 +101,7 @@ impl Application {
             board,
             stuck_write: Duration::from_millis(config.db_stuck_write_ms),
             max_page_bytes: config.max_page_bytes,
+            public_base_url: config.public_base_url.clone(),
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         let policy = Policy {

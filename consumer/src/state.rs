@@ -16,4 +16,6 @@ pub struct AppState {
     pub stuck_write: Duration,
     /// Most bytes of senders and attributes one page of `GET /message` holds.
     pub max_page_bytes: usize,
+    /// Where clients reach this service, for absolute `Link` URLs; `None` gives relative ones.
+    pub public_base_url: Option<String>,
 }

@@ -65,7 +65,13 @@ pub async fn list(
             header::LINK,
             format!(
                 "<{}>; rel=\"next\"",
-                next_url(&request, limit, params.sender.as_deref(), last)
+                next_url(
+                    &request,
+                    state.public_base_url.as_deref(),
+                    limit,
+                    params.sender.as_deref(),
+                    last,
+                )
             ),
         ));
     }
@@ -107,14 +113,16 @@ fn parse_id(name: &str, raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-/// The absolute URL of the page after `last`, keeping the request's filters.
+/// The URL of the page after `last`, keeping the request's filters: `PUBLIC_BASE_URL` and the path when
+/// it is configured, else the path alone (a relative reference, which clients resolve against the URL
+/// they asked). Never built from `Host`, `X-Forwarded-Host` or `Forwarded`, which any client can set.
 fn next_url(
     request: &HttpRequest,
+    public_base_url: Option<&str>,
     limit: u32,
     sender: Option<&str>,
     last: &StoredMessage,
 ) -> String {
-    let info = request.connection_info();
     let mut query = vec![("limit", limit.to_string())];
     if let Some(sender) = sender {
         query.push(("sender", sender.to_owned()));
@@ -122,9 +130,8 @@ fn next_url(
     query.push(("before", last.id.to_string()));
     let query = serde_urlencoded::to_string(query).expect("strings always encode");
     format!(
-        "{}://{}{}?{query}",
-        info.scheme(),
-        info.host(),
+        "{}{}?{query}",
+        public_base_url.unwrap_or("").trim_end_matches('/'),
         request.path()
     )
 }

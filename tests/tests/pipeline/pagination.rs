@@ -32,7 +32,10 @@ async fn walk(stack: &TestStack, first: String, mut between: impl AsyncFnMut(usi
         next = response.headers().get("link").map(|link| {
             let link = link.to_str().unwrap();
             assert!(link.ends_with("; rel=\"next\""), "{link}");
-            link[link.find('<').unwrap() + 1..link.find('>').unwrap()].to_owned()
+            let target = &link[link.find('<').unwrap() + 1..link.find('>').unwrap()];
+            // A relative reference, resolved against the URL asked.
+            assert!(target.starts_with("/message?"), "{target}");
+            format!("{}{target}", stack.consumer_url())
         });
         let messages: Vec<Value> = response.json().await.unwrap();
         seen.extend(messages);
@@ -161,5 +164,34 @@ async fn a_page_of_large_messages_ends_at_the_byte_budget_and_its_links_lead_to_
     assert_eq!(
         seen.iter().collect::<HashSet<_>>(),
         ids.iter().collect::<HashSet<_>>()
+    );
+}
+
+#[tokio::test]
+async fn next_links_never_echo_the_host_headers_a_client_sends() {
+    let mut config = end_to_end::StackConfig::unique();
+    config.consumer.public_base_url = Some("https://api.example.com/queue/".into());
+    let stack = TestStack::start_with(config).await;
+    let ids = publish_batch(&stack, "links", 3).await;
+    wait_rows(&stack, &ids).await;
+    let response = stack
+        .http
+        .get(format!(
+            "{}/message?limit=1&sender=links",
+            stack.consumer_url()
+        ))
+        .header("Host", "evil.example")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("X-Forwarded-Proto", "http")
+        .header("Forwarded", "host=evil.example;proto=http")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    assert!(!link.contains("evil"), "{link}");
+    assert!(
+        link.starts_with("<https://api.example.com/queue/message?limit=1&sender=links&before="),
+        "{link}"
     );
 }
