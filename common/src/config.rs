@@ -4,13 +4,15 @@
 //! so a bare `publisher` or `consumer` runs on a developer's machine. A value that does not parse stops
 //! the process at start-up with a message naming the variable.
 
+use std::fmt;
+
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{auth::Tokens, telemetry::LogFormat, topology::QueueType, Topology};
 
 /// What both services read alike. It is read on its own rather than flattened into each service's
 /// struct, because envy cannot flatten numbers and enums.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct ServiceConfig {
     /// `AMQP_URL`: the broker, with credentials and the URL-encoded virtual host.
     #[serde(default = "default_amqp_url")]
@@ -54,7 +56,7 @@ pub struct ServiceConfig {
 }
 
 /// Configuration of the publisher service.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct PublisherConfig {
     /// What both services share (`AMQP_URL`, `QUEUE_NAME`, …), read on its own.
     #[serde(skip)]
@@ -87,7 +89,7 @@ pub struct PublisherConfig {
 }
 
 /// Configuration of the consumer service.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct ConsumerConfig {
     /// What both services share (`AMQP_URL`, `QUEUE_NAME`, …), read on its own.
     #[serde(skip)]
@@ -283,6 +285,27 @@ impl ConsumerConfig {
 /// outside the attributes, which it keeps as sent.)
 pub const PAYLOAD_ENVELOPE_BYTES: usize = 512;
 
+/// Shows every setting with the passwords of `AMQP_URL` redacted and the tokens counted, never shown.
+impl fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::redact::debug_redacted("ServiceConfig", self, &[("tokens", &self.tokens)], f)
+    }
+}
+
+/// Shows every setting with passwords redacted.
+impl fmt::Debug for PublisherConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::redact::debug_redacted("PublisherConfig", self, &[("service", &self.service)], f)
+    }
+}
+
+/// Shows every setting with the passwords of `DATABASE_URL` and `AMQP_URL` redacted.
+impl fmt::Debug for ConsumerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::redact::debug_redacted("ConsumerConfig", self, &[("service", &self.service)], f)
+    }
+}
+
 /// Every environment variable either service reads, for documentation checks.
 pub const VARIABLES: &[&str] = &[
     "AMQP_URL",
@@ -419,7 +442,10 @@ fn check_amqp_url(urls: &str) -> anyhow::Result<()> {
     )?;
     for url in crate::amqp::node_urls(urls) {
         url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
-            anyhow::anyhow!("invalid configuration: AMQP_URL {url:?} is not an AMQP URL: {e}")
+            anyhow::anyhow!(
+                "invalid configuration: AMQP_URL {:?} is not an AMQP URL: {e}",
+                crate::redact::url(url)
+            )
         })?;
     }
     Ok(())
@@ -639,6 +665,28 @@ mod tests {
         let consumer = ConsumerConfig::from_vars(vars).unwrap();
         let again = ConsumerConfig::from_vars(consumer.environment()).unwrap();
         assert_eq!(format!("{again:?}"), format!("{consumer:?}"));
+    }
+
+    #[test]
+    fn configurations_print_without_passwords_or_tokens() {
+        let vars = pairs(&[
+            ("AMQP_URL", "amqp://app:amqp-secret@10.0.0.1:5672/%2f"),
+            ("DATABASE_URL", "postgres://app:db-secret@db:5432/messages"),
+            ("PUBLISH_TOKENS", "publish-token-secret-0001"),
+            ("READ_TOKENS", "read-token-secret-000001"),
+        ]);
+        let shown = format!(
+            "{:?} {:?}",
+            ConsumerConfig::from_vars(vars.clone()).unwrap(),
+            PublisherConfig::from_vars(vars).unwrap()
+        );
+        for secret in ["amqp-secret", "db-secret", "token-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("app:***@10.0.0.1") && shown.contains("publish: 1"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod queued;
+pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

@@ -5,5 +5,6 @@
 mod browser;
 mod monitor;
 mod prometheus;
+mod secrets;
 mod services;
 mod trace;
