@@ -1174,3 +1174,28 @@ fn the_production_overlay_carries_the_six_alerts_each_tested_firing_and_clearing
         assert!(quiet(false), "no test shows {name} clearing");
     }
 }
+
+/// The compose file publishes every port on loopback only: its PostgreSQL trusts every connection and its
+/// management UI has the default user, so neither may be reachable from the network.
+#[test]
+fn the_compose_file_publishes_every_port_on_loopback_only() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docker-compose.yml"
+    ))
+    .expect("docker-compose.yml");
+    let compose: Value = serde_yaml_ng::from_str(&text).expect("valid YAML");
+    let services = compose["services"].as_object().expect("services");
+    let mut published = 0;
+    for (name, service) in services {
+        for port in service["ports"].as_array().into_iter().flatten() {
+            let port = port.as_str().expect("short port syntax");
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name} publishes {port} beyond loopback"
+            );
+            published += 1;
+        }
+    }
+    assert_eq!(published, 5, "the five ports of the stack");
+}
