@@ -112,6 +112,12 @@ pub struct ConsumerConfig {
     /// `DB_POOL_SIZE`: PostgreSQL connections shared by ingestion and the HTTP API.
     #[serde(default = "default_db_pool_size")]
     pub db_pool_size: u32,
+    /// Connections `GET /message` reads with, a pool of their own that ingestion never shares.
+    #[serde(default = "default_db_read_pool_size")]
+    pub db_read_pool_size: u32,
+    /// The statement timeout of every read.
+    #[serde(default = "default_db_read_timeout_ms")]
+    pub db_read_timeout_ms: u64,
     /// `PREFETCH_BYTES`: most payload bytes the broker may push ahead per queue; the prefetch count is
     /// lowered so that `PREFETCH` of the largest messages fit.
     #[serde(default = "default_prefetch_bytes")]
@@ -231,6 +237,10 @@ impl ConsumerConfig {
         )?;
         ensure(config.db_pool_size > 0, "DB_POOL_SIZE must be at least 1")?;
         ensure(
+            config.db_read_pool_size > 0 && config.db_read_timeout_ms > 0,
+            "DB_READ_POOL_SIZE and DB_READ_TIMEOUT_MS must be at least 1",
+        )?;
+        ensure(
             config.writers_min >= 1 && config.writers_max >= config.writers_min,
             "WRITERS_MIN must be at least 1 and WRITERS_MAX at least WRITERS_MIN",
         )?;
@@ -331,6 +341,8 @@ pub const VARIABLES: &[&str] = &[
     "BATCH_LINGER_MS",
     "PREFETCH",
     "DB_POOL_SIZE",
+    "DB_READ_POOL_SIZE",
+    "DB_READ_TIMEOUT_MS",
     "PREFETCH_BYTES",
     "BATCH_BYTES",
     "DB_STATEMENT_TIMEOUT_MS",
@@ -562,6 +574,12 @@ fn default_scale_cooldown_secs() -> u64 {
     60
 }
 fn default_queue_watch_interval_ms() -> u64 {
+    5_000
+}
+fn default_db_read_pool_size() -> u32 {
+    4
+}
+fn default_db_read_timeout_ms() -> u64 {
     5_000
 }
 fn default_db_pool_size() -> u32 {

@@ -62,7 +62,15 @@ impl Application {
         let store = MessageStore::new(
             database::lazy_pool(&config.database_url, config.db_pool_size, session)?,
             Duration::from_millis(config.db_write_timeout_ms),
-        );
+        )
+        .with_read_pool(database::lazy_pool(
+            &config.database_url,
+            config.db_read_pool_size,
+            database::SessionSettings {
+                statement_timeout: Duration::from_millis(config.db_read_timeout_ms),
+                ..session
+            },
+        )?);
         let metrics = Arc::new(Metrics::new());
         let status = Arc::new(PeerStatus::new(
             metrics.broker_connected.clone(),
@@ -219,7 +227,10 @@ impl Application {
         }
         let _ = tokio::time::timeout_at(
             deadline.max(tokio::time::Instant::now()) + Duration::from_secs(1),
-            self.store.pool().close(),
+            async {
+                self.store.pool().close().await;
+                self.store.read_pool().close().await;
+            },
         )
         .await;
         if let Some(error) = unusable.lock().expect("lock poisoned").take() {

@@ -100,6 +100,9 @@ pub fn poisons_connection(error: &sqlx::Error) -> bool {
 #[derive(Clone)]
 pub struct MessageStore {
     pool: PgPool,
+    /// The pool `GET /message` reads from: separate, so that readers can never take the connections
+    /// ingestion needs (and a statement timeout of its own bounds every read).
+    reads: PgPool,
     write_timeout: std::time::Duration,
 }
 
@@ -109,9 +112,21 @@ impl MessageStore {
     /// system's TCP timeout.
     pub fn new(pool: PgPool, write_timeout: std::time::Duration) -> Self {
         Self {
+            reads: pool.clone(),
             pool,
             write_timeout,
         }
+    }
+
+    /// Reads from `reads` instead of the ingestion pool.
+    pub fn with_read_pool(mut self, reads: PgPool) -> Self {
+        self.reads = reads;
+        self
+    }
+
+    /// The pool reads use.
+    pub fn read_pool(&self) -> &PgPool {
+        &self.reads
     }
 
     /// Stores `messages` as [`MessageStore::insert_on`] does, on a pooled connection, within the write
@@ -235,7 +250,7 @@ impl MessageStore {
     pub async fn find(&self, id: Uuid) -> Result<Option<StoredMessage>, sqlx::Error> {
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM messages WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await
     }
 
@@ -244,7 +259,7 @@ impl MessageStore {
         let row: Option<(DateTime<Utc>, Uuid)> =
             sqlx::query_as("SELECT received_at, id FROM messages WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(row.map(|(received_at, id)| Cursor { received_at, id }))
     }
@@ -262,7 +277,7 @@ impl MessageStore {
     ) -> Result<(Vec<StoredMessage>, bool), sqlx::Error> {
         let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
         let mut query = page_query(request, request.limit.saturating_add(1));
-        let mut rows = query.build_query_as::<StoredMessage>().fetch(&self.pool);
+        let mut rows = query.build_query_as::<StoredMessage>().fetch(&self.reads);
         let (mut page, mut bytes) = (Vec::new(), 0);
         while let Some(row) = rows.try_next().await? {
             let size = row.message_attributes.get().len() + row.sender.len();
