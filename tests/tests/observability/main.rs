@@ -5,6 +5,7 @@
 mod browser;
 mod monitor;
 mod prometheus;
+mod reads;
 mod secrets;
 mod services;
 mod trace;
