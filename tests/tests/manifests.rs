@@ -1199,3 +1199,57 @@ fn the_compose_file_publishes_every_port_on_loopback_only() {
     }
     assert_eq!(published, 5, "the five ports of the stack");
 }
+
+/// On minikube the consumer logs in to PostgreSQL as its own role, which the database's first start
+/// creates without superuser, database or role rights, owning the `messages` database so its
+/// migrations apply; the password it uses is the one the role is created with.
+#[test]
+fn the_single_node_consumer_uses_a_role_of_its_own_that_is_not_a_superuser() {
+    let objects = render("kube");
+    let consumer = named(&objects, "Deployment", "message-consumer").expect("consumer");
+    let url = environment(&objects, consumer)["DATABASE_URL"]
+        .clone()
+        .expect("a DATABASE_URL");
+    let (user, rest) = url
+        .trim_start_matches("postgres://")
+        .split_once(':')
+        .expect("user and password");
+    let password = rest.split_once('@').expect("a host").0;
+    assert_ne!(user, "postgres", "the consumer is not the superuser");
+
+    let database = named(&objects, "Deployment", "postgresql").expect("postgresql");
+    let mounted = first_container(database)["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/docker-entrypoint-initdb.d")
+        .expect("an init script directory");
+    let volume = database["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mounted["name"])
+        .expect("the mounted volume");
+    let config_map = volume["configMap"]["name"].as_str().expect("a ConfigMap");
+    let script = named(&objects, "ConfigMap", config_map).expect("the init script's ConfigMap")
+        ["data"]
+        .as_object()
+        .expect("data")
+        .values()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect::<String>();
+    assert!(
+        script.contains(&format!(
+            "CREATE ROLE {user} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+        )),
+        "{script}"
+    );
+    assert!(script.contains(&format!("OWNER TO {user}")), "{script}");
+    let secret_password = environment(&objects, database)["MESSAGES_PASSWORD"]
+        .clone()
+        .expect("the role's password in the database's environment");
+    assert_eq!(
+        secret_password, password,
+        "the role is created with the password the consumer uses"
+    );
+}

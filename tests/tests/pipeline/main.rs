@@ -8,6 +8,7 @@ mod dead_letters;
 mod fixtures;
 mod hard_input;
 mod idempotency;
+mod least_privilege;
 mod outages;
 mod pagination;
 mod priority;
