@@ -16,6 +16,9 @@ pub enum ApiError {
     /// 503: the database could not be reached.
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable(#[source] sqlx::Error),
+    /// 503: the broker could not be reached (dead-letter operations).
+    #[error("the message broker is unavailable; retry shortly")]
+    BrokerUnavailable(#[source] lapin::Error),
     /// 500: a stored row could not be read back; logged, not shown.
     #[error("an unexpected error occurred")]
     Internal(#[source] sqlx::Error),
@@ -49,6 +52,12 @@ impl ApiError {
                 self.to_string(),
             )
             .with_retry_after(1),
+            Self::BrokerUnavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                kinds::BROKER_UNAVAILABLE,
+                self.to_string(),
+            )
+            .with_retry_after(1),
             Self::Internal(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 kinds::INTERNAL,
@@ -66,6 +75,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         match self {
             Self::DatabaseUnavailable(cause) => tracing::warn!(error = %cause, "read failed"),
+            Self::BrokerUnavailable(cause) => {
+                tracing::warn!(error = %cause, "dead-letter operation failed")
+            }
             Self::Internal(cause) => tracing::error!(error = %cause, "read failed"),
             _ => {}
         }

@@ -5,6 +5,7 @@
 //! monitor page; `error` maps every failure to a status.
 
 pub mod database;
+pub mod dead_letters;
 pub mod error;
 pub mod ingest;
 pub mod metrics;

@@ -35,6 +35,8 @@ pub const PROTECTED_ROUTES: &[(&str, Scope)] = &[
     ("/message", Scope::Read),
     ("/message/{id}", Scope::Read),
     ("/monitor/status", Scope::Read),
+    ("/dead-letters", Scope::Admin),
+    ("/dead-letters/replay", Scope::Admin),
 ];
 
 /// The service's OpenAPI document, the one source of truth for its API.
@@ -107,6 +109,10 @@ impl Application {
             status: status.clone(),
             metrics,
             board,
+            dead_letters: crate::dead_letters::DeadLetterQueue::new(
+                config.service.amqp_url.clone(),
+                config.service.topology(),
+            ),
             stuck_write: Duration::from_millis(config.db_stuck_write_ms),
             max_page_bytes: config.max_page_bytes,
             public_base_url: config.public_base_url.clone(),
@@ -117,7 +123,7 @@ impl Application {
             routes: PROTECTED_ROUTES,
         };
         let app = move || {
-            use routes::{health, messages};
+            use routes::{dead_letters, health, messages};
             let requests = state.metrics.http.clone();
             let policy = policy.clone();
             App::new()
@@ -134,6 +140,8 @@ impl Application {
                 .app_data(state.clone())
                 .service(http::get("/", monitor::page))
                 .service(http::get("/monitor/status", monitor::status))
+                .service(http::get("/dead-letters", dead_letters::list))
+                .service(http::post("/dead-letters/replay", dead_letters::replay))
                 .service(http::get("/message", messages::list))
                 .service(http::get("/message/{id}", messages::get))
                 .service(http::get("/healthz", http::healthz))

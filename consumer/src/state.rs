@@ -3,13 +3,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{metrics::Metrics, monitor::Board, status::PeerStatus, store::MessageStore};
+use crate::{
+    dead_letters::DeadLetterQueue, metrics::Metrics, monitor::Board, status::PeerStatus,
+    store::MessageStore,
+};
 
 /// What every request handler can reach.
 pub struct AppState {
     pub store: MessageStore,
     pub status: Arc<PeerStatus>,
     pub metrics: Arc<Metrics>,
+    /// `<QUEUE_NAME>.dead`, for the admin routes.
+    pub dead_letters: DeadLetterQueue,
     /// The queue watch's figures, for the worker monitor.
     pub board: Arc<Board>,
     /// A write running longer than this makes the consumer unready.

@@ -13,6 +13,8 @@ use lapin::{
 
 /// The header that carries why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-dead-letter-reason";
+/// The header that carries the queue the consumer took it from.
+pub const ORIGIN_HEADER: &str = "x-dead-letter-queue";
 /// Longest reason kept; PostgreSQL and serde errors can quote a lot of the payload.
 const MAX_REASON_CHARS: usize = 1000;
 /// Longest wait for the copy's confirm. Under a resource alarm the broker blocks publishing connections;
@@ -50,22 +52,37 @@ impl DeadLetters {
         common::amqp::close(&self.connection, "closing").await;
     }
 
-    /// Copies `delivery` (body and properties) to the dead-letter queue with `reason` added to its
-    /// headers. Returns whether the broker confirmed the copy in time, which is when the original may be
-    /// acked.
-    pub async fn copy(&self, delivery: &Delivery, reason: &str) -> lapin::Result<bool> {
-        match tokio::time::timeout(COPY_TIMEOUT, self.copy_confirmed(delivery, reason)).await {
+    /// Copies `delivery` (body and properties) to the dead-letter queue with `reason` and the `queue` it
+    /// came from added to its headers. Returns whether the broker confirmed the copy in time, which is
+    /// when the original may be acked.
+    pub async fn copy(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        queue: &str,
+    ) -> lapin::Result<bool> {
+        match tokio::time::timeout(COPY_TIMEOUT, self.copy_confirmed(delivery, reason, queue)).await
+        {
             Ok(outcome) => outcome,
             Err(_) => Ok(false),
         }
     }
 
-    async fn copy_confirmed(&self, delivery: &Delivery, reason: &str) -> lapin::Result<bool> {
+    async fn copy_confirmed(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        queue: &str,
+    ) -> lapin::Result<bool> {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         headers.insert(
             ShortString::from(REASON_HEADER),
             AMQPValue::LongString(LongString::from(reason)),
+        );
+        headers.insert(
+            ShortString::from(ORIGIN_HEADER),
+            AMQPValue::LongString(LongString::from(queue)),
         );
         let properties = delivery.properties.clone().with_headers(headers);
         let confirmed = common::amqp::publish_confirmed(

@@ -31,15 +31,16 @@ impl Ingest {
         })
     }
 
-    /// Moves `delivery` to the dead-letter queue with `reason`; falls back to a plain reject (which the
+    /// Moves `delivery`, taken from `queue`, to the dead-letter queue with `reason`; falls back to a plain reject (which the
     /// broker dead-letters without the reason) if the copy cannot be confirmed.
     pub(super) async fn dead_letter(
         &self,
         delivery: &Delivery,
         reason: &str,
+        queue: &str,
         dead_letters: &DeadLetters,
     ) -> Result<(), SessionEnd> {
-        let copied = dead_letters.copy(delivery, reason).await.unwrap_or_else(|error| {
+        let copied = dead_letters.copy(delivery, reason, queue).await.unwrap_or_else(|error| {
             tracing::warn!(error = %error, "could not copy to the dead-letter queue; rejecting instead");
             false
         });

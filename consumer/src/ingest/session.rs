@@ -141,7 +141,7 @@ impl Ingest {
                         flow.settled(written.count);
                     }
                     batch = gathered.recv(), if open && writing.len() < flow.writers() => match batch {
-                        Some(batch) => writing.push_back(self.write(batch, cancel, dead_letters)),
+                        Some(batch) => writing.push_back(self.write(batch, flow.queue(), cancel, dead_letters)),
                         None => open = false,
                     },
                 }

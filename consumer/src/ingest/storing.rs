@@ -36,6 +36,7 @@ impl Ingest {
     pub(super) async fn write(
         &self,
         batch: Vec<Delivery>,
+        queue: &str,
         cancel: &CancellationToken,
         dead_letters: &DeadLetters,
     ) -> Result<Written, SessionEnd> {
@@ -45,7 +46,8 @@ impl Ingest {
         for delivery in batch {
             if let Some(reason) = self.refuse_unseen(&delivery) {
                 tracing::warn!(%reason, delivery_tag = delivery.delivery_tag, "dead-lettering unseen");
-                self.dead_letter(&delivery, &reason, dead_letters).await?;
+                self.dead_letter(&delivery, &reason, queue, dead_letters)
+                    .await?;
                 continue;
             }
             match QueuedMessage::from_payload(&delivery.data) {
@@ -56,7 +58,8 @@ impl Ingest {
                 Err(error) => {
                     tracing::warn!(error = %error, delivery_tag = delivery.delivery_tag, "undecodable message; dead-lettering");
                     let reason = format!("undecodable: {error}");
-                    self.dead_letter(&delivery, &reason, dead_letters).await?;
+                    self.dead_letter(&delivery, &reason, queue, dead_letters)
+                        .await?;
                 }
             }
         }
@@ -68,7 +71,7 @@ impl Ingest {
         }
         let refused = self.store_with_retry(&messages, cancel).await?;
         for (index, reason) in &refused {
-            self.dead_letter(&deliveries[*index], reason, dead_letters)
+            self.dead_letter(&deliveries[*index], reason, queue, dead_letters)
                 .instrument(message_span(&deliveries[*index], &messages[*index]))
                 .await?;
         }

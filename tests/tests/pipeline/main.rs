@@ -16,6 +16,7 @@ mod process;
 mod query_plan;
 mod redelivery;
 mod refusals;
+mod replay;
 mod round_trip;
 mod scaling;
 mod shards;

@@ -1,0 +1,202 @@
+//! Looking at `<QUEUE_NAME>.dead` and putting its messages back: what the admin routes do, over a
+//! connection of their own for each request.
+//!
+//! Looking takes up to `limit` messages with `basic.get` without acknowledging them, and closing the
+//! channel returns every one to the queue, so a look changes nothing but their redelivery count. A replay
+//! takes one message at a time, publishes its body with its properties (less the dead-letter headers) to
+//! the main exchange, and acknowledges it in `.dead` only once the broker has confirmed the publish: a
+//! crash in between publishes it twice, which the consumer stores once, by its id. A message that fails
+//! again is dead-lettered again by the consumer, with its new reason.
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::{amqp::Confirmed, Topology};
+use lapin::{
+    message::BasicGetMessage,
+    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
+    Channel, Connection, ConnectionProperties,
+};
+use serde::Serialize;
+
+use crate::ingest::dead_letter::{ORIGIN_HEADER, REASON_HEADER};
+
+/// Bytes of a dead letter's payload shown; the rest is counted.
+pub const PAYLOAD_PREFIX_BYTES: usize = 1024;
+
+/// One dead letter, as `GET /dead-letters` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetter {
+    /// The message id the publisher gave it, if it carries one.
+    pub message_id: Option<String>,
+    /// Why it was dead-lettered: the consumer's reason, or the broker's (`rejected`, `delivery_limit`, …).
+    pub reason: Option<String>,
+    /// The queue it was taken from.
+    pub queue: Option<String>,
+    /// When the publisher accepted it.
+    pub received_at: Option<DateTime<Utc>>,
+    /// The payload's whole length.
+    pub payload_bytes: usize,
+    /// The start of the payload, as text (invalid UTF-8 replaced).
+    pub payload: String,
+    /// Whether `payload` is the whole of it.
+    pub truncated: bool,
+}
+
+/// The admin side of the dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct DeadLetterQueue {
+    amqp_url: String,
+    topology: Topology,
+}
+
+impl DeadLetterQueue {
+    pub fn new(amqp_url: String, topology: Topology) -> Self {
+        Self { amqp_url, topology }
+    }
+
+    async fn connect(&self) -> lapin::Result<(Connection, Channel)> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name("message-consumer-dead-letter-admin".into());
+        let connection = common::amqp::connect(&self.amqp_url, properties).await?;
+        let channel = connection.create_channel().await?;
+        Ok((connection, channel))
+    }
+
+    /// Up to `limit` dead letters after the first `offset`, oldest first, all left where they are.
+    pub async fn look(&self, offset: usize, limit: usize) -> lapin::Result<Vec<DeadLetter>> {
+        let (connection, channel) = self.connect().await?;
+        let mut letters = Vec::new();
+        let mut seen = 0;
+        while letters.len() < limit {
+            let Some(message) = self.get(&channel).await? else {
+                break;
+            };
+            seen += 1;
+            if seen > offset {
+                letters.push(view(&message));
+            }
+        }
+        // Closing returns every message taken and not acknowledged, in their order.
+        common::amqp::close(&connection, "looked").await;
+        Ok(letters)
+    }
+
+    /// Puts up to `limit` dead letters back on the main exchange, each acknowledged in `.dead` only once
+    /// its publish is confirmed. Returns how many went back.
+    pub async fn replay(&self, limit: usize) -> lapin::Result<usize> {
+        let (connection, channel) = self.connect().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let mut replayed = 0;
+        let outcome = async {
+            while replayed < limit {
+                let Some(message) = self.get(&channel).await? else {
+                    break;
+                };
+                let confirmed = common::amqp::publish_confirmed(
+                    &channel,
+                    self.topology.exchange(),
+                    self.topology.queue(),
+                    &message.delivery.data,
+                    replayed_properties(&message),
+                )
+                .await?;
+                if confirmed == Confirmed::Acked {
+                    message
+                        .delivery
+                        .acker
+                        .ack(BasicAckOptions::default())
+                        .await?;
+                    replayed += 1;
+                } else {
+                    // Not taken by the main queue: it stays a dead letter, and the replay stops here.
+                    message
+                        .delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await?;
+                    break;
+                }
+            }
+            Ok::<_, lapin::Error>(())
+        }
+        .await;
+        common::amqp::close(&connection, "replayed").await;
+        outcome.map(|()| replayed)
+    }
+
+    async fn get(&self, channel: &Channel) -> lapin::Result<Option<BasicGetMessage>> {
+        channel
+            .basic_get(
+                self.topology.dead_letter_queue().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+    }
+}
+
+fn header<'a>(headers: Option<&'a FieldTable>, name: &str) -> Option<&'a AMQPValue> {
+    headers?.inner().get(name)
+}
+
+fn text(value: Option<&AMQPValue>) -> Option<String> {
+    match value? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn view(message: &BasicGetMessage) -> DeadLetter {
+    let delivery = &message.delivery;
+    let headers = delivery.properties.headers().as_ref();
+    let reason = text(header(headers, REASON_HEADER))
+        .or_else(|| text(header(headers, "x-first-death-reason")));
+    let queue = text(header(headers, ORIGIN_HEADER))
+        .or_else(|| text(header(headers, "x-first-death-queue")))
+        .or_else(|| Some(delivery.routing_key.as_str().to_owned()).filter(|k| !k.is_empty()));
+    let data = &delivery.data;
+    let shown = &data[..data.len().min(PAYLOAD_PREFIX_BYTES)];
+    DeadLetter {
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned()),
+        reason,
+        queue,
+        received_at: delivery
+            .properties
+            .timestamp()
+            .and_then(|seconds| Utc.timestamp_opt(i64::try_from(seconds).ok()?, 0).single()),
+        payload_bytes: data.len(),
+        payload: String::from_utf8_lossy(shown).into_owned(),
+        truncated: data.len() > shown.len(),
+    }
+}
+
+/// The message's own properties, without what dead-lettering added, so it goes back as it was sent.
+fn replayed_properties(message: &BasicGetMessage) -> lapin::BasicProperties {
+    let properties = message.delivery.properties.clone();
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let kept: FieldTable = headers
+        .inner()
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            name != REASON_HEADER
+                && !name.starts_with("x-death")
+                && !name.starts_with("x-first-death")
+                && !name.starts_with("x-last-death")
+                && name != "x-delivery-count"
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into();
+    headers = kept;
+    properties.with_headers(headers)
+}

@@ -1,0 +1,87 @@
+//! `GET /dead-letters` (a page of what `<QUEUE_NAME>.dead` holds, left in place) and
+//! `POST /dead-letters/replay?limit=N` (up to N put back on the main exchange, each once, confirmed).
+//! Both need an admin token when tokens are configured.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{error::ApiError, state::AppState};
+
+/// Most dead letters one look returns, and how deep a look may reach (`offset + limit`).
+const MAX_PAGE: usize = 100;
+const MAX_DEPTH: usize = 1_000;
+/// Most dead letters one replay puts back.
+const MAX_REPLAY: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplayQuery {
+    limit: Option<String>,
+}
+
+fn bounded(
+    name: &str,
+    raw: Option<&str>,
+    default: usize,
+    range: (usize, usize),
+) -> Result<usize, ApiError> {
+    let Some(raw) = raw else { return Ok(default) };
+    raw.parse::<usize>()
+        .ok()
+        .filter(|n| (range.0..=range.1).contains(n))
+        .ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "{name} must be an integer from {} to {}, got {raw:?}",
+                range.0, range.1
+            ))
+        })
+}
+
+/// `GET /dead-letters?limit=&offset=`: oldest first, each with its reason, origin queue, time and the
+/// start of its payload; a `Link: rel="next"` when a full page came back.
+pub async fn list(
+    request: HttpRequest,
+    query: web::Query<PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = bounded("limit", query.limit.as_deref(), 20, (1, MAX_PAGE))?;
+    let offset = bounded("offset", query.offset.as_deref(), 0, (0, MAX_DEPTH - limit))?;
+    let letters = state
+        .dead_letters
+        .look(offset, limit)
+        .await
+        .map_err(ApiError::BrokerUnavailable)?;
+    let mut response = HttpResponse::Ok();
+    if letters.len() == limit && offset + 2 * limit <= MAX_DEPTH {
+        response.insert_header((
+            "Link",
+            format!(
+                "<{}?limit={limit}&offset={}>; rel=\"next\"",
+                request.path(),
+                offset + limit
+            ),
+        ));
+    }
+    Ok(response.json(letters))
+}
+
+/// `POST /dead-letters/replay?limit=N` (default 10): `{"replayed": n}`.
+pub async fn replay(
+    query: web::Query<ReplayQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = bounded("limit", query.limit.as_deref(), 10, (1, MAX_REPLAY))?;
+    let replayed = state
+        .dead_letters
+        .replay(limit)
+        .await
+        .map_err(ApiError::BrokerUnavailable)?;
+    tracing::info!(replayed, limit, "dead letters replayed");
+    Ok(HttpResponse::Ok().json(json!({ "replayed": replayed })))
+}

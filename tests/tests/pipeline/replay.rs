@@ -1,0 +1,113 @@
+//! The dead-letter admin routes: `GET /dead-letters` shows what `.dead` holds, with reason, origin
+//! queue and payload, and leaves it there; `POST /dead-letters/replay` puts messages back, each once,
+//! so that a message refused by the database is stored once its cause is fixed, and sent back to
+//! `.dead` with its reason while it is not.
+
+use std::time::Duration;
+
+use end_to_end::{eventually, TestStack};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::fixtures::message_from;
+
+async fn dead_letters(stack: &TestStack) -> Vec<Value> {
+    let response = stack.get("/dead-letters?limit=100").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("a JSON array")
+}
+
+/// Waits until `.dead` holds exactly `count` letters, and returns them.
+async fn wait_dead(stack: &TestStack, count: usize) -> Vec<Value> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{count} dead letters"),
+        || async {
+            let letters = dead_letters(stack).await;
+            (letters.len() == count).then_some(letters)
+        },
+    )
+    .await
+}
+
+async fn replay(stack: &TestStack, limit: usize) -> u64 {
+    let response = stack
+        .http
+        .post(format!(
+            "{}/dead-letters/replay?limit={limit}",
+            stack.consumer_url()
+        ))
+        .send()
+        .await
+        .expect("consumer reachable");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    body["replayed"].as_u64().expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_look_at_the_dead_letters_shows_why_and_where_from_and_leaves_them_in_place() {
+    let stack = TestStack::start().await;
+    stack.publish_raw(b"not a message at all").await;
+    let letters = wait_dead(&stack, 1).await;
+    let letter = &letters[0];
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("undecodable"),
+        "{letter}"
+    );
+    assert_eq!(letter["queue"], stack.queue.as_str());
+    assert_eq!(letter["payload"], "not a message at all");
+    assert_eq!(letter["payload_bytes"], 20);
+    assert_eq!(letter["truncated"], false);
+    // Looked at twice, still there, and still one.
+    assert_eq!(dead_letters(&stack).await.len(), 1);
+    assert_eq!(stack.queue_depth(".dead").await, 1);
+    for bad in ["limit=0", "limit=101", "offset=-1", "limit=ten"] {
+        let response = stack.get(&format!("/dead-letters?{bad}")).await;
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_database_refused_is_stored_once_when_replayed_after_the_cause_is_fixed() {
+    let stack = TestStack::start().await;
+    sqlx::query(
+        "ALTER TABLE messages ADD CONSTRAINT no_blocked_sender CHECK (sender <> 'blocked')",
+    )
+    .execute(&stack.db)
+    .await
+    .expect("constraint added");
+    let id: Uuid = stack.publish_ok(&message_from("blocked")).await;
+    let letters = wait_dead(&stack, 1).await;
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused by PostgreSQL"),
+        "{letters:?}"
+    );
+    assert_eq!(letters[0]["message_id"], id.to_string().as_str());
+
+    // While the cause is still there, a replay sends it back to `.dead`, with its reason.
+    assert_eq!(replay(&stack, 10).await, 1);
+    let again = wait_dead(&stack, 1).await;
+    assert!(again[0]["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("refused by PostgreSQL"));
+    assert_eq!(stack.rows_for(&[id]).await, (0, 0));
+
+    // Fixed: replayed once, stored once, and `.dead` is empty.
+    sqlx::query("ALTER TABLE messages DROP CONSTRAINT no_blocked_sender")
+        .execute(&stack.db)
+        .await
+        .expect("constraint dropped");
+    assert_eq!(replay(&stack, 10).await, 1);
+    stack.wait_stored(id).await;
+    assert_eq!(stack.rows_for(&[id]).await, (1, 1));
+    wait_dead(&stack, 0).await;
+    assert_eq!(replay(&stack, 10).await, 0, "nothing left to replay");
+}
