@@ -403,7 +403,13 @@ fn allows(
                 let port_ok = match rule["ports"].as_array() {
                     None => true,
                     Some(ports) => ports.iter().any(|p| {
-                        p["port"] == port && p["protocol"].as_str().unwrap_or("TCP") == protocol
+                        // `endPort` makes `port` the first of a range.
+                        let first = p["port"].as_u64();
+                        let last = p["endPort"].as_u64().or(first);
+                        let in_range = first
+                            .zip(last)
+                            .is_some_and(|(first, last)| (first..=last).contains(&u64::from(port)));
+                        in_range && p["protocol"].as_str().unwrap_or("TCP") == protocol
                     }),
                 };
                 peer_ok && port_ok
@@ -1001,6 +1007,210 @@ fn the_network_policies_let_keda_read_the_brokers_management_api() {
     assert!(flow_allowed(&policies, &consumer, &database, 5432, "TCP"));
     assert!(!flow_allowed(&policies, &consumer, &broker, 15672, "TCP"));
     assert!(!flow_allowed(&policies, &publisher, &database, 5432, "TCP"));
+    // Only KEDA's operator: another pod of its namespace, or the operator on another port, stays out.
+    let neighbour = synthetic_pod("keda-neighbour", "keda", &[("app", "other")]);
+    assert!(!flow_allowed(&policies, &neighbour, &broker, 15672, "TCP"));
+    assert!(!flow_allowed(&policies, &keda, &broker, 5672, "TCP"));
+}
+
+/// A pod of namespace `namespace` carrying exactly `pod_labels`.
+fn synthetic_pod(
+    name: &'static str,
+    namespace: &'static str,
+    pod_labels: &[(&str, &str)],
+) -> Endpoint {
+    Endpoint {
+        name,
+        namespace: Some(namespace),
+        labels: pod_labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+/// The pods the operators run in this namespace, with only the labels the operators give them: two
+/// broker nodes (as `broker_pod_of`) and a PostgreSQL primary and replica (CloudNativePG's "Labels and
+/// annotations": `cnpg.io/cluster`, `cnpg.io/instanceRole` and `role`, `cnpg.io/podRole`).
+fn operators_pods(objects: &[Value]) -> [Endpoint; 4] {
+    let (_, broker) = broker_pod_of(objects);
+    let cluster = named(objects, "Cluster", "postgresql").expect("a CloudNativePG Cluster");
+    assert_eq!(cluster["metadata"]["name"], "postgresql");
+    let instance = |name: &'static str, role: &str| {
+        synthetic_pod(
+            name,
+            "default",
+            &[
+                ("cnpg.io/cluster", "postgresql"),
+                ("cnpg.io/instanceName", name),
+                ("cnpg.io/instanceRole", role),
+                ("role", role),
+                ("cnpg.io/podRole", "instance"),
+            ],
+        )
+    };
+    [
+        Endpoint {
+            name: "rabbitmq-server-0",
+            ..broker.clone()
+        },
+        Endpoint {
+            name: "rabbitmq-server-1",
+            ..broker
+        },
+        instance("postgresql-1", "primary"),
+        instance("postgresql-2", "replica"),
+    ]
+}
+
+/// Every port the broker, the database and the services open, with both ends of the CLI tools' range and
+/// its neighbours outside it.
+const SYSTEM_PORTS: [u16; 15] = [
+    5672, 15672, 15692, 4369, 25672, 35671, 35672, 35677, 35682, 35683, 5432, 8000, 9187, 8080,
+    8081,
+];
+
+/// The operators label their pods with labels of their own, not those of the custom resource, so a policy
+/// that selects this system's labels leaves the broker and the database open to every pod. Under the
+/// production overlay the pods as the operators label them take exactly the flows the system needs: AMQP
+/// from both services, SQL from the consumer alone, clustering and replication between their own pods,
+/// and each operator's ports from its own namespace; nothing from any other pod, here or elsewhere.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_production_network_policies_let_into_the_operators_pods_exactly_the_flows_they_need() {
+    let objects = render("kube/overlays/production");
+    let policies = of_kind(&objects, "NetworkPolicy");
+    let publisher = pod_of(&objects, "message-publisher");
+    let consumer = pod_of(&objects, "message-consumer");
+    let [broker, other_broker, primary, replica] = operators_pods(&objects);
+    let unrelated = synthetic_pod("unrelated", "default", &[("app", "other")]);
+    let rabbitmq_operator = synthetic_pod(
+        "rabbitmq-operator",
+        "rabbitmq-system",
+        &[("app.kubernetes.io/name", "rabbitmq-cluster-operator")],
+    );
+    let cnpg_operator = synthetic_pod(
+        "cnpg-operator",
+        "cnpg-system",
+        &[("app.kubernetes.io/name", "cloudnative-pg")],
+    );
+    let keda = synthetic_pod("keda-operator", "keda", &[("app", "keda-operator")]);
+    let client = Endpoint {
+        name: "client",
+        namespace: None,
+        labels: BTreeMap::new(),
+    };
+    let flow =
+        |from: &Endpoint, to: &Endpoint, port| flow_allowed(&policies, from, to, port, "TCP");
+
+    assert!(flow(&publisher, &broker, 5672));
+    assert!(flow(&consumer, &broker, 5672));
+    assert!(flow(&consumer, &primary, 5432));
+    assert!(!flow(&publisher, &primary, 5432));
+    assert!(!flow(&unrelated, &broker, 5672));
+    assert!(!flow(&unrelated, &broker, 15672));
+    assert!(!flow(&unrelated, &primary, 5432));
+    assert!(flow(&rabbitmq_operator, &broker, 15672));
+    assert!(flow(&broker, &other_broker, 25672));
+    assert!(flow(&other_broker, &broker, 25672));
+    assert!(flow(&primary, &replica, 5432));
+    assert!(flow(&replica, &primary, 5432));
+    assert!(flow(&cnpg_operator, &primary, 8000));
+    assert!(
+        !flow(&keda, &broker, 15672),
+        "KEDA is let in by its overlay alone"
+    );
+
+    let brokers = [broker.name, other_broker.name];
+    let instances = [primary.name, replica.name];
+    let needed = |from: &Endpoint, to: &Endpoint, port: u16| {
+        let to_broker = brokers.contains(&to.name);
+        let to_instance = instances.contains(&to.name);
+        match from.name {
+            "message-publisher" => to_broker && port == 5672,
+            "message-consumer" => to_broker && port == 5672 || to_instance && port == 5432,
+            "rabbitmq-operator" => to_broker && port == 15672,
+            "cnpg-operator" => to_instance && [8000, 5432].contains(&port),
+            name if brokers.contains(&name) => {
+                to_broker && ([4369, 25672].contains(&port) || (35672..=35682).contains(&port))
+            }
+            name if instances.contains(&name) => to_instance && port == 5432,
+            _ => false,
+        }
+    };
+    let sources = [
+        client,
+        publisher,
+        consumer,
+        unrelated.clone(),
+        rabbitmq_operator,
+        cnpg_operator,
+        keda,
+        broker.clone(),
+        other_broker.clone(),
+        primary.clone(),
+        replica.clone(),
+    ];
+    let targets = [broker, other_broker, primary, replica, unrelated];
+    for from in &sources {
+        for to in targets.iter().filter(|to| to.name != from.name) {
+            for port in SYSTEM_PORTS {
+                let allowed = flow(from, to, port);
+                let wanted = needed(from, to, port);
+                assert_eq!(
+                    allowed, wanted,
+                    "{} -> {}:{port} allowed: {allowed}, needed: {wanted}",
+                    from.name, to.name
+                );
+            }
+        }
+    }
+}
+
+/// Default-deny covers the operators' pods too, so each is let out only to what it talks to: its own
+/// peers, DNS, and the Kubernetes API (RabbitMQ's peer discovery, CloudNativePG's instance manager),
+/// which is not a pod and is reached on its ports 443 and 6443. Nothing else leaves them.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_production_network_policies_let_the_operators_pods_out_only_to_their_peers_dns_and_the_api()
+{
+    let objects = render("kube/overlays/production");
+    let policies = of_kind(&objects, "NetworkPolicy");
+    let consumer = pod_of(&objects, "message-consumer");
+    let [broker, other_broker, primary, replica] = operators_pods(&objects);
+    let dns = synthetic_pod("kube-dns", "kube-system", &[("k8s-app", "kube-dns")]);
+    let kubernetes_api = Endpoint {
+        name: "kubernetes-api",
+        namespace: None,
+        labels: BTreeMap::new(),
+    };
+    let operator = synthetic_pod(
+        "rabbitmq-operator",
+        "rabbitmq-system",
+        &[("app.kubernetes.io/name", "rabbitmq-cluster-operator")],
+    );
+
+    for pod in [&broker, &other_broker, &primary, &replica] {
+        assert!(
+            flow_allowed(&policies, pod, &dns, 53, "UDP"),
+            "{}",
+            pod.name
+        );
+        for port in [443, 6443] {
+            assert!(
+                flow_allowed(&policies, pod, &kubernetes_api, port, "TCP"),
+                "{} cannot reach the Kubernetes API on {port}",
+                pod.name
+            );
+        }
+        for port in [80, 5672, 5432, 8080, 8081, 15672] {
+            assert!(!flow_allowed(&policies, pod, &kubernetes_api, port, "TCP"));
+            assert!(!flow_allowed(&policies, pod, &operator, port, "TCP"));
+            assert!(!flow_allowed(&policies, pod, &consumer, port, "TCP"));
+        }
+    }
+    assert!(!flow_allowed(&policies, &broker, &primary, 5432, "TCP"));
+    assert!(!flow_allowed(&policies, &primary, &broker, 5672, "TCP"));
 }
 
 /// The Prometheus Operator scrapes both services through the ServiceMonitor of the production overlay;
