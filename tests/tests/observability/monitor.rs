@@ -164,3 +164,62 @@ async fn the_monitor_shows_what_the_database_holds_updates_live_and_escapes_send
     eprintln!("worker monitor screenshot: {}", path.display());
     let _ = browser.client.clone().close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_read_tokens_the_monitor_asks_for_one_and_shows_nothing_until_given_it() {
+    const TOKEN: &str = "monitor-read-token-0123456789";
+    let services =
+        Services::start(&[("READ_TOKENS", TOKEN), ("QUEUE_WATCH_INTERVAL_MS", "200")]).await;
+    let id = services
+        .publish(&json!({"sender": "behind a token"}), &[])
+        .await;
+    services.wait_stored(&[id]).await;
+
+    let browser = Browser::start().await;
+    let client = &browser.client;
+    client
+        .goto(&format!("{}/", services.consumer.url))
+        .await
+        .expect("page loads");
+    eventually(Duration::from_secs(15), "the token form shown", || async {
+        let hidden = client
+            .execute(
+                "return document.getElementById('token-form').hidden",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (hidden == json!(false)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        text(client, "#stored-total").await,
+        "–",
+        "no figures without a token"
+    );
+    assert!(
+        listed_ids(client).await.is_empty(),
+        "no messages without a token"
+    );
+
+    client
+        .find(Locator::Css("#token"))
+        .await
+        .expect("token field")
+        .send_keys(TOKEN)
+        .await
+        .expect("typed");
+    client
+        .find(Locator::Css("#token-form button"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("submitted");
+    shows(client, "#stored-total", "1").await;
+    eventually(Duration::from_secs(15), "the message listed", || async {
+        (listed_ids(client).await == vec![id.to_string()]).then_some(())
+    })
+    .await;
+    let _ = browser.client.clone().close().await;
+}
