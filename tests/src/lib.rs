@@ -309,32 +309,7 @@ impl TestStack {
 
     /// Publishes raw bytes straight to the queue's exchange, bypassing the publisher.
     pub async fn publish_raw(&self, payload: &[u8]) {
-        let channel = self.amqp.create_channel().await.expect("channel");
-        channel
-            .confirm_select(Default::default())
-            .await
-            .expect("confirm mode");
-        let confirm = channel
-            .basic_publish(
-                format!("{}.exchange", self.queue).as_str().into(),
-                self.queue.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                payload,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert_eq!(
-            confirm,
-            lapin::Confirmation::Ack(None),
-            "raw publish confirmed and routed"
-        );
-        let _ = channel.close(200, "done".into()).await;
+        publish_raw_on(&self.amqp, &self.queue, payload).await;
     }
 
     /// Takes every message off the main queue, in delivery order, and returns their priorities.
@@ -501,6 +476,37 @@ impl Drop for TestStack {
         self.consumer.take();
         remove_resources_blocking(&self.queue, &self.database);
     }
+}
+
+/// Publishes raw bytes to `queue`'s exchange on `connection`, bypassing the publisher, and asserts the
+/// broker confirmed and routed them.
+pub async fn publish_raw_on(connection: &Connection, queue: &str, payload: &[u8]) {
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirm mode");
+    let confirm = channel
+        .basic_publish(
+            format!("{}.exchange", queue).as_str().into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            payload,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert_eq!(
+        confirm,
+        lapin::Confirmation::Ack(None),
+        "raw publish confirmed and routed"
+    );
+    let _ = channel.close(200, "done".into()).await;
 }
 
 /// [`remove_resources`] from synchronous code such as `Drop`: on a thread of its own with its own

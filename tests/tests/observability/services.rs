@@ -7,7 +7,6 @@ use std::{
 };
 
 use end_to_end::{eventually, process::LogLines, StackConfig};
-use lapin::{options::BasicPublishOptions, BasicProperties};
 use serde_json::Value;
 use sqlx::{postgres::PgPoolOptions, PgPool};
 use uuid::Uuid;
@@ -142,19 +141,7 @@ impl Services {
         let connection = common::amqp::connect(&end_to_end::amqp_url(), Default::default())
             .await
             .expect("broker reachable");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .basic_publish(
-                format!("{}.exchange", self.queue).as_str().into(),
-                self.queue.as_str().into(),
-                BasicPublishOptions::default(),
-                payload,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("published")
-            .await
-            .expect("confirmed");
+        end_to_end::publish_raw_on(&connection, &self.queue, payload).await;
         let _ = connection.close(200, "done".into()).await;
     }
 
