@@ -75,7 +75,9 @@ impl Scratch {
 
     /// A connection to a node of the broker, a different one each time when there are several.
     pub async fn connect(&self) -> lapin::Result<Connection> {
-        common::amqp::connect(&self.amqp_url, ConnectionProperties::default()).await
+        common::amqp::BrokerAddress::new(self.amqp_url.clone())
+            .connect(ConnectionProperties::default())
+            .await
     }
 
     /// How many broker nodes `amqp_url` names.

@@ -1,14 +1,19 @@
 //! Opening a connection to RabbitMQ and publishing with confirms, shared by both services.
 
 use std::{
-    sync::atomic::{AtomicUsize, Ordering},
+    fmt,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
 use lapin::{
-    options::BasicPublishOptions, uri::AMQPUri, BasicProperties, Channel, Confirmation, Connection,
-    ConnectionProperties,
+    options::BasicPublishOptions, tcp::OwnedTLSConfig, uri::AMQPUri, BasicProperties, Channel,
+    Confirmation, Connection, ConnectionProperties,
 };
+use rustls_pki_types::{pem::PemObject, CertificateDer};
 
 /// Longest wait for the broker to answer a close (or a cancel); a dead peer never answers.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,49 +41,119 @@ static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
 /// drops packets would otherwise hold the attempt for the operating system's TCP timeout.
 const NODE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connects to a node of `amqp_url` that answers, trying each in turn, starting after the node the
-/// previous connection tried first. Fails with the last node's error when none answers.
-pub async fn connect(
-    amqp_url: &str,
-    properties: ConnectionProperties,
-) -> lapin::Result<Connection> {
-    let nodes: Vec<&str> = node_urls(amqp_url).collect();
-    let first = NEXT_NODE.fetch_add(1, Ordering::Relaxed);
-    let mut last_error = None;
-    for offset in 0..nodes.len() {
-        let url = nodes[(first + offset) % nodes.len()];
-        match connect_node(url, properties.clone()).await {
-            Ok(connection) => return Ok(connection),
-            Err(error) => {
-                tracing::debug!(%error, node = %redacted(url), "broker node did not answer");
-                last_error = Some(error);
-            }
-        }
-    }
-    Err(last_error.unwrap_or_else(|| invalid_input("AMQP_URL names no broker")))
+/// The broker as the services reach it: the nodes of `AMQP_URL`, and the certificates trusted for their
+/// `amqps://` listeners besides the system's roots (`AMQP_CA_FILE`).
+///
+/// TLS is chosen by the URL alone. An `amqps://` node is reached over TLS with its certificate verified
+/// against those roots and its host name; there is no setting that skips either, and a node whose
+/// certificate does not verify is refused, never spoken to in plaintext.
+#[derive(Clone)]
+pub struct BrokerAddress {
+    urls: String,
+    trusted_pem: Option<Arc<str>>,
 }
 
-/// Connects to the node at `url`, after checking that its port accepts TCP connections at all.
-///
-/// lapin 4.12 can go on to connect after it has reported an attempt as refused (seen while a broker is
-/// starting), leaving behind a connection that nobody holds. Probing the port first keeps the attempts
-/// that can fail that way from reaching lapin.
-/// The frame size is [`DEFAULT_FRAME_MAX`] unless the URL sets its own.
-async fn connect_node(url: &str, properties: ConnectionProperties) -> lapin::Result<Connection> {
-    let mut uri: AMQPUri = url.parse().map_err(|e: String| invalid_input(&e))?;
-    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
-    let address = (uri.authority.host.clone(), uri.authority.port);
-    let probe = tokio::time::timeout(NODE_PROBE_TIMEOUT, tokio::net::TcpStream::connect(address))
-        .await
-        .map_err(|_| {
-            lapin::Error::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no TCP answer within {NODE_PROBE_TIMEOUT:?}"),
-            ))
-        })?;
-    drop(probe?);
-    Connection::connect_uri(uri, properties).await
+impl BrokerAddress {
+    /// The nodes of `urls` (one URL, or several separated by commas), trusting the system's roots.
+    pub fn new(urls: impl Into<String>) -> Self {
+        Self {
+            urls: urls.into(),
+            trusted_pem: None,
+        }
+    }
+
+    /// Also trusts the certificates of `pem` (one or more PEM `CERTIFICATE` blocks), as a private
+    /// certificate authority needs. Fails when `pem` holds no certificate that parses.
+    pub fn trusting(mut self, pem: &str) -> anyhow::Result<Self> {
+        let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("not PEM certificates: {e}"))?;
+        anyhow::ensure!(!certificates.is_empty(), "holds no PEM certificate");
+        self.trusted_pem = Some(pem.into());
+        Ok(self)
+    }
+
+    /// The nodes, as `AMQP_URL` names them.
+    pub fn urls(&self) -> &str {
+        &self.urls
+    }
+
+    /// Connects to a node that answers, trying each in turn, starting after the node the previous
+    /// connection tried first. Fails with the last node's error when none answers.
+    pub async fn connect(&self, properties: ConnectionProperties) -> lapin::Result<Connection> {
+        let nodes: Vec<&str> = node_urls(&self.urls).collect();
+        let first = NEXT_NODE.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = None;
+        for offset in 0..nodes.len() {
+            let url = nodes[(first + offset) % nodes.len()];
+            match self.connect_node(url, properties.clone()).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => {
+                    tracing::debug!(%error, node = %redacted(url), "broker node did not answer");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| invalid_input("AMQP_URL names no broker")))
+    }
+
+    /// Connects to the node at `url`, after checking that its port accepts TCP connections at all.
+    ///
+    /// lapin 4.12 can go on to connect after it has reported an attempt as refused (seen while a broker
+    /// is starting), leaving behind a connection that nobody holds. Probing the port first keeps the
+    /// attempts that can fail that way from reaching lapin.
+    /// The frame size is [`DEFAULT_FRAME_MAX`] unless the URL sets its own.
+    async fn connect_node(
+        &self,
+        url: &str,
+        properties: ConnectionProperties,
+    ) -> lapin::Result<Connection> {
+        let mut uri: AMQPUri = url.parse().map_err(|e: String| invalid_input(&e))?;
+        uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+        let address = (uri.authority.host.clone(), uri.authority.port);
+        let probe =
+            tokio::time::timeout(NODE_PROBE_TIMEOUT, tokio::net::TcpStream::connect(address))
+                .await
+                .map_err(|_| {
+                    lapin::Error::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no TCP answer within {NODE_PROBE_TIMEOUT:?}"),
+                    ))
+                })?;
+        drop(probe?);
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.trusted_pem.as_deref().map(str::to_owned),
+        };
+        let handshake = Connection::connect_uri_with_config(
+            uri,
+            properties,
+            tls,
+            lapin::runtime::default_runtime()?,
+        );
+        // A TLS listener that never finishes its handshake would hold the attempt for ever.
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+            .await
+            .map_err(|_| {
+                lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no AMQP handshake within {HANDSHAKE_TIMEOUT:?}"),
+                ))
+            })?
+    }
 }
+
+impl fmt::Debug for BrokerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerAddress")
+            .field("urls", &crate::redact::url(&self.urls))
+            .field("private_ca", &self.trusted_pem.is_some())
+            .finish()
+    }
+}
+
+/// Longest wait for a node that accepted TCP to finish the TLS and AMQP handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn invalid_input(message: &str) -> lapin::Error {
     lapin::Error::from(std::io::Error::new(

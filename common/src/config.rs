@@ -8,7 +8,9 @@ use std::fmt;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{auth::Tokens, telemetry::LogFormat, topology::QueueType, Topology};
+use crate::{
+    amqp::BrokerAddress, auth::Tokens, telemetry::LogFormat, topology::QueueType, Topology,
+};
 
 /// What both services read alike. It is read on its own rather than flattened into each service's
 /// struct, because envy cannot flatten numbers and enums.
@@ -17,6 +19,10 @@ pub struct ServiceConfig {
     /// `AMQP_URL`: the broker, with credentials and the URL-encoded virtual host.
     #[serde(default = "default_amqp_url")]
     pub amqp_url: String,
+    /// `AMQP_CA_FILE`: PEM certificates trusted for `amqps://` nodes besides the system's roots, such as
+    /// a private certificate authority's, mounted from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp_ca_file: Option<String>,
     /// `QUEUE_NAME`: the queue messages go to and are drained from; exchanges and the dead-letter queue
     /// derive their names from it.
     #[serde(default = "default_queue_name")]
@@ -166,6 +172,21 @@ pub struct ConsumerConfig {
 }
 
 impl ServiceConfig {
+    /// The broker of `AMQP_URL`, trusting the certificates of `AMQP_CA_FILE` when it is set; fails,
+    /// naming the variable, when that file cannot be read or holds no certificate.
+    pub fn broker(&self) -> anyhow::Result<BrokerAddress> {
+        let broker = BrokerAddress::new(self.amqp_url.clone());
+        let Some(path) = &self.amqp_ca_file else {
+            return Ok(broker);
+        };
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("invalid configuration: AMQP_CA_FILE {path:?} cannot be read: {e}")
+        })?;
+        broker
+            .trusting(&pem)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: AMQP_CA_FILE {path:?} {e}"))
+    }
+
     pub fn topology(&self) -> Topology {
         Topology::new(
             &self.queue_name,
@@ -319,6 +340,7 @@ impl fmt::Debug for ConsumerConfig {
 /// Every environment variable either service reads, for documentation checks.
 pub const VARIABLES: &[&str] = &[
     "AMQP_URL",
+    "AMQP_CA_FILE",
     "DATABASE_URL",
     "QUEUE_NAME",
     "QUEUE_TYPE",
@@ -402,6 +424,7 @@ fn load<T: DeserializeOwned + HoldsService>(
     let mut service: ServiceConfig = envy::from_iter(vars.iter().cloned()).map_err(invalid)?;
     service.tokens = Tokens::from_vars(&vars)?;
     check_amqp_url(&service.amqp_url)?;
+    service.broker()?;
     ensure(
         (1..=MAX_QUEUE_SHARDS).contains(&service.queue_shards),
         "QUEUE_SHARDS must be between 1 and 256",

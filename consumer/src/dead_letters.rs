@@ -9,7 +9,10 @@
 //! again is dead-lettered again by the consumer, with its new reason.
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{amqp::Confirmed, Topology};
+use common::{
+    amqp::{BrokerAddress, Confirmed},
+    Topology,
+};
 use lapin::{
     message::BasicGetMessage,
     options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions},
@@ -45,19 +48,19 @@ pub struct DeadLetter {
 /// The admin side of the dead-letter queue.
 #[derive(Debug, Clone)]
 pub struct DeadLetterQueue {
-    amqp_url: String,
+    broker: BrokerAddress,
     topology: Topology,
 }
 
 impl DeadLetterQueue {
-    pub fn new(amqp_url: String, topology: Topology) -> Self {
-        Self { amqp_url, topology }
+    pub fn new(broker: BrokerAddress, topology: Topology) -> Self {
+        Self { broker, topology }
     }
 
     async fn connect(&self) -> lapin::Result<(Connection, Channel)> {
         let properties = ConnectionProperties::default()
             .with_connection_name("message-consumer-dead-letter-admin".into());
-        let connection = common::amqp::connect(&self.amqp_url, properties).await?;
+        let connection = self.broker.connect(properties).await?;
         let channel = connection.create_channel().await?;
         Ok((connection, channel))
     }

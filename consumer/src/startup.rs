@@ -79,9 +79,10 @@ impl Application {
             metrics.database_up.clone(),
         ));
         let board = Arc::new(Board::default());
+        let broker = config.service.broker()?;
         let ingest = Ingest::new(
             IngestSettings {
-                amqp_url: config.service.amqp_url.clone(),
+                broker: broker.clone(),
                 topology: config.service.topology(),
                 batch_size: config.batch_size,
                 batch_bytes: config.batch_bytes,
@@ -110,7 +111,7 @@ impl Application {
             metrics,
             board,
             dead_letters: crate::dead_letters::DeadLetterQueue::new(
-                config.service.amqp_url.clone(),
+                broker,
                 config.service.topology(),
             ),
             stuck_write: Duration::from_millis(config.db_stuck_write_ms),

@@ -10,7 +10,7 @@ use std::{
 };
 
 use common::{
-    amqp::Confirmed,
+    amqp::{BrokerAddress, Confirmed},
     backoff::Backoff,
     trace::{TraceContext, TRACEPARENT},
     QueuedMessage, Topology,
@@ -42,16 +42,16 @@ pub struct Broker {
 
 impl Broker {
     /// A broker client with a pool of `connections` links of `channel_count` channels each, on the
-    /// nodes of `amqp_url`. Nothing connects until [`Broker::tend`] runs.
+    /// nodes of `address`. Nothing connects until [`Broker::tend`] runs.
     pub fn new(
-        amqp_url: String,
+        address: BrokerAddress,
         topology: Topology,
         connections: usize,
         channel_count: usize,
         confirm_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let manager = LinkManager::new(amqp_url, topology.clone(), channel_count, metrics.clone());
+        let manager = LinkManager::new(address, topology.clone(), channel_count, metrics.clone());
         Self {
             topology,
             confirm_timeout,

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{backoff::Backoff, Topology};
+use common::{amqp::BrokerAddress, backoff::Backoff, Topology};
 use deadpool::{
     managed::{self, Hook, Pool, QueueMode, RecycleError, RecycleResult},
     Runtime,
@@ -111,7 +111,7 @@ struct Pacing {
 
 /// Makes and checks links for the pool.
 pub struct LinkManager {
-    amqp_url: String,
+    address: BrokerAddress,
     topology: Topology,
     channel_count: usize,
     pacing: tokio::sync::Mutex<Pacing>,
@@ -120,13 +120,13 @@ pub struct LinkManager {
 
 impl LinkManager {
     pub fn new(
-        amqp_url: String,
+        address: BrokerAddress,
         topology: Topology,
         channel_count: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            amqp_url,
+            address,
             topology,
             channel_count,
             pacing: tokio::sync::Mutex::new(Pacing {
@@ -140,7 +140,7 @@ impl LinkManager {
     async fn connect(&self) -> lapin::Result<Link> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-publisher".into());
-        let connection = common::amqp::connect(&self.amqp_url, properties).await?;
+        let connection = self.address.connect(properties).await?;
         let mut channels = Vec::with_capacity(self.channel_count);
         for _ in 0..self.channel_count {
             let channel = connection.create_channel().await?;

@@ -41,7 +41,7 @@ impl Application {
         let (listener, port) = http::bind(&config.service.http_host, config.http_port)?;
         let metrics = Arc::new(Metrics::new());
         let broker = Arc::new(Broker::new(
-            config.service.amqp_url.clone(),
+            config.service.broker()?,
             config.service.topology(),
             config.amqp_connections,
             config.publish_channels,

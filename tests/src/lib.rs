@@ -4,6 +4,7 @@
 
 pub mod process;
 pub mod proxy;
+pub mod tls;
 
 use std::{future::Future, time::Duration};
 
@@ -551,7 +552,10 @@ pub async fn remove_resources_on(amqp_url: &str, queue: &str, database: &str) {
         .await;
         admin.close().await;
     }
-    if let Ok(connection) = common::amqp::connect(amqp_url, ConnectionProperties::default()).await {
+    if let Ok(connection) = common::amqp::BrokerAddress::new(amqp_url)
+        .connect(ConnectionProperties::default())
+        .await
+    {
         if let Ok(channel) = connection.create_channel().await {
             let shards = (0..MAX_TEST_SHARDS).map(|i| format!("{queue}.{i}"));
             let queues = [

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use common::{amqp::Confirmed, Topology};
+use common::{
+    amqp::{BrokerAddress, Confirmed},
+    Topology,
+};
 use lapin::{
     message::Delivery,
     options::ConfirmSelectOptions,
@@ -31,10 +34,10 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub async fn open(amqp_url: &str, topology: &Topology) -> lapin::Result<Self> {
+    pub async fn open(broker: &BrokerAddress, topology: &Topology) -> lapin::Result<Self> {
         let properties = ConnectionProperties::default()
             .with_connection_name("message-consumer-dead-letters".into());
-        let connection = common::amqp::connect(amqp_url, properties).await?;
+        let connection = broker.connect(properties).await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

@@ -22,7 +22,7 @@ mod watch;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{backoff::retry, Topology};
+use common::{amqp::BrokerAddress, backoff::retry, Topology};
 use tokio_util::sync::CancellationToken;
 
 use self::batch::BatchEnd;
@@ -34,7 +34,7 @@ use crate::{
 /// Settings of the ingestion loop.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
-    pub amqp_url: String,
+    pub broker: BrokerAddress,
     pub topology: Topology,
     pub batch_size: usize,
     /// A batch closes once its payloads reach this many bytes.

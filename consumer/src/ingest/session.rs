@@ -172,7 +172,7 @@ impl Ingest {
     ) -> Result<(Connection, Vec<(Channel, Consumer)>, DeadLetters), SessionEnd> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-consumer".into());
-        let connection = common::amqp::connect(&self.settings.amqp_url, properties).await?;
+        let connection = self.settings.broker.connect(properties).await?;
         let topology = &self.settings.topology;
         let mut subscriptions = Vec::new();
         for queue in topology.drained_queues() {
@@ -196,7 +196,7 @@ impl Ingest {
                 .await?;
             subscriptions.push((channel, consumer));
         }
-        let dead_letters = DeadLetters::open(&self.settings.amqp_url, topology).await?;
+        let dead_letters = DeadLetters::open(&self.settings.broker, topology).await?;
         Ok((connection, subscriptions, dead_letters))
     }
 }

@@ -308,7 +308,8 @@ impl Pipeline {
 
     /// Ready messages in each of `queues`, read by passive declares.
     pub async fn queue_depths(&self, queues: &[String]) -> Vec<u32> {
-        let connection = common::amqp::connect(&self.amqp_url, Default::default())
+        let connection = common::amqp::BrokerAddress::new(self.amqp_url.clone())
+            .connect(Default::default())
             .await
             .expect("broker");
         let channel = connection.create_channel().await.expect("channel");

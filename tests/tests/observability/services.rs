@@ -138,7 +138,8 @@ impl Services {
 
     /// Puts `payload` straight on the queue's exchange, as something other than the publisher might.
     pub async fn publish_raw(&self, payload: &[u8]) {
-        let connection = common::amqp::connect(&end_to_end::amqp_url(), Default::default())
+        let connection = common::amqp::BrokerAddress::new(end_to_end::amqp_url())
+            .connect(Default::default())
             .await
             .expect("broker reachable");
         end_to_end::publish_raw_on(&connection, &self.queue, payload).await;

@@ -21,4 +21,5 @@ mod round_trip;
 mod scaling;
 mod shards;
 mod shutdown;
+mod tls;
 mod volume;

@@ -102,7 +102,8 @@ async fn many_replicas_declaring_the_sharded_topology_at_once_all_succeed() {
     // Arrange
     let queue = format!("test.{}", Uuid::new_v4().simple());
     let topology = Topology::new(&queue, QueueType::Quorum, 20, 4);
-    let connection = common::amqp::connect(&amqp_url(), ConnectionProperties::default())
+    let connection = common::amqp::BrokerAddress::new(amqp_url())
+        .connect(ConnectionProperties::default())
         .await
         .expect("broker");
 
