@@ -39,6 +39,11 @@ pub struct ServiceConfig {
     /// `QUEUE_NAME`); both services must agree.
     #[serde(default = "default_queue_shards")]
     pub queue_shards: u16,
+    /// `DECLARE_TOPOLOGY`: whether the service declares its exchanges and queues (`true`), or only checks
+    /// that they exist (`false`), for a broker user without configure permission while a setup step
+    /// (`consumer declare-topology`) declares them.
+    #[serde(default = "default_true")]
+    pub declare_topology: bool,
     /// `HTTP_HOST`: address the HTTP server binds.
     #[serde(default = "default_http_host")]
     pub http_host: String,
@@ -188,12 +193,17 @@ impl ServiceConfig {
     }
 
     pub fn topology(&self) -> Topology {
-        Topology::new(
+        let topology = Topology::new(
             &self.queue_name,
             self.queue_type,
             self.delivery_limit,
             self.queue_shards,
-        )
+        );
+        if self.declare_topology {
+            topology
+        } else {
+            topology.verified_only()
+        }
     }
 }
 
@@ -341,6 +351,7 @@ impl fmt::Debug for ConsumerConfig {
 pub const VARIABLES: &[&str] = &[
     "AMQP_URL",
     "AMQP_CA_FILE",
+    "DECLARE_TOPOLOGY",
     "DATABASE_URL",
     "QUEUE_NAME",
     "QUEUE_TYPE",
@@ -494,6 +505,9 @@ fn ensure(condition: bool, message: &str) -> anyhow::Result<()> {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_amqp_url() -> String {
     "amqp://guest:guest@127.0.0.1:5672/%2f".into()
 }

@@ -66,6 +66,21 @@ pub struct Topology {
     shards: Vec<String>,
     queue_type: QueueType,
     delivery_limit: u32,
+    /// Whether [`Topology::ensure`] only checks that everything exists (`DECLARE_TOPOLOGY=false`), for a
+    /// service whose broker user may not configure anything.
+    verify_only: bool,
+}
+
+/// What one broker user may do, as RabbitMQ's three permission regular expressions over resource
+/// names. `^$` matches nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Permissions {
+    /// Declaring and deleting exchanges and queues, and binding them.
+    pub configure: String,
+    /// Publishing to exchanges.
+    pub write: String,
+    /// Consuming from and getting messages off queues.
+    pub read: String,
 }
 
 /// The RabbitMQ plugin whose exchange type spreads messages over the shards.
@@ -95,6 +110,85 @@ impl Topology {
             queue,
             queue_type,
             delivery_limit,
+            verify_only: false,
+        }
+    }
+
+    /// The same topology, which [`Topology::ensure`] only verifies: for a broker user that may not
+    /// configure, while a setup step with an administrator's credentials declares it
+    /// (`consumer declare-topology`).
+    pub fn verified_only(mut self) -> Self {
+        self.verify_only = true;
+        self
+    }
+
+    /// Declares everything, or only checks that every exchange and queue exists when the topology is
+    /// [verified only](Topology::verified_only). A missing object closes `channel` with `NOT_FOUND`.
+    pub async fn ensure(&self, channel: &Channel) -> lapin::Result<()> {
+        if self.verify_only {
+            self.verify(channel).await
+        } else {
+            self.declare(channel).await
+        }
+    }
+
+    /// Checks, with passive declarations (which need no permission), that every exchange and queue
+    /// exists. Bindings cannot be checked this way; the setup step declares them with the rest.
+    pub async fn verify(&self, channel: &Channel) -> lapin::Result<()> {
+        let passive_exchange = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let passive_queue = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut exchanges = vec![(self.exchange(), ExchangeKind::Direct)];
+        exchanges.push((self.dead_letter_exchange(), ExchangeKind::Direct));
+        if self.is_sharded() {
+            let kind = ExchangeKind::Custom("x-consistent-hash".to_owned());
+            exchanges.push((self.shard_exchange.as_str(), kind));
+        }
+        for (exchange, kind) in exchanges {
+            channel
+                .exchange_declare(
+                    exchange.into(),
+                    kind,
+                    passive_exchange,
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for queue in self
+            .drained_queues()
+            .into_iter()
+            .chain([self.dead_letter_queue()])
+        {
+            channel
+                .queue_declare(queue.into(), passive_queue, FieldTable::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// What the publisher's broker user needs: to publish to `<queue>.exchange`, and nothing else.
+    pub fn publisher_permissions(&self) -> Permissions {
+        Permissions {
+            configure: "^$".into(),
+            write: format!("^{}$", regex_escape(self.exchange())),
+            read: "^$".into(),
+        }
+    }
+
+    /// What the consumer's broker user needs: to read its queues (the drained ones and `<queue>.dead`),
+    /// to publish dead letters to `<queue>.dlx` and replayed ones to `<queue>.exchange`, and nothing
+    /// else. Shards are matched by number, so a change of `QUEUE_SHARDS` needs no new permission.
+    pub fn consumer_permissions(&self) -> Permissions {
+        let queue = regex_escape(self.queue());
+        Permissions {
+            configure: "^$".into(),
+            write: format!("^{queue}\\.(dlx|exchange)$"),
+            read: format!("^{queue}(\\.[0-9]+|\\.unrouted|\\.dead)?$"),
         }
     }
 
@@ -357,6 +451,18 @@ impl Topology {
     }
 }
 
+/// `text` with every character that a regular expression would read as an operator escaped.
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if r"\.+*?()|[]{}^$-".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 fn insert_str(args: &mut FieldTable, key: &str, value: &str) {
     args.insert(
         ShortString::from(key),
@@ -395,5 +501,18 @@ mod tests {
             ]
         );
         assert_eq!(topology.dead_letter_queue(), "messages.dead");
+    }
+
+    #[test]
+    fn each_service_may_touch_only_its_own_names() {
+        let topology = Topology::new("orders.v1", QueueType::Quorum, 20, 3);
+        let publisher = topology.publisher_permissions();
+        assert_eq!(publisher.configure, "^$");
+        assert_eq!(publisher.write, r"^orders\.v1\.exchange$");
+        assert_eq!(publisher.read, "^$");
+        let consumer = topology.consumer_permissions();
+        assert_eq!(consumer.configure, "^$");
+        assert_eq!(consumer.write, r"^orders\.v1\.(dlx|exchange)$");
+        assert_eq!(consumer.read, r"^orders\.v1(\.[0-9]+|\.unrouted|\.dead)?$");
     }
 }

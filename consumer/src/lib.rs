@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod routes;
 pub mod scaling;
+pub mod setup;
 pub mod startup;
 pub mod state;
 pub mod status;
@@ -19,10 +20,18 @@ pub mod store;
 
 use common::{config::ConsumerConfig, shutdown, telemetry};
 
-/// The whole process: configuration from the environment, logging, and the service until SIGTERM.
+/// The whole process: configuration from the environment, logging, and the service until SIGTERM;
+/// or, as `consumer declare-topology`, the setup step that declares the broker's topology and exits.
 pub async fn run() -> anyhow::Result<()> {
     let config = ConsumerConfig::from_env()?;
     telemetry::init(config.service.log_format);
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("declare-topology") => return setup::declare_topology(&config).await,
+        Some(other) => anyhow::bail!(
+            "unknown command {other:?}: run `consumer` for the service, or `consumer declare-topology`"
+        ),
+    }
     let app = startup::Application::build(&config)?;
     tracing::info!(port = app.port(), queue = %config.service.queue_name, "consumer listening");
     app.run_until_stopped(shutdown::signal()).await

@@ -149,7 +149,7 @@ impl LinkManager {
                 .await?;
             channels.push(channel);
         }
-        self.topology.declare(&channels[0]).await?;
+        self.topology.ensure(&channels[0]).await?;
         Ok(Link {
             connection,
             channels,
@@ -398,7 +398,7 @@ async fn redeclare_missing_queues(pool: &LinkPool) {
             {
                 tracing::warn!(%queue, "a queue is missing; declaring the topology again");
                 let channel = link.connection.create_channel().await?;
-                topology.declare(&channel).await?;
+                topology.ensure(&channel).await?;
                 let _ = channel.close(200, "declared".into()).await;
                 return Ok(());
             }

@@ -2,6 +2,7 @@
 //! machine's RabbitMQ and PostgreSQL, with a database and queue names of its own so tests run in parallel,
 //! and removes both when dropped (even when the test panics).
 
+pub mod broker_users;
 pub mod process;
 pub mod proxy;
 pub mod tls;

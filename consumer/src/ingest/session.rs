@@ -178,7 +178,7 @@ impl Ingest {
         for queue in topology.drained_queues() {
             let channel = connection.create_channel().await?;
             if subscriptions.is_empty() {
-                topology.declare(&channel).await?;
+                topology.ensure(&channel).await?;
             }
             channel
                 .basic_qos(

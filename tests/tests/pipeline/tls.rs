@@ -102,7 +102,9 @@ async fn a_broker_whose_certificate_does_not_verify_is_refused_and_never_spoken_
         .await
         .expect_err("a certificate for another name is refused");
     assert!(
-        error.to_string().contains("not valid for name \"localhost\""),
+        error
+            .to_string()
+            .contains("not valid for name \"localhost\""),
         "the error says why: {error}"
     );
 

@@ -1,0 +1,64 @@
+//! `consumer declare-topology`: the setup step that declares the exchanges, queues and bindings with an
+//! administrator's credentials, so that both services can run as broker users that may not configure
+//! anything (`DECLARE_TOPOLOGY=false`). Run once before the services, and again after a change of
+//! `QUEUE_NAME`, `QUEUE_TYPE` or `QUEUE_SHARDS`; it is idempotent.
+
+use std::time::Duration;
+
+use common::{backoff::retry, config::ConsumerConfig, Topology};
+use lapin::ConnectionProperties;
+
+/// How long the setup step keeps trying to reach a broker that is still starting.
+const SETUP_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Declares the configured topology, retrying with backoff while the broker is unreachable, and fails
+/// after [`SETUP_DEADLINE`] or at once when the broker refuses (wrong credentials, missing plugin,
+/// a queue of another type).
+pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
+    let broker = config.service.broker()?;
+    let topology = Topology::new(
+        &config.service.queue_name,
+        config.service.queue_type,
+        config.service.delivery_limit,
+        config.service.queue_shards,
+    );
+    let attempt = || async {
+        let properties =
+            ConnectionProperties::default().with_connection_name("message-queue-setup".into());
+        let connection = broker.connect(properties).await?;
+        let channel = connection.create_channel().await?;
+        let declared = topology.declare(&channel).await;
+        common::amqp::close(&connection, "declared").await;
+        declared
+    };
+    let outcome = retry(
+        "could not reach the broker to declare the topology",
+        tokio::time::sleep(SETUP_DEADLINE),
+        attempt,
+        |error: &lapin::Error| !is_unreachable(error),
+    )
+    .await;
+    match outcome {
+        Some(Ok(())) => {
+            tracing::info!(
+                queue = %topology.queue(),
+                queues = topology.drained_queues().len() + 1,
+                "topology declared"
+            );
+            Ok(())
+        }
+        Some(Err(error)) => Err(anyhow::anyhow!("declaring the topology failed: {error}")),
+        None => Err(anyhow::anyhow!(
+            "no broker answered within {SETUP_DEADLINE:?}"
+        )),
+    }
+}
+
+/// Whether `error` is the broker being out of reach (worth another try) rather than a refusal: a
+/// certificate that does not verify is a refusal too.
+fn is_unreachable(error: &lapin::Error) -> bool {
+    match error.kind() {
+        lapin::ErrorKind::IOError(io) => io.kind() != std::io::ErrorKind::InvalidData,
+        _ => false,
+    }
+}
