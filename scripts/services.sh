@@ -81,6 +81,48 @@ ensure_rabbitmq_plugins() {
     say "could not enable $plugin: QUEUE_SHARDS > 1 will fail until it is enabled"
 }
 
+# rabbitmqctl of the broker on this machine: the package's, or the compose file's container.
+broker_ctl() {
+  if command -v rabbitmqctl >/dev/null; then as_root rabbitmqctl -q "$@"
+  elif docker_engine && [ -f docker-compose.yml ] && docker compose ps -q rabbitmq 2>/dev/null | grep -q .; then
+    docker compose exec -T rabbitmq rabbitmqctl -q "$@"
+  else return 127; fi
+}
+
+# One broker user per service on the local broker, each with only what `consumer permissions` says it
+# needs, and the dead-letter queue's length limit (`consumer dead-letter-policy`). Passwords are made
+# once and kept in .run/broker-users (mode 600). Skipped, saying so, when AMQP_URL names a broker of
+# your own or no rabbitmqctl reaches the local one: the services then log in as AMQP_URL's user.
+ensure_broker_users() {
+  if [ -n "${AMQP_URL:-}" ]; then say "AMQP_URL is set: both services log in as its user"; return 1; fi
+  if ! broker_ctl status >/dev/null 2>&1; then
+    say "no rabbitmqctl reaches the local broker: both services log in as guest"; return 1
+  fi
+  local file=.run/broker-users service password configure write read name pattern definition
+  [ -f "$file" ] || (umask 077; for service in publisher consumer; do
+    echo "$service $(head -c 18 /dev/urandom | base64 | tr -d '/+=')"; done >"$file")
+  for service in publisher consumer; do
+    password=$(awk -v s="$service" '$1 == s { print $2 }' "$file")
+    if broker_ctl list_users | grep -q "^message-$service[[:space:]]"; then
+      broker_ctl change_password "message-$service" "$password" >/dev/null
+    else
+      broker_ctl add_user "message-$service" "$password" >/dev/null
+    fi
+    IFS=$'\t' read -r configure write read < <(target/release/consumer permissions "$service")
+    broker_ctl set_permissions -p / "message-$service" "$configure" "$write" "$read" >/dev/null
+  done
+  IFS=$'\t' read -r name pattern definition < <(target/release/consumer dead-letter-policy)
+  broker_ctl set_policy --apply-to queues "$name" "$pattern" "$definition" >/dev/null
+  say "the services log in as message-publisher and message-consumer, each allowed only its own part"
+}
+
+# The AMQP_URL of service $1's own broker user (after ensure_broker_users).
+broker_user_url() {
+  local password
+  password=$(awk -v s="$1" '$1 == s { print $2 }' .run/broker-users)
+  echo "amqp://message-$1:$password@127.0.0.1:5672/%2f"
+}
+
 # The default DATABASE_URL logs in as postgres without a password. A distribution's PostgreSQL asks for
 # one over TCP; say how to fix that rather than fail later with a cryptic error.
 check_postgres_login() {

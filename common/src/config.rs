@@ -159,6 +159,11 @@ pub struct ConsumerConfig {
     /// a backend whose client vanished is ended and its locks released.
     #[serde(default = "default_db_tcp_keepalive_secs")]
     pub db_tcp_keepalive_secs: u32,
+    /// `DEAD_LETTER_LIMIT`: the length limit of `<QUEUE_NAME>.dead` that the setup step applies as a
+    /// policy (`consumer dead-letter-policy`); beyond it dead letters are refused, counted, and kept by
+    /// their source queues.
+    #[serde(default = "default_dead_letter_limit")]
+    pub dead_letter_limit: u64,
     /// Batch writers each drained queue keeps at least.
     #[serde(default = "default_writers_min")]
     pub writers_min: usize,
@@ -384,6 +389,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_TCP_KEEPALIVE_SECS",
     "MAX_PAGE_BYTES",
     "PUBLIC_BASE_URL",
+    "DEAD_LETTER_LIMIT",
     "WRITERS_MIN",
     "WRITERS_MAX",
     "SCALE_TARGET_DRAIN_SECS",
@@ -505,6 +511,9 @@ fn ensure(condition: bool, message: &str) -> anyhow::Result<()> {
     }
 }
 
+fn default_dead_letter_limit() -> u64 {
+    100_000
+}
 fn default_true() -> bool {
     true
 }

@@ -71,6 +71,18 @@ pub struct Topology {
     verify_only: bool,
 }
 
+/// A RabbitMQ policy the setup step applies, as `rabbitmqctl set_policy` and the topology operator's
+/// `Policy` take it. A policy, not a queue argument, because it can be set and changed on queues that
+/// already exist, whose declarations would fail if their arguments changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub name: String,
+    /// A regular expression over queue names.
+    pub pattern: String,
+    /// What applies to the queues it matches.
+    pub definition: serde_json::Value,
+}
+
 /// What one broker user may do, as RabbitMQ's three permission regular expressions over resource
 /// names. `^$` matches nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,6 +181,21 @@ impl Topology {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The limit of `<queue>.dead`: at most `max_length` messages, after which the broker refuses more
+    /// (`reject-publish`) rather than dropping the oldest. A refused dead letter is not lost: a quorum
+    /// queue dead-letters at least once, so it keeps the message until `.dead` has room, and the
+    /// consumer counts every copy it was refused (`consumer_dead_letters_refused_total`).
+    pub fn dead_letter_policy(&self, max_length: u64) -> Policy {
+        Policy {
+            name: format!("{}-limit", self.dead_letter_queue()),
+            pattern: format!("^{}$", regex_escape(self.dead_letter_queue())),
+            definition: serde_json::json!({
+                "max-length": max_length,
+                "overflow": "reject-publish",
+            }),
+        }
     }
 
     /// What the publisher's broker user needs: to publish to `<queue>.exchange`, and nothing else.

@@ -28,8 +28,19 @@ pub async fn run() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("declare-topology") => return setup::declare_topology(&config).await,
+        Some("permissions") => {
+            let service = std::env::args().nth(2).unwrap_or_default();
+            println!("{}", setup::permissions(&config, &service)?);
+            return Ok(());
+        }
+        Some("dead-letter-policy") => {
+            println!("{}", setup::dead_letter_policy(&config));
+            return Ok(());
+        }
         Some(other) => anyhow::bail!(
-            "unknown command {other:?}: run `consumer` for the service, or `consumer declare-topology`"
+            "unknown command {other:?}: run `consumer` for the service, or one of the setup steps \
+             `consumer declare-topology`, `consumer permissions publisher|consumer`, \
+             `consumer dead-letter-policy`"
         ),
     }
     let app = startup::Application::build(&config)?;

@@ -15,6 +15,10 @@ pub struct Metrics {
     pub messages_duplicate: IntCounter,
     /// Deliveries rejected to the dead-letter queue.
     pub messages_dead_lettered: IntCounter,
+    /// Copies to the dead-letter queue that the broker refused (the queue is at its length limit, or
+    /// the broker is out of resources) or did not confirm in time; the message is then rejected, and a
+    /// quorum queue keeps it until the dead-letter queue takes it.
+    pub dead_letters_refused: IntCounter,
     /// Keyed messages dead-lettered because their key names a stored message with other content.
     pub key_conflicts: IntCounter,
     /// Messages per insert.
@@ -70,6 +74,10 @@ impl Metrics {
             messages_dead_lettered: counter(
                 "consumer_messages_dead_lettered_total",
                 "Deliveries rejected to the dead-letter queue",
+            ),
+            dead_letters_refused: counter(
+                "consumer_dead_letters_refused_total",
+                "Copies to the dead-letter queue the broker refused or did not confirm in time (a full queue); each waits in its source queue",
             ),
             key_conflicts: counter(
                 "consumer_key_conflicts_total",
@@ -138,6 +146,7 @@ impl Metrics {
                 Box::new(metrics.messages_stored.clone()),
                 Box::new(metrics.messages_duplicate.clone()),
                 Box::new(metrics.messages_dead_lettered.clone()),
+                Box::new(metrics.dead_letters_refused.clone()),
                 Box::new(metrics.key_conflicts.clone()),
                 Box::new(metrics.batch_size.clone()),
                 Box::new(metrics.batch_seconds.clone()),

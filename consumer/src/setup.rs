@@ -2,6 +2,10 @@
 //! administrator's credentials, so that both services can run as broker users that may not configure
 //! anything (`DECLARE_TOPOLOGY=false`). Run once before the services, and again after a change of
 //! `QUEUE_NAME`, `QUEUE_TYPE` or `QUEUE_SHARDS`; it is idempotent.
+//!
+//! `consumer permissions publisher|consumer` and `consumer dead-letter-policy` print, tab-separated,
+//! what `rabbitmqctl set_permissions` and `set_policy` take, so that scripts apply exactly what
+//! [`Topology`] says each service needs.
 
 use std::time::Duration;
 
@@ -52,6 +56,30 @@ pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
             "no broker answered within {SETUP_DEADLINE:?}"
         )),
     }
+}
+
+/// `configure<TAB>write<TAB>read` of `service`'s broker user (`publisher` or `consumer`).
+pub fn permissions(config: &ConsumerConfig, service: &str) -> anyhow::Result<String> {
+    let topology = config.service.topology();
+    let permissions = match service {
+        "publisher" => topology.publisher_permissions(),
+        "consumer" => topology.consumer_permissions(),
+        other => anyhow::bail!("permissions of what? {other:?}: name `publisher` or `consumer`"),
+    };
+    Ok(format!(
+        "{}\t{}\t{}",
+        permissions.configure, permissions.write, permissions.read
+    ))
+}
+
+/// `name<TAB>pattern<TAB>definition` of the policy that limits `<QUEUE_NAME>.dead` to
+/// `DEAD_LETTER_LIMIT` messages.
+pub fn dead_letter_policy(config: &ConsumerConfig) -> String {
+    let policy = config
+        .service
+        .topology()
+        .dead_letter_policy(config.dead_letter_limit);
+    format!("{}\t{}\t{}", policy.name, policy.pattern, policy.definition)
 }
 
 /// Whether `error` is the broker being out of reach (worth another try) rather than a refusal: a

@@ -1,5 +1,6 @@
-//! Broker users for one test, made with `rabbitmqctl` on the machine's broker and deleted when dropped,
-//! so that tests can run a service as a user with only the permissions it is documented to need.
+//! Broker users and policies for one test, made with `rabbitmqctl` on the machine's broker and removed
+//! when dropped, so that tests can run a service as a user with only the permissions it is documented
+//! to need, and put the limits the setup step applies on their own queues.
 
 use std::process::Command;
 
@@ -62,6 +63,63 @@ impl Drop for BrokerUser {
     fn drop(&mut self) {
         let _ = Command::new("rabbitmqctl")
             .args(["delete_user", &self.name])
+            .output();
+    }
+}
+
+/// A policy on the test broker's `/` virtual host, cleared when dropped.
+pub struct BrokerPolicy {
+    name: String,
+}
+
+impl BrokerPolicy {
+    /// Applies `policy` to the queues it matches.
+    pub fn apply(policy: &common::topology::Policy) -> Self {
+        rabbitmqctl(&[
+            "set_policy",
+            "--apply-to",
+            "queues",
+            &policy.name,
+            &policy.pattern,
+            &policy.definition.to_string(),
+        ]);
+        Self {
+            name: policy.name.clone(),
+        }
+    }
+
+    /// Replaces the policy with `policy`, which must have the same name.
+    pub fn replace(&self, policy: &common::topology::Policy) {
+        assert_eq!(policy.name, self.name, "a policy replaces one of its name");
+        std::mem::forget(Self::apply(policy));
+    }
+}
+
+/// `messages` of `queue` as the broker reports it: ready, unacknowledged, and (for a quorum queue) the
+/// dead-lettered messages it keeps until their target queue takes them. The broker refreshes these
+/// figures every few seconds.
+pub fn broker_message_count(queue: &str) -> Option<u64> {
+    let output = Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(name, _)| *name == queue)
+        .and_then(|(_, count)| count.trim().parse().ok())
+}
+
+impl Drop for BrokerPolicy {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["clear_policy", &self.name])
             .output();
     }
 }

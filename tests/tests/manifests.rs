@@ -717,7 +717,9 @@ fn consumer_config(objects: &[Value]) -> ConsumerConfig {
     let consumer = named(objects, "Deployment", "message-consumer").expect("the consumer");
     let known = environment(objects, consumer)
         .into_iter()
-        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)));
+        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)))
+        // A file mounted in the pod, which this machine does not have.
+        .filter(|(k, _)| k != "AMQP_CA_FILE");
     ConsumerConfig::from_vars(known).expect("the consumer's configuration parses")
 }
 
@@ -1002,15 +1004,15 @@ fn the_network_policies_let_keda_read_the_brokers_management_api() {
     };
 
     assert!(flow_allowed(&policies, &keda, &broker, 15672, "TCP"));
-    assert!(flow_allowed(&policies, &consumer, &broker, 5672, "TCP"));
-    assert!(flow_allowed(&policies, &publisher, &broker, 5672, "TCP"));
+    assert!(flow_allowed(&policies, &consumer, &broker, 5671, "TCP"));
+    assert!(flow_allowed(&policies, &publisher, &broker, 5671, "TCP"));
     assert!(flow_allowed(&policies, &consumer, &database, 5432, "TCP"));
     assert!(!flow_allowed(&policies, &consumer, &broker, 15672, "TCP"));
     assert!(!flow_allowed(&policies, &publisher, &database, 5432, "TCP"));
     // Only KEDA's operator: another pod of its namespace, or the operator on another port, stays out.
     let neighbour = synthetic_pod("keda-neighbour", "keda", &[("app", "other")]);
     assert!(!flow_allowed(&policies, &neighbour, &broker, 15672, "TCP"));
-    assert!(!flow_allowed(&policies, &keda, &broker, 5672, "TCP"));
+    assert!(!flow_allowed(&policies, &keda, &broker, 5671, "TCP"));
 }
 
 /// A pod of namespace `namespace` carrying exactly `pod_labels`.
@@ -1065,9 +1067,9 @@ fn operators_pods(objects: &[Value]) -> [Endpoint; 4] {
 
 /// Every port the broker, the database and the services open, with both ends of the CLI tools' range and
 /// its neighbours outside it.
-const SYSTEM_PORTS: [u16; 15] = [
-    5672, 15672, 15692, 4369, 25672, 35671, 35672, 35677, 35682, 35683, 5432, 8000, 9187, 8080,
-    8081,
+const SYSTEM_PORTS: [u16; 16] = [
+    5671, 5672, 15672, 15692, 4369, 25672, 35671, 35672, 35677, 35682, 35683, 5432, 8000, 9187,
+    8080, 8081,
 ];
 
 /// The operators label their pods with labels of their own, not those of the custom resource, so a policy
@@ -1103,11 +1105,13 @@ fn the_production_network_policies_let_into_the_operators_pods_exactly_the_flows
     let flow =
         |from: &Endpoint, to: &Endpoint, port| flow_allowed(&policies, from, to, port, "TCP");
 
-    assert!(flow(&publisher, &broker, 5672));
-    assert!(flow(&consumer, &broker, 5672));
+    assert!(flow(&publisher, &broker, 5671));
+    assert!(flow(&consumer, &broker, 5671));
+    assert!(!flow(&publisher, &broker, 5672), "no plaintext AMQP");
+    assert!(!flow(&consumer, &broker, 5672), "no plaintext AMQP");
     assert!(flow(&consumer, &primary, 5432));
     assert!(!flow(&publisher, &primary, 5432));
-    assert!(!flow(&unrelated, &broker, 5672));
+    assert!(!flow(&unrelated, &broker, 5671));
     assert!(!flow(&unrelated, &broker, 15672));
     assert!(!flow(&unrelated, &primary, 5432));
     assert!(flow(&rabbitmq_operator, &broker, 15672));
@@ -1127,8 +1131,8 @@ fn the_production_network_policies_let_into_the_operators_pods_exactly_the_flows
         let to_broker = brokers.contains(&to.name);
         let to_instance = instances.contains(&to.name);
         match from.name {
-            "message-publisher" => to_broker && port == 5672,
-            "message-consumer" => to_broker && port == 5672 || to_instance && port == 5432,
+            "message-publisher" => to_broker && port == 5671,
+            "message-consumer" => to_broker && port == 5671 || to_instance && port == 5432,
             "rabbitmq-operator" => to_broker && port == 15672,
             "cnpg-operator" => to_instance && [8000, 5432].contains(&port),
             name if brokers.contains(&name) => {
@@ -1329,6 +1333,7 @@ fn the_production_overlay_carries_the_six_alerts_each_tested_firing_and_clearing
         [
             "MessageBacklogGrowing",
             "MessageDeadLettersPresent",
+            "MessageDeadLettersRefused",
             "MessagePublisherConfirmsSlow",
             "MessageQueueWithoutConsumers",
             "MessageServiceHttpErrors",
@@ -1461,5 +1466,317 @@ fn the_single_node_consumer_uses_a_role_of_its_own_that_is_not_a_superuser() {
     assert_eq!(
         secret_password, password,
         "the role is created with the password the consumer uses"
+    );
+}
+
+/// The consumer's topology as the manifests configure it (QUEUE_NAME, QUEUE_SHARDS, …).
+fn configured_topology(objects: &[Value]) -> common::Topology {
+    let config = consumer_config(objects);
+    common::Topology::new(
+        &config.service.queue_name,
+        config.service.queue_type,
+        config.service.delivery_limit,
+        config.service.queue_shards,
+    )
+}
+
+/// The container of `deployment` named `name`, among its init containers and its containers.
+fn container_named<'a>(deployment: &'a Value, name: &str) -> &'a Value {
+    let spec = &deployment["spec"]["template"]["spec"];
+    spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .chain(spec["containers"].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("a container {name}"))
+}
+
+/// Under the production overlay each service logs in as a broker user of its own whose permissions are
+/// exactly those the code says it needs, neither service declares anything, the setup step declares the
+/// topology as the operator's administrator, and `.dead` has the policy of `DEAD_LETTER_LIMIT`.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn production_services_log_in_as_users_with_exactly_the_permissions_the_code_needs() {
+    let objects = render("kube/overlays/production");
+    let topology = configured_topology(&objects);
+    for (service, needed) in [
+        ("message-publisher", topology.publisher_permissions()),
+        ("message-consumer", topology.consumer_permissions()),
+    ] {
+        let user = named(&objects, "User", service).expect("a User for the service");
+        assert_eq!(user["spec"]["rabbitmqClusterReference"]["name"], "rabbitmq");
+        let permission = of_kind(&objects, "Permission")
+            .into_iter()
+            .find(|p| p["spec"]["userReference"]["name"] == service)
+            .expect("a Permission for the service's user");
+        assert_eq!(permission["spec"]["vhost"], "/");
+        let granted = &permission["spec"]["permissions"];
+        assert_eq!(granted["configure"], needed.configure.as_str(), "{service}");
+        assert_eq!(granted["write"], needed.write.as_str(), "{service}");
+        assert_eq!(granted["read"], needed.read.as_str(), "{service}");
+
+        let deployment = named(&objects, "Deployment", service).expect("the Deployment");
+        let env = environment(&objects, deployment);
+        assert_eq!(env["DECLARE_TOPOLOGY"].as_deref(), Some("false"));
+        let credentials = format!("{service}-user-credentials");
+        let secret_of = |name: &str| {
+            let variable = first_container(deployment)["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("{name} is set"));
+            variable["valueFrom"]["secretKeyRef"]["name"].clone()
+        };
+        assert_eq!(secret_of("RABBITMQ_USERNAME"), credentials.as_str());
+        assert_eq!(secret_of("RABBITMQ_PASSWORD"), credentials.as_str());
+    }
+
+    let consumer = named(&objects, "Deployment", "message-consumer").expect("the consumer");
+    let setup = container_named(consumer, "declare-topology");
+    assert_eq!(setup["args"], serde_json::json!(["declare-topology"]));
+    let admin = setup["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|v| v["name"] == "RABBITMQ_PASSWORD")
+        .expect("the administrator's password");
+    assert_eq!(
+        admin["valueFrom"]["secretKeyRef"]["name"],
+        "rabbitmq-default-user"
+    );
+
+    let limit: u64 = environment(&objects, consumer)["DEAD_LETTER_LIMIT"]
+        .clone()
+        .expect("DEAD_LETTER_LIMIT is set")
+        .parse()
+        .expect("a number");
+    let expected = topology.dead_letter_policy(limit);
+    let policy = of_kind(&objects, "Policy")
+        .into_iter()
+        .find(|p| p["spec"]["name"] == expected.name.as_str())
+        .expect("the dead-letter policy");
+    assert_eq!(policy["spec"]["pattern"], expected.pattern.as_str());
+    assert_eq!(policy["spec"]["applyTo"], "queues");
+    assert_eq!(policy["spec"]["definition"], expected.definition);
+}
+
+/// Whether the certificate name `pattern` (possibly `*.domain`) covers `host`.
+fn certificate_covers(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(domain) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == domain),
+        None => pattern == host,
+    }
+}
+
+/// The file a container reads at `path`: the Secret key behind the volume mounted above it.
+fn mounted_secret_key(deployment: &Value, container: &Value, path: &str) -> (String, String) {
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("volume mounts")
+        .iter()
+        .find(|m| path.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
+        .unwrap_or_else(|| panic!("{path} is mounted"));
+    let file = &path[mount["mountPath"].as_str().unwrap().len() + 1..];
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    let item = volume["secret"]["items"]
+        .as_array()
+        .expect("the volume names its items")
+        .iter()
+        .find(|i| i["path"] == file)
+        .expect("the file is an item of the Secret");
+    (
+        volume["secret"]["secretName"].as_str().unwrap().to_owned(),
+        item["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Under the production overlay every connection to the broker is `amqps://` on its TLS port, trusting
+/// the `ca.crt` of the very Secret that holds the broker's certificate, whose names cover every host the
+/// services dial; and the consumer reaches PostgreSQL with `sslmode=verify-full` against CloudNativePG's
+/// authority.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn production_connections_use_tls_that_verifies_the_servers() {
+    let objects = render("kube/overlays/production");
+    let cluster = of_kind(&objects, "RabbitmqCluster")[0];
+    let tls_secret = cluster["spec"]["tls"]["secretName"]
+        .as_str()
+        .expect("the broker has a TLS certificate");
+    let certificate = of_kind(&objects, "Certificate")
+        .into_iter()
+        .find(|c| c["spec"]["secretName"] == tls_secret)
+        .expect("cert-manager issues that Secret");
+    let names: Vec<&str> = certificate["spec"]["dnsNames"]
+        .as_array()
+        .expect("dnsNames")
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+
+    let mut connections = 0;
+    for (deployment, container) in [
+        ("message-publisher", "publisher"),
+        ("message-consumer", "consumer"),
+        ("message-consumer", "declare-topology"),
+    ] {
+        let deployment = named(&objects, "Deployment", deployment).expect("the Deployment");
+        let container = container_named(deployment, container);
+        let url = resolved_variable(container, "AMQP_URL", |_, _| "x".to_owned())
+            .expect("AMQP_URL is set");
+        for node in common::amqp::node_urls(&url) {
+            let uri: lapin::uri::AMQPUri = node.parse().expect("an AMQP URL");
+            assert_eq!(uri.scheme, lapin::uri::AMQPScheme::AMQPS, "{node}");
+            assert_eq!(uri.authority.port, 5671, "{node}");
+            assert!(
+                names
+                    .iter()
+                    .any(|name| certificate_covers(name, &uri.authority.host)),
+                "the certificate names {} ({names:?})",
+                uri.authority.host
+            );
+            connections += 1;
+        }
+        let ca_file = resolved_variable(container, "AMQP_CA_FILE", |_, _| String::new())
+            .expect("AMQP_CA_FILE is set");
+        assert_eq!(
+            mounted_secret_key(deployment, container, &ca_file),
+            (tls_secret.to_owned(), "ca.crt".to_owned())
+        );
+    }
+    assert_eq!(connections, 9, "three containers, three nodes each");
+
+    let consumer = named(&objects, "Deployment", "message-consumer").expect("the consumer");
+    let container = container_named(consumer, "consumer");
+    let url = resolved_variable(container, "DATABASE_URL", |_, _| {
+        "postgresql://messages:x@postgresql-rw.NAMESPACE:5432/messages".to_owned()
+    })
+    .expect("DATABASE_URL is set");
+    let options: sqlx::postgres::PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+    assert!(
+        matches!(
+            options.get_ssl_mode(),
+            sqlx::postgres::PgSslMode::VerifyFull
+        ),
+        "{url}"
+    );
+    let root = url
+        .split_once("sslrootcert=")
+        .expect("a root certificate")
+        .1
+        .split('&')
+        .next()
+        .unwrap();
+    let database = of_kind(&objects, "Cluster")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        mounted_secret_key(consumer, container, root),
+        (format!("{database}-ca"), "ca.crt".to_owned()),
+        "CloudNativePG's authority"
+    );
+}
+
+/// In the single-node stack the broker's postStart hook gives each service a user with exactly the
+/// permissions the code says it needs, with the password the service's Secret uses, and `.dead` the
+/// policy of `DEAD_LETTER_LIMIT`; the setup step alone logs in as the administrator.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn single_node_services_log_in_as_users_with_exactly_the_permissions_the_code_needs() {
+    let objects = render("kube");
+    let topology = configured_topology(&objects);
+    let broker = named(&objects, "Deployment", "rabbitmq").expect("the broker");
+    let hook = first_container(broker)["lifecycle"]["postStart"]["exec"]["command"]
+        .as_array()
+        .expect("a postStart hook")
+        .iter()
+        .map(|part| part.as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        hook.contains("/etc/rabbitmq/setup/service-users.sh"),
+        "{hook}"
+    );
+    let volume = broker["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "setup")
+        .expect("the setup volume");
+    let config_map = volume["configMap"]["name"].as_str().expect("a ConfigMap");
+    let script = named(&objects, "ConfigMap", config_map).expect("the hook's ConfigMap")["data"]
+        ["service-users.sh"]
+        .as_str()
+        .expect("the script")
+        .to_owned();
+    let broker_env = environment(&objects, broker);
+    for (service, needed) in [
+        ("message-publisher", topology.publisher_permissions()),
+        ("message-consumer", topology.consumer_permissions()),
+    ] {
+        let line = format!(
+            "set_permissions -p / {service} '{}' '{}' '{}'",
+            needed.configure, needed.write, needed.read
+        );
+        assert!(script.contains(&line), "{line}\n{script}");
+        let deployment = named(&objects, "Deployment", service).expect("the Deployment");
+        let env = environment(&objects, deployment);
+        assert_eq!(env["DECLARE_TOPOLOGY"].as_deref(), Some("false"));
+        let uri: lapin::uri::AMQPUri = env["AMQP_URL"]
+            .as_deref()
+            .expect("AMQP_URL")
+            .parse()
+            .expect("an AMQP URL");
+        assert_eq!(uri.authority.userinfo.username, service);
+        let variable = format!("{}_PASSWORD", service.to_uppercase().replace('-', "_"));
+        assert!(script.contains(&format!("user {service} \"${variable}\"")));
+        assert_eq!(
+            broker_env[&variable].as_deref(),
+            Some(uri.authority.userinfo.password.as_str()),
+            "{service} logs in with the password its user is made with"
+        );
+    }
+    let consumer = named(&objects, "Deployment", "message-consumer").expect("the consumer");
+    let limit: u64 = environment(&objects, consumer)["DEAD_LETTER_LIMIT"]
+        .clone()
+        .expect("DEAD_LETTER_LIMIT")
+        .parse()
+        .expect("a number");
+    let policy = topology.dead_letter_policy(limit);
+    let line = format!(
+        "set_policy --apply-to queues {} '{}' '{}'",
+        policy.name, policy.pattern, policy.definition
+    );
+    assert!(script.contains(&line), "{line}\n{script}");
+
+    let setup = container_named(consumer, "declare-topology");
+    let secret = setup["envFrom"]
+        .as_array()
+        .expect("envFrom")
+        .iter()
+        .find_map(|source| source["secretRef"]["name"].as_str())
+        .expect("the setup step's Secret");
+    let admin_url = named(&objects, "Secret", secret).expect("the Secret")["stringData"]
+        ["AMQP_URL"]
+        .as_str()
+        .expect("AMQP_URL")
+        .to_owned();
+    let admin: lapin::uri::AMQPUri = admin_url.parse().expect("an AMQP URL");
+    assert_eq!(
+        broker_env["RABBITMQ_DEFAULT_USER"].as_deref(),
+        Some(admin.authority.userinfo.username.as_str())
+    );
+    assert_eq!(
+        broker_env["RABBITMQ_DEFAULT_PASS"].as_deref(),
+        Some(admin.authority.userinfo.password.as_str())
     );
 }

@@ -44,6 +44,9 @@ impl Ingest {
             tracing::warn!(error = %error, "could not copy to the dead-letter queue; rejecting instead");
             false
         });
+        if !copied {
+            self.metrics.dead_letters_refused.inc();
+        }
         let outcome = if copied {
             delivery.acker.ack(BasicAckOptions::default()).await
         } else {

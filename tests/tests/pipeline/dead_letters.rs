@@ -2,7 +2,10 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use common::{Message, QueuedMessage};
-use end_to_end::{eventually, TestStack};
+use end_to_end::{
+    broker_users::{broker_message_count, BrokerPolicy},
+    eventually, TestStack,
+};
 use uuid::Uuid;
 
 use crate::fixtures::message_from;
@@ -53,4 +56,52 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason_and_the_r
             && reasons[2].contains("timestamp out of range"),
         "{reasons:?}"
     );
+}
+
+/// `.dead` at its length limit (the setup step's policy, here of 1): further dead letters are refused and
+/// counted, and each refused one is kept by its source queue (RabbitMQ's at-least-once dead-lettering),
+/// none lost; once the limit is raised, new dead letters are taken again. (The broker moves the kept
+/// ones on its own timer, `dead_letter_worker_publisher_confirm_timeout`, 180 s by default.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_dead_letter_queue_refuses_more_and_counts_them_and_loses_none() {
+    let stack = TestStack::start().await;
+    let topology = stack.consumer_config.service.topology();
+    let limit = BrokerPolicy::apply(&topology.dead_letter_policy(1));
+
+    for n in 0..3 {
+        stack
+            .publish_raw(format!("not JSON, number {n}").as_bytes())
+            .await;
+    }
+    let stored = stack.publish_ok(&message_from("still flowing")).await;
+    stack.wait_stored(stored).await;
+    // A quorum queue checks its limit as messages arrive, so one more than the limit can get in; every
+    // dead letter is either in `.dead` or counted as refused and kept by the queue it came from.
+    let refused = eventually(
+        Duration::from_secs(30),
+        "every dead letter settled",
+        || async {
+            let refused = stack
+                .metric(stack.consumer_url(), "consumer_dead_letters_refused_total")
+                .await as u64;
+            let dead = u64::from(stack.queue_depth(".dead").await);
+            let kept = broker_message_count(&stack.queue)?;
+            (refused >= 1 && dead + refused == 3 && kept == refused).then_some(refused)
+        },
+    )
+    .await;
+    assert!(stack.queue_depth(".dead").await < 3, "the limit holds");
+    eprintln!(
+        "{refused} of 3 dead letters refused at a limit of 1, and kept by their source queue"
+    );
+
+    limit.replace(&topology.dead_letter_policy(10));
+    stack.publish_raw(b"not JSON either").await;
+    eventually(
+        Duration::from_secs(30),
+        "a new dead letter taken once the limit is raised",
+        || async { (u64::from(stack.queue_depth(".dead").await) == 4 - refused).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.row_count().await, 1);
 }
