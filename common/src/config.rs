@@ -57,6 +57,9 @@ pub struct ServiceConfig {
     /// its prefetch with it and dead-letters a larger payload unread.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// `HTTP_WRITE_TIMEOUT_SECS`: a connection whose client leaves the response unread this long is closed.
+    #[serde(default = "default_http_write_timeout_secs")]
+    pub http_write_timeout_secs: u64,
     /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight work after SIGTERM.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
@@ -395,6 +398,7 @@ pub const VARIABLES: &[&str] = &[
     "SCALE_TARGET_DRAIN_SECS",
     "SCALE_COOLDOWN_SECS",
     "QUEUE_WATCH_INTERVAL_MS",
+    "HTTP_WRITE_TIMEOUT_SECS",
     "SHUTDOWN_TIMEOUT_SECS",
     "PUBLISH_TOKENS",
     "PUBLISH_TOKENS_FILE",
@@ -513,6 +517,9 @@ fn ensure(condition: bool, message: &str) -> anyhow::Result<()> {
 
 fn default_dead_letter_limit() -> u64 {
     100_000
+}
+fn default_http_write_timeout_secs() -> u64 {
+    30
 }
 fn default_true() -> bool {
     true

@@ -32,12 +32,13 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds the HTTP server both services run: `workers` threads on `listener`, signals left to the caller
 /// (so tests can drive shutdown), a short keep-alive so idle connections do not hold a graceful stop
-/// open, bounded connections and header time, and at most `shutdown_timeout_secs` to answer the
-/// requests in flight once stopped.
+/// open, bounded connections and header time, responses that must be taken within `write_timeout`, and
+/// at most `shutdown_timeout_secs` to answer the requests in flight once stopped.
 pub fn server<F, I, S, B>(
     app: F,
     listener: TcpListener,
     workers: usize,
+    write_timeout: Duration,
     shutdown_timeout_secs: u64,
 ) -> anyhow::Result<Server>
 where
@@ -51,7 +52,9 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
+    // `listen` takes the connection hook set so far: set it first.
     Ok(HttpServer::new(app)
+        .on_connect(move |connection, _| bound_write_time(connection, write_timeout))
         .workers(self::workers(workers))
         .listen(listener)
         .context("Failed to listen")?
@@ -61,6 +64,22 @@ where
         .client_request_timeout(HEADER_TIMEOUT)
         .shutdown_timeout(shutdown_timeout_secs)
         .run())
+}
+
+/// Closes a connection whose client leaves what the service sent unread (or unacknowledged) for
+/// `timeout`, so that a client that never reads cannot hold a response's memory, nor its connection,
+/// for longer. actix-web has no write timeout of its own, and stops polling a response whose client does
+/// not read, so the kernel keeps the time: Linux's `TCP_USER_TIMEOUT` covers data that waits for an
+/// acknowledgement and data held back by a zero receive window alike. Elsewhere this does nothing.
+fn bound_write_time(connection: &dyn std::any::Any, timeout: Duration) {
+    #[cfg(target_os = "linux")]
+    if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout)) {
+            tracing::warn!(%error, "could not bound the time a client may leave a response unread");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (connection, timeout);
 }
 
 /// Serves until the server fails or `shutdown` resolves. On shutdown, `on_stop` runs first (so the

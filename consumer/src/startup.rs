@@ -155,6 +155,7 @@ impl Application {
             app,
             listener,
             config.service.http_workers,
+            Duration::from_secs(config.service.http_write_timeout_secs),
             config.service.shutdown_timeout_secs,
         )?;
         Ok(Self {

@@ -21,5 +21,6 @@ mod round_trip;
 mod scaling;
 mod shards;
 mod shutdown;
+mod slow_readers;
 mod tls;
 mod volume;
