@@ -13,8 +13,20 @@ pub struct BrokerUser {
     password: String,
 }
 
+/// `rabbitmqctl`, which reads the broker's Erlang cookie: as root, or through `sudo -n` otherwise.
+fn ctl() -> Command {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        Command::new("rabbitmqctl")
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", "rabbitmqctl"]);
+        sudo
+    }
+}
+
 fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl")
+    let output = ctl()
         .args(args)
         .output()
         .expect("rabbitmqctl runs (the broker's own command-line tool)");
@@ -61,9 +73,7 @@ impl BrokerUser {
 
 impl Drop for BrokerUser {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_user", &self.name])
-            .output();
+        let _ = ctl().args(["delete_user", &self.name]).output();
     }
 }
 
@@ -99,7 +109,7 @@ impl BrokerPolicy {
 /// dead-lettered messages it keeps until their target queue takes them. The broker refreshes these
 /// figures every few seconds.
 pub fn broker_message_count(queue: &str) -> Option<u64> {
-    let output = Command::new("rabbitmqctl")
+    let output = ctl()
         .args([
             "list_queues",
             "-q",
@@ -118,8 +128,6 @@ pub fn broker_message_count(queue: &str) -> Option<u64> {
 
 impl Drop for BrokerPolicy {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["clear_policy", &self.name])
-            .output();
+        let _ = ctl().args(["clear_policy", &self.name]).output();
     }
 }
