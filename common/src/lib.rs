@@ -17,6 +17,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;
+pub mod transport;
 
 pub use message::{Message, MessageInput};
 pub use problem::Problem;

@@ -44,6 +44,7 @@ pub async fn run() -> anyhow::Result<()> {
         ),
     }
     let app = startup::Application::build(&config)?;
+    common::transport::warn_about_plaintext(&config.service.amqp_url, Some(&config.database_url));
     tracing::info!(port = app.port(), queue = %config.service.queue_name, "consumer listening");
     app.run_until_stopped(shutdown::signal()).await
 }
