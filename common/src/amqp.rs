@@ -10,8 +10,10 @@ use std::{
 };
 
 use lapin::{
-    options::BasicPublishOptions, tcp::OwnedTLSConfig, uri::AMQPUri, BasicProperties, Channel,
-    Confirmation, Connection, ConnectionProperties,
+    options::BasicPublishOptions,
+    tcp::OwnedTLSConfig,
+    uri::{AMQPScheme, AMQPUri},
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 
@@ -125,6 +127,7 @@ impl BrokerAddress {
             identity: None,
             cert_chain: self.trusted_pem.as_deref().map(str::to_owned),
         };
+        let over_tls = uri.scheme == AMQPScheme::AMQPS;
         let handshake = Connection::connect_uri_with_config(
             uri,
             properties,
@@ -132,15 +135,36 @@ impl BrokerAddress {
             lapin::runtime::default_runtime()?,
         );
         // A TLS listener that never finishes its handshake would hold the attempt for ever.
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
             .await
             .map_err(|_| {
                 lapin::Error::from(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("no AMQP handshake within {HANDSHAKE_TIMEOUT:?}"),
                 ))
-            })?
+            })?;
+        connected.map_err(|error| if over_tls { explain_tls(error) } else { error })
     }
+}
+
+/// `error` with what a TLS failure means for the person reading the log, its own words kept.
+fn explain_tls(error: lapin::Error) -> lapin::Error {
+    let lapin::ErrorKind::IOError(io) = error.kind() else {
+        return error;
+    };
+    let text = io.to_string();
+    let hint = if text.contains("corrupt message") {
+        "the node did not answer in TLS: amqps:// needs the broker's TLS listener (usually port 5671)"
+    } else if text.contains("invalid peer certificate") {
+        "the node's certificate does not verify against the system's roots and AMQP_CA_FILE, or does \
+         not name the host dialled"
+    } else {
+        return error;
+    };
+    lapin::Error::from(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{text} ({hint})"),
+    ))
 }
 
 impl fmt::Debug for BrokerAddress {
