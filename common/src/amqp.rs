@@ -113,15 +113,12 @@ impl BrokerAddress {
         let mut uri: AMQPUri = url.parse().map_err(|e: String| invalid_input(&e))?;
         uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
         let address = (uri.authority.host.clone(), uri.authority.port);
-        let probe =
-            tokio::time::timeout(NODE_PROBE_TIMEOUT, tokio::net::TcpStream::connect(address))
-                .await
-                .map_err(|_| {
-                    lapin::Error::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no TCP answer within {NODE_PROBE_TIMEOUT:?}"),
-                    ))
-                })?;
+        let probe = within(
+            NODE_PROBE_TIMEOUT,
+            "no TCP answer",
+            tokio::net::TcpStream::connect(address),
+        )
+        .await?;
         drop(probe?);
         let tls = OwnedTLSConfig {
             identity: None,
@@ -135,16 +132,23 @@ impl BrokerAddress {
             lapin::runtime::default_runtime()?,
         );
         // A TLS listener that never finishes its handshake would hold the attempt for ever.
-        let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-            .await
-            .map_err(|_| {
-                lapin::Error::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no AMQP handshake within {HANDSHAKE_TIMEOUT:?}"),
-                ))
-            })?;
+        let connected = within(HANDSHAKE_TIMEOUT, "no AMQP handshake", handshake).await?;
         connected.map_err(|error| if over_tls { explain_tls(error) } else { error })
     }
+}
+
+/// `future`'s output, or a `TimedOut` error saying `what` happened within `limit`.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    future: impl std::future::Future<Output = T>,
+) -> lapin::Result<T> {
+    tokio::time::timeout(limit, future).await.map_err(|_| {
+        lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what} within {limit:?}"),
+        ))
+    })
 }
 
 /// `error` with what a TLS failure means for the person reading the log, its own words kept.
