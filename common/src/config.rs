@@ -445,7 +445,6 @@ fn load<T: DeserializeOwned + HoldsService>(
     let mut service: ServiceConfig = envy::from_iter(vars.iter().cloned()).map_err(invalid)?;
     service.tokens = Tokens::from_vars(&vars)?;
     check_amqp_url(&service.amqp_url)?;
-    service.broker()?;
     ensure(
         (1..=MAX_QUEUE_SHARDS).contains(&service.queue_shards),
         "QUEUE_SHARDS must be between 1 and 256",

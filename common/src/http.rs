@@ -5,14 +5,19 @@ use std::{fmt, future::Future, net::TcpListener, time::Duration};
 use actix_http::{Request, Response};
 use actix_service::IntoServiceFactory;
 use actix_web::{
-    body::MessageBody,
-    dev::{AppConfig, Server, Service, ServiceFactory},
+    body::{BoxBody, MessageBody},
+    dev::{AppConfig, Server, Service, ServiceFactory, ServiceRequest, ServiceResponse},
     http::StatusCode,
-    Error, HttpResponse, HttpServer,
+    middleware::Next,
+    App, Error, HttpResponse, HttpServer,
 };
 use anyhow::Context;
 
-use crate::problem::{kinds, Problem};
+use crate::{
+    auth::Policy,
+    metrics::HttpMetrics,
+    problem::{kinds, Problem},
+};
 
 /// Binds `host:port` (port 0 picks a free one) and returns the listener with the port it got.
 pub fn bind(host: &str, port: u16) -> anyhow::Result<(TcpListener, u16)> {
@@ -80,6 +85,33 @@ fn bound_write_time(connection: &dyn std::any::Any, timeout: Duration) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (connection, timeout);
+}
+
+/// An `App` with what both services put in front of every route: the request metrics of `requests`
+/// (outermost, so refusals are counted too), then the bearer-token check of `policy`.
+pub fn guarded_app(
+    policy: Policy,
+    requests: HttpMetrics,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .wrap(actix_web::middleware::from_fn(
+            move |request: ServiceRequest, next: Next<BoxBody>| {
+                crate::auth::authorize(policy.clone(), request, next)
+            },
+        ))
+        .wrap(actix_web::middleware::from_fn(
+            move |request: ServiceRequest, next: Next<BoxBody>| {
+                crate::metrics::track(requests.clone(), request, next)
+            },
+        ))
 }
 
 /// Serves until the server fails or `shutdown` resolves. On shutdown, `on_stop` runs first (so the

@@ -155,8 +155,10 @@ impl Topology {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let mut exchanges = vec![(self.exchange(), ExchangeKind::Direct)];
-        exchanges.push((self.dead_letter_exchange(), ExchangeKind::Direct));
+        let mut exchanges = vec![
+            (self.exchange(), ExchangeKind::Direct),
+            (self.dead_letter_exchange(), ExchangeKind::Direct),
+        ];
         if self.is_sharded() {
             let kind = ExchangeKind::Custom("x-consistent-hash".to_owned());
             exchanges.push((self.shard_exchange.as_str(), kind));

@@ -7,10 +7,34 @@ use anyhow::Context;
 use common::backoff::retry;
 use sqlx::{
     migrate::MigrateDatabase,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
     PgPool, Postgres,
 };
 use tokio_util::sync::CancellationToken;
+
+/// The host of `database_url` when it is not this machine and its `sslmode` does not require TLS (the
+/// default, `prefer`, goes on in plaintext when the server offers none), as sqlx reads the URL.
+pub fn plaintext_host(database_url: &str) -> Option<String> {
+    let options = PgConnectOptions::from_str(database_url).ok()?;
+    let required = matches!(
+        options.get_ssl_mode(),
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    let host = options.get_host();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!required && !common::transport::is_local(host)).then(|| host.to_owned())
+}
+
+/// Logs a warning when `database_url` may be used in plaintext to a host off this machine.
+pub fn warn_about_plaintext(database_url: &str) {
+    if let Some(host) = plaintext_host(database_url) {
+        tracing::warn!(
+            %host,
+            "DATABASE_URL does not require TLS (sslmode verify-full, verify-ca or require) for a host \
+             off this machine: the connection may go on in plaintext"
+        );
+    }
+}
 
 /// Session settings every pooled connection gets.
 #[derive(Debug, Clone, Copy)]
@@ -121,4 +145,37 @@ fn is_missing(error: &sqlx::Error) -> bool {
 
 async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     sqlx::migrate!("../migrations").run(pool).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_url_that_does_not_require_tls_off_this_machine_is_named() {
+        let host = |url: &str| plaintext_host(url);
+        assert_eq!(
+            host("postgres://u:p@db.example:5432/m"),
+            Some("db.example".into())
+        );
+        assert_eq!(
+            host("postgres://u:p@db.example/m?sslmode=prefer"),
+            Some("db.example".into())
+        );
+        assert_eq!(
+            host("postgres://u:p@db.example/m?sslmode=verify-full&x=1"),
+            None
+        );
+        assert_eq!(
+            host("postgres://u@db.example/m?application_name=a&sslmode=require"),
+            None
+        );
+        assert_eq!(host("postgres://postgres@127.0.0.1:5432/messages"), None);
+        assert_eq!(host("postgres://u@[::1]:5432/m"), None);
+        assert_eq!(host("postgres:///messages?host=/run/postgresql"), None);
+        assert_eq!(
+            host("postgres://u@[2001:db8::1]:5432/m"),
+            Some("2001:db8::1".into())
+        );
+    }
 }

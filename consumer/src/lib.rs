@@ -44,7 +44,8 @@ pub async fn run() -> anyhow::Result<()> {
         ),
     }
     let app = startup::Application::build(&config)?;
-    common::transport::warn_about_plaintext(&config.service.amqp_url, Some(&config.database_url));
+    common::transport::warn_about_plaintext_amqp(&config.service.amqp_url);
+    database::warn_about_plaintext(&config.database_url);
     tracing::info!(port = app.port(), queue = %config.service.queue_name, "consumer listening");
     app.run_until_stopped(shutdown::signal()).await
 }

@@ -5,11 +5,11 @@
 //!
 //! `consumer permissions publisher|consumer` and `consumer dead-letter-policy` print, tab-separated,
 //! what `rabbitmqctl set_permissions` and `set_policy` take, so that scripts apply exactly what
-//! [`Topology`] says each service needs.
+//! [`common::Topology`] says each service needs.
 
 use std::time::Duration;
 
-use common::{backoff::retry, config::ConsumerConfig, Topology};
+use common::{backoff::retry, config::ConsumerConfig};
 use lapin::ConnectionProperties;
 
 /// How long the setup step keeps trying to reach a broker that is still starting.
@@ -20,12 +20,8 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(300);
 /// a queue of another type).
 pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
     let broker = config.service.broker()?;
-    let topology = Topology::new(
-        &config.service.queue_name,
-        config.service.queue_type,
-        config.service.delivery_limit,
-        config.service.queue_shards,
-    );
+    // `declare`, not `ensure`: the setup step declares whatever DECLARE_TOPOLOGY says.
+    let topology = config.service.topology();
     let attempt = || async {
         let properties =
             ConnectionProperties::default().with_connection_name("message-queue-setup".into());

@@ -3,12 +3,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use actix_web::{
-    body::BoxBody,
-    dev::{Server, ServiceRequest},
-    middleware::Next,
-    web, App,
-};
+use actix_web::{dev::Server, web};
 use common::{
     auth::{Policy, Scope},
     config::ConsumerConfig,
@@ -126,18 +121,7 @@ impl Application {
         let app = move || {
             use routes::{dead_letters, health, messages};
             let requests = state.metrics.http.clone();
-            let policy = policy.clone();
-            App::new()
-                .wrap(actix_web::middleware::from_fn(
-                    move |request: ServiceRequest, next: Next<BoxBody>| {
-                        common::auth::authorize(policy.clone(), request, next)
-                    },
-                ))
-                .wrap(actix_web::middleware::from_fn(
-                    move |request: ServiceRequest, next: Next<BoxBody>| {
-                        common::metrics::track(requests.clone(), request, next)
-                    },
-                ))
+            http::guarded_app(policy.clone(), requests)
                 .app_data(state.clone())
                 .service(http::get("/", monitor::page))
                 .service(http::get("/monitor/status", monitor::status))

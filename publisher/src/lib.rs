@@ -21,7 +21,7 @@ pub async fn run() -> anyhow::Result<()> {
     let config = PublisherConfig::from_env()?;
     telemetry::init(config.service.log_format);
     let app = startup::Application::build(&config)?;
-    common::transport::warn_about_plaintext(&config.service.amqp_url, None);
+    common::transport::warn_about_plaintext_amqp(&config.service.amqp_url);
     tracing::info!(port = app.port(), queue = %config.service.queue_name, "publisher listening");
     app.run_until_stopped(shutdown::signal()).await
 }

@@ -85,14 +85,7 @@ pub struct BrokerPolicy {
 impl BrokerPolicy {
     /// Applies `policy` to the queues it matches.
     pub fn apply(policy: &common::topology::Policy) -> Self {
-        rabbitmqctl(&[
-            "set_policy",
-            "--apply-to",
-            "queues",
-            &policy.name,
-            &policy.pattern,
-            &policy.definition.to_string(),
-        ]);
+        set_policy(policy);
         Self {
             name: policy.name.clone(),
         }
@@ -101,8 +94,19 @@ impl BrokerPolicy {
     /// Replaces the policy with `policy`, which must have the same name.
     pub fn replace(&self, policy: &common::topology::Policy) {
         assert_eq!(policy.name, self.name, "a policy replaces one of its name");
-        std::mem::forget(Self::apply(policy));
+        set_policy(policy);
     }
+}
+
+fn set_policy(policy: &common::topology::Policy) {
+    rabbitmqctl(&[
+        "set_policy",
+        "--apply-to",
+        "queues",
+        &policy.name,
+        &policy.pattern,
+        &policy.definition.to_string(),
+    ]);
 }
 
 /// `messages` of `queue` as the broker reports it: ready, unacknowledged, and (for a quorum queue) the

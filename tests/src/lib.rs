@@ -64,6 +64,17 @@ pub fn url_address(url: &str) -> std::net::SocketAddr {
         .expect("an address")
 }
 
+/// The `/metrics` text of the service at `base_url`.
+pub async fn metrics_text(http: &reqwest::Client, base_url: &str) -> String {
+    http.get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .expect("metrics reachable")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// Polls `probe` every 25 ms until it returns `Some`, failing the test with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
 where
@@ -450,15 +461,7 @@ impl TestStack {
 
     /// The value of an unlabelled metric in a service's `/metrics`, or 0 if it is absent.
     pub async fn metric(&self, base_url: &str, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{base_url}/metrics"))
-            .send()
-            .await
-            .expect("metrics reachable")
-            .text()
-            .await
-            .expect("metrics text");
+        let text = metrics_text(&self.http, base_url).await;
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .map_or(0.0, |value| value.trim().parse().expect("a number"))

@@ -717,9 +717,7 @@ fn consumer_config(objects: &[Value]) -> ConsumerConfig {
     let consumer = named(objects, "Deployment", "message-consumer").expect("the consumer");
     let known = environment(objects, consumer)
         .into_iter()
-        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)))
-        // A file mounted in the pod, which this machine does not have.
-        .filter(|(k, _)| k != "AMQP_CA_FILE");
+        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)));
     ConsumerConfig::from_vars(known).expect("the consumer's configuration parses")
 }
 
@@ -1471,13 +1469,7 @@ fn the_single_node_consumer_uses_a_role_of_its_own_that_is_not_a_superuser() {
 
 /// The consumer's topology as the manifests configure it (QUEUE_NAME, QUEUE_SHARDS, …).
 fn configured_topology(objects: &[Value]) -> common::Topology {
-    let config = consumer_config(objects);
-    common::Topology::new(
-        &config.service.queue_name,
-        config.service.queue_type,
-        config.service.delivery_limit,
-        config.service.queue_shards,
-    )
+    consumer_config(objects).service.topology()
 }
 
 /// The container of `deployment` named `name`, among its init containers and its containers.

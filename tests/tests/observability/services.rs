@@ -148,14 +148,7 @@ impl Services {
 
     /// A service's `/metrics` text.
     pub async fn metrics(&self, base_url: &str) -> String {
-        self.http
-            .get(format!("{base_url}/metrics"))
-            .send()
-            .await
-            .expect("metrics reachable")
-            .text()
-            .await
-            .expect("metrics text")
+        end_to_end::metrics_text(&self.http, base_url).await
     }
 }
 
