@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    future::Future,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -13,7 +14,7 @@ use lapin::{
     options::BasicPublishOptions,
     tcp::OwnedTLSConfig,
     uri::{AMQPScheme, AMQPUri},
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
 };
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 
@@ -26,6 +27,12 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// RabbitMQ's default of 128 KiB costs 8 MiB of resident memory per connection. 16 KiB frames keep that
 /// to 1 MiB. A message larger than a frame is sent as several body frames, which the protocol allows.
 pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+
+/// The heartbeat proposed to the broker unless `AMQP_URL` sets `?heartbeat=`, in seconds. lapin gives a
+/// connection up when nothing has come from the broker for two heartbeats, so a node that is frozen or
+/// cut off without a reset is left after 20 s, not the two minutes of RabbitMQ's default of 60 s: until
+/// then, what was handed to that connection is held in memory.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 
 /// The nodes named by `AMQP_URL`: one URL, or several separated by commas for the nodes of one cluster.
 pub fn node_urls(amqp_url: &str) -> impl Iterator<Item = &str> {
@@ -104,7 +111,8 @@ impl BrokerAddress {
     /// lapin 4.12 can go on to connect after it has reported an attempt as refused (seen while a broker
     /// is starting), leaving behind a connection that nobody holds. Probing the port first keeps the
     /// attempts that can fail that way from reaching lapin.
-    /// The frame size is [`DEFAULT_FRAME_MAX`] unless the URL sets its own.
+    /// The frame size is [`DEFAULT_FRAME_MAX`] and the heartbeat [`DEFAULT_HEARTBEAT_SECS`] unless the URL
+    /// sets its own.
     async fn connect_node(
         &self,
         url: &str,
@@ -112,6 +120,7 @@ impl BrokerAddress {
     ) -> lapin::Result<Connection> {
         let mut uri: AMQPUri = url.parse().map_err(|e: String| invalid_input(&e))?;
         uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+        uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
         let address = (uri.authority.host.clone(), uri.authority.port);
         let probe = within(
             NODE_PROBE_TIMEOUT,
@@ -219,36 +228,96 @@ pub enum Confirmed {
     NotRequested,
 }
 
-/// Publishes `payload` as `mandatory` on `channel` (in confirm mode) and waits for the broker's answer
-/// for this very message: a confirm is awaited per publish, never for the channel as a whole, since
-/// lapin cannot tell which message a channel-wide wait was for.
-pub async fn publish_confirmed(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    payload: &[u8],
-    properties: BasicProperties,
-) -> lapin::Result<Confirmed> {
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    let confirmation = channel
-        .basic_publish(
+impl From<Confirmation> for Confirmed {
+    fn from(confirmation: Confirmation) -> Self {
+        match confirmation {
+            Confirmation::Ack(None) => Self::Acked,
+            Confirmation::Ack(Some(_returned)) => Self::Returned,
+            Confirmation::Nack(_) => Self::Nacked,
+            Confirmation::NotRequested => Self::NotRequested,
+        }
+    }
+}
+
+/// A channel in confirm mode that any number of threads may publish on at once, each publish matched to
+/// its own confirm.
+///
+/// The broker numbers confirms in the order messages reach it. lapin takes a publish's delivery tag and
+/// queues its frames under two different locks, so two threads publishing on one bare channel can put
+/// their frames on the wire in the opposite order to their tags, and a nack or a return would then be
+/// taken for the other message. Here a lock held while a publish is handed to lapin (tag and frames
+/// together, before anything waits) keeps wire order and tag order the same.
+#[derive(Clone)]
+pub struct ConfirmChannel {
+    channel: Channel,
+    order: Arc<std::sync::Mutex<()>>,
+}
+
+impl ConfirmChannel {
+    /// Puts `channel` in confirm mode.
+    pub async fn select(channel: Channel) -> lapin::Result<Self> {
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            order: Arc::default(),
+        })
+    }
+
+    /// The channel itself, for what is not a publish.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Hands `payload` to lapin as a `mandatory` publish and resolves once its frames are written (or
+    /// the channel failed), with the confirm to await.
+    pub async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> lapin::Result<PublisherConfirm> {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let mut publish = std::pin::pin!(self.channel.basic_publish(
             exchange.into(),
             routing_key.into(),
             options,
             payload,
             properties,
-        )
-        .await?
-        .await?;
-    Ok(match confirmation {
-        Confirmation::Ack(None) => Confirmed::Acked,
-        Confirmation::Ack(Some(_returned)) => Confirmed::Returned,
-        Confirmation::Nack(_) => Confirmed::Nacked,
-        Confirmation::NotRequested => Confirmed::NotRequested,
-    })
+        ));
+        // lapin takes the tag and queues the frames in the first poll, before its first wait.
+        let mut first = true;
+        std::future::poll_fn(|context| {
+            if std::mem::take(&mut first) {
+                let _in_order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+                publish.as_mut().poll(context)
+            } else {
+                publish.as_mut().poll(context)
+            }
+        })
+        .await
+    }
+
+    /// Publishes `payload` as `mandatory` and waits for the broker's answer for this very message: a
+    /// confirm is awaited per publish, never for the channel as a whole, since lapin cannot tell which
+    /// message a channel-wide wait was for.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> lapin::Result<Confirmed> {
+        let confirm = self
+            .send(exchange, routing_key, payload, properties)
+            .await?;
+        Ok(confirm.await?.into())
+    }
 }
 
 #[cfg(test)]

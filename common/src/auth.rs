@@ -54,7 +54,7 @@ impl Scope {
 }
 
 /// Who presented a token: `token:` and the first 16 hex digits of its SHA-256. Put in the request's
-/// extensions by [`authorize`].
+/// extensions by [`admit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity(String);
 
@@ -224,38 +224,34 @@ impl Tokens {
     }
 }
 
-/// Which scope each route pattern needs; routes not listed are open (health, metrics, documents).
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub tokens: Tokens,
-    pub routes: &'static [(&'static str, Scope)],
+/// Who may use a route: chosen for every route where it is built (see [`crate::http::Doors`]), so that
+/// no route exists without a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Probes, metrics and documents: anyone.
+    Open,
+    /// A token of this scope, when tokens are configured.
+    Needs(Scope),
 }
 
-/// Middleware body: refuses a request to a route of `policy` without a token of its scope, and puts the
-/// token's [`Identity`] in the request's extensions otherwise. Wrap an app with
-/// `from_fn(move |req, next| authorize(policy.clone(), req, next))`.
-pub async fn authorize(
-    policy: Policy,
+/// Middleware body for one route, run after routing: whatever spelling of the path the router matched
+/// (percent-encoded, dot segments, `;` parameters), the request is judged by the route that serves it.
+/// Records the route's pattern for the request metrics, refuses a request without a token of the
+/// route's scope, and puts the token's [`Identity`] in the request's extensions otherwise.
+pub async fn admit(
+    tokens: Tokens,
+    access: Access,
+    pattern: &'static str,
     request: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if !policy.tokens.enabled() {
-        // Open: nothing to look up on this request's path.
-        return next.call(request).await;
-    }
-    let scope = request.match_pattern().and_then(|pattern| {
-        policy
-            .routes
-            .iter()
-            .find(|(route, _)| *route == pattern)
-            .map(|(_, scope)| *scope)
-    });
-    if let Some(scope) = scope {
+    crate::metrics::record_route(&request, pattern);
+    if let Access::Needs(scope) = access {
         let authorization = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
-        match policy.tokens.check(authorization, scope) {
+        match tokens.check(authorization, scope) {
             Ok(Some(identity)) => {
                 request.extensions_mut().insert(identity);
             }

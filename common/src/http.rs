@@ -6,7 +6,10 @@ use actix_http::{Request, Response};
 use actix_service::IntoServiceFactory;
 use actix_web::{
     body::{BoxBody, MessageBody},
-    dev::{AppConfig, Server, Service, ServiceFactory, ServiceRequest, ServiceResponse},
+    dev::{
+        AppConfig, HttpServiceFactory, Server, Service, ServiceFactory, ServiceRequest,
+        ServiceResponse,
+    },
     http::StatusCode,
     middleware::Next,
     App, Error, HttpResponse, HttpServer,
@@ -14,7 +17,7 @@ use actix_web::{
 use anyhow::Context;
 
 use crate::{
-    auth::Policy,
+    auth::{Access, Tokens},
     metrics::HttpMetrics,
     problem::{kinds, Problem},
 };
@@ -88,9 +91,9 @@ fn bound_write_time(connection: &dyn std::any::Any, timeout: Duration) {
 }
 
 /// An `App` with what both services put in front of every route: the request metrics of `requests`
-/// (outermost, so refusals are counted too), then the bearer-token check of `policy`.
-pub fn guarded_app(
-    policy: Policy,
+/// (outermost, so refusals are counted too). Who may use each route is decided by the route itself, after
+/// routing (see [`Doors`]).
+pub fn app(
     requests: HttpMetrics,
 ) -> App<
     impl ServiceFactory<
@@ -101,17 +104,78 @@ pub fn guarded_app(
         InitError = (),
     >,
 > {
-    App::new()
-        .wrap(actix_web::middleware::from_fn(
-            move |request: ServiceRequest, next: Next<BoxBody>| {
-                crate::auth::authorize(policy.clone(), request, next)
-            },
-        ))
-        .wrap(actix_web::middleware::from_fn(
-            move |request: ServiceRequest, next: Next<BoxBody>| {
-                crate::metrics::track(requests.clone(), request, next)
-            },
-        ))
+    App::new().wrap(actix_web::middleware::from_fn(
+        move |request: ServiceRequest, next: Next<BoxBody>| {
+            crate::metrics::track(requests.clone(), request, next)
+        },
+    ))
+}
+
+/// Builds every route of a service, each with its [`Access`] decided where it is built: a route cannot
+/// be made without one. The check runs in the route's own middleware, after routing, so it applies to
+/// whatever spelling of the path reached the route; checking the raw path before routing would let
+/// `/%6Dessage` past a rule written for `/message`.
+#[derive(Clone)]
+pub struct Doors {
+    tokens: Tokens,
+}
+
+impl Doors {
+    pub fn new(tokens: Tokens) -> Self {
+        Self { tokens }
+    }
+
+    /// `GET path` served by `handler` for those `access` lets in; any other method answers 405 with
+    /// `Allow: GET`.
+    pub fn get<F, Args>(
+        &self,
+        path: &'static str,
+        access: Access,
+        handler: F,
+    ) -> impl HttpServiceFactory
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.route(path, access, "GET", actix_web::web::get().to(handler))
+    }
+
+    /// `POST path` served by `handler` for those `access` lets in; any other method answers 405 with
+    /// `Allow: POST`.
+    pub fn post<F, Args>(
+        &self,
+        path: &'static str,
+        access: Access,
+        handler: F,
+    ) -> impl HttpServiceFactory
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.route(path, access, "POST", actix_web::web::post().to(handler))
+    }
+
+    /// A path served by one route for those `access` lets in, answering any other method with 405 and
+    /// `Allow: <allow>` (to them only).
+    pub fn route(
+        &self,
+        path: &'static str,
+        access: Access,
+        allow: &'static str,
+        route: actix_web::Route,
+    ) -> impl HttpServiceFactory {
+        let tokens = self.tokens.clone();
+        actix_web::web::resource(path)
+            .route(route)
+            .default_service(method_not_allowed(allow))
+            .wrap(actix_web::middleware::from_fn(
+                move |request: ServiceRequest, next: Next<BoxBody>| {
+                    crate::auth::admit(tokens.clone(), access, path, request, next)
+                },
+            ))
+    }
 }
 
 /// Serves until the server fails or `shutdown` resolves. On shutdown, `on_stop` runs first (so the
@@ -147,41 +211,14 @@ fn workers(configured: usize) -> usize {
     }
 }
 
-/// `GET path` served by `handler`; any other method answers 405 with `Allow: GET`.
-pub fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    resource(path, "GET", actix_web::web::get().to(handler))
-}
-
-/// `POST path` served by `handler`; any other method answers 405 with `Allow: POST`.
-pub fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    resource(path, "POST", actix_web::web::post().to(handler))
-}
-
 /// `GET /healthz`: 200 while the process can answer at all; the same for both services.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// A path served by one route, answering any other method with 405 and `Allow: <allow>`.
-pub fn resource(path: &str, allow: &'static str, route: actix_web::Route) -> actix_web::Resource {
-    actix_web::web::resource(path)
-        .route(route)
-        .default_service(method_not_allowed(allow))
-}
-
 /// The answer to a known path asked with a method it does not serve: a 405 problem naming the methods
 /// it does serve, in the `Allow` header too.
-pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+fn method_not_allowed(allow: &'static str) -> actix_web::Route {
     actix_web::web::to(move || async move {
         let mut response = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -237,6 +237,34 @@ impl Attributes {
         self.0.get()
     }
 
+    /// How deeply arrays and objects nest in the attributes, the object itself being 1. The text is valid
+    /// JSON, so outside strings every `[` and `{` opens a level and every `]` and `}` closes one.
+    pub fn depth(&self) -> usize {
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        let (mut in_string, mut escaped) = (false, false);
+        for byte in self.0.get().bytes() {
+            if in_string {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+
     /// Whether the object has no members.
     pub fn is_empty(&self) -> bool {
         self.0.get()[1..].trim_start().starts_with('}')
@@ -425,6 +453,21 @@ mod tests {
     fn an_integral_float_priority_is_the_same_integer() {
         let message = parse(json!({ "sender": "s", "priority": 8.0 })).unwrap();
         assert_eq!(message.priority().value(), 8);
+    }
+
+    #[test]
+    fn depth_counts_nesting_outside_strings_only() {
+        let depth = |attributes: &str| {
+            parse(json!({"sender": "s", "messageAttributes": serde_json::from_str::<Value>(attributes).unwrap()}))
+                .unwrap()
+                .attributes()
+                .depth()
+        };
+        assert_eq!(depth("{}"), 1);
+        assert_eq!(depth(r#"{"a":[1,{"b":[]}],"c":{}}"#), 4);
+        assert_eq!(depth(r#"{"a":"[[[{{{\\\"[[["}"#), 1);
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(depth(&deep), 101);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use actix_web::{
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     middleware::Next,
-    HttpResponse,
+    HttpMessage, HttpResponse,
 };
 use prometheus::{
     core::Collector, Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
@@ -35,8 +35,8 @@ pub fn response(registry: &Registry) -> HttpResponse {
 }
 
 /// Requests a service answered, by route, method and status, and how long each took to answer: what the
-/// 5xx-ratio alert and latency dashboards read. Routes are the matched patterns (`/message/{id}`), and
-/// every path no route matches is `other`, so no client can grow the label set.
+/// 5xx-ratio alert and latency dashboards read. Routes are the patterns of the routes that served them
+/// (`/message/{id}`), and every request no route served is `unmatched`, so no client can grow the label set.
 #[derive(Clone)]
 pub struct HttpMetrics {
     requests: IntCounterVec,
@@ -87,28 +87,74 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware body recording every request in `metrics`; wrap an app with
-/// `from_fn(move |req, next| track(metrics.clone(), req, next))`.
+/// The route that served a request, set by the route itself (see [`record_route`]) once routing is done,
+/// and read by [`track`] when the answer is out. Shared through the request's extensions because the
+/// request itself is the router's while it routes.
+#[derive(Clone, Default)]
+struct ServedBy(std::rc::Rc<std::cell::Cell<Option<&'static str>>>);
+
+/// Called by a route's own middleware: the request is served by the route of `pattern`.
+pub fn record_route(request: &ServiceRequest, pattern: &'static str) {
+    if let Some(served) = request.extensions().get::<ServedBy>() {
+        served.0.set(Some(pattern));
+    }
+}
+
+/// The label of a request's method: one of the methods HTTP defines, else `other`, so that no client can
+/// grow the label set by inventing methods.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Middleware body recording every request in `metrics`, labelled from closed sets only: the pattern of
+/// the route that served it (else `unmatched`), a known method (else `other`) and the status. Wrap an
+/// app with `from_fn(move |req, next| track(metrics.clone(), req, next))`.
 pub async fn track<B: MessageBody>(
     metrics: HttpMetrics,
     request: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     let started = Instant::now();
-    let route = request
-        .match_pattern()
-        .unwrap_or_else(|| "other".to_owned());
-    let method = request.method().as_str().to_owned();
+    let served = ServedBy::default();
+    request.extensions_mut().insert(served.clone());
+    let method = method_label(request.method());
     let response = next.call(request).await;
     let status = match &response {
         Ok(response) => response.status(),
         Err(error) => error.as_response_error().status_code(),
     };
     metrics.observe(
-        &route,
-        &method,
+        served.0.get().unwrap_or("unmatched"),
+        method,
         status.as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_labelled_from_a_closed_set() {
+        use actix_web::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::TRACE), "TRACE");
+        for invented in ["M00001XXXX", "get", "PROPFIND", "BREW"] {
+            let method = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{invented}");
+        }
+    }
 }

@@ -10,12 +10,12 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::{
-    amqp::{BrokerAddress, Confirmed},
+    amqp::{BrokerAddress, ConfirmChannel, Confirmed},
     Topology,
 };
 use lapin::{
     message::BasicGetMessage,
-    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions},
+    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions},
     types::{AMQPValue, FieldTable},
     Channel, Connection, ConnectionProperties,
 };
@@ -88,23 +88,21 @@ impl DeadLetterQueue {
     /// its publish is confirmed. Returns how many went back.
     pub async fn replay(&self, limit: usize) -> lapin::Result<usize> {
         let (connection, channel) = self.connect().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = ConfirmChannel::select(channel).await?;
         let mut replayed = 0;
         let outcome = async {
             while replayed < limit {
-                let Some(message) = self.get(&channel).await? else {
+                let Some(message) = self.get(channel.channel()).await? else {
                     break;
                 };
-                let confirmed = common::amqp::publish_confirmed(
-                    &channel,
-                    self.topology.exchange(),
-                    self.topology.queue(),
-                    &message.delivery.data,
-                    replayed_properties(&message),
-                )
-                .await?;
+                let confirmed = channel
+                    .publish(
+                        self.topology.exchange(),
+                        self.topology.queue(),
+                        &message.delivery.data,
+                        replayed_properties(&message),
+                    )
+                    .await?;
                 if confirmed == Confirmed::Acked {
                     message
                         .delivery

@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use actix_web::{dev::Server, web};
 use common::{
-    auth::{Policy, Scope},
+    auth::{Access, Scope},
     config::ConsumerConfig,
     http,
     openapi::OpenApiDocument,
@@ -23,16 +23,6 @@ use crate::{
     status::PeerStatus,
     store::MessageStore,
 };
-
-/// The routes that need a token when tokens are configured (reading messages and the monitor's figures needs a read token; the monitor page itself holds no data). Health, readiness, metrics and
-/// the OpenAPI document stay open for probes and scrapers.
-pub const PROTECTED_ROUTES: &[(&str, Scope)] = &[
-    ("/message", Scope::Read),
-    ("/message/{id}", Scope::Read),
-    ("/monitor/status", Scope::Read),
-    ("/dead-letters", Scope::Admin),
-    ("/dead-letters/replay", Scope::Admin),
-];
 
 /// The service's OpenAPI document, the one source of truth for its API.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
@@ -114,25 +104,26 @@ impl Application {
             public_base_url: config.public_base_url.clone(),
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
-        let policy = Policy {
-            tokens: config.service.tokens.clone(),
-            routes: PROTECTED_ROUTES,
-        };
+        // Reading messages and the monitor's data needs a read token when tokens are configured, and
+        // dead-letter operations an admin token. The monitor page itself holds no data; probes, metrics
+        // and the OpenAPI document stay open.
+        let doors = http::Doors::new(config.service.tokens.clone());
         let app = move || {
             use routes::{dead_letters, health, messages};
-            let requests = state.metrics.http.clone();
-            http::guarded_app(policy.clone(), requests)
+            const READ: Access = Access::Needs(Scope::Read);
+            const ADMIN: Access = Access::Needs(Scope::Admin);
+            http::app(state.metrics.http.clone())
                 .app_data(state.clone())
-                .service(http::get("/", monitor::page))
-                .service(http::get("/monitor/status", monitor::status))
-                .service(http::get("/dead-letters", dead_letters::list))
-                .service(http::post("/dead-letters/replay", dead_letters::replay))
-                .service(http::get("/message", messages::list))
-                .service(http::get("/message/{id}", messages::get))
-                .service(http::get("/healthz", http::healthz))
-                .service(http::get("/readyz", health::readyz))
-                .service(http::get("/metrics", health::metrics))
-                .service(http::resource("/openapi.json", "GET", openapi.route()))
+                .service(doors.get("/", Access::Open, monitor::page))
+                .service(doors.get("/monitor/status", READ, monitor::status))
+                .service(doors.get("/dead-letters", ADMIN, dead_letters::list))
+                .service(doors.post("/dead-letters/replay", ADMIN, dead_letters::replay))
+                .service(doors.get("/message", READ, messages::list))
+                .service(doors.get("/message/{id}", READ, messages::get))
+                .service(doors.get("/healthz", Access::Open, http::healthz))
+                .service(doors.get("/readyz", Access::Open, health::readyz))
+                .service(doors.get("/metrics", Access::Open, health::metrics))
+                .service(doors.route("/openapi.json", Access::Open, "GET", openapi.route()))
                 .default_service(web::to(http::not_found))
         };
         let server = http::server(

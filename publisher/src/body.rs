@@ -74,18 +74,18 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    // A declared length is reserved whole up front, so a request that cannot fit is refused before
-    // any of it is read; a chunked body is reserved as it arrives.
-    let mut permit = budget.reserve(declared.unwrap_or(0))?;
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    // Bytes are reserved as they arrive, never on a length the client merely declares: a client that
+    // declares megabytes and sends nothing holds nothing, and cannot shut others out of the budget.
+    let mut permit = budget.reserve(0)?;
+    let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
             .map_err(|e| PublishError::MalformedJson(format!("the body could not be read: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
+        permit.grow_to(body.len() + chunk.len())?;
         body.extend_from_slice(&chunk);
-        permit.grow_to(body.len())?;
     }
     Ok((body.freeze(), permit))
 }
@@ -156,10 +156,20 @@ impl InflightPermit {
     }
 }
 
-/// Parses one message.
-pub fn parse_message(body: &[u8]) -> Result<Message, PublishError> {
+/// Parses one message, refusing one whose arrays and objects nest deeper than `max_depth` (the message
+/// itself being 1): PostgreSQL's `json` parser could not store it, so it must not be accepted.
+pub fn parse_message(body: &[u8], max_depth: usize) -> Result<Message, PublishError> {
     let input: MessageInput = deserialize(body)?;
-    Message::try_from(input).map_err(|e| PublishError::InvalidMessage(e.to_string()))
+    let message =
+        Message::try_from(input).map_err(|e| PublishError::InvalidMessage(e.to_string()))?;
+    let depth = message.attributes().depth() + 1;
+    if depth > max_depth {
+        return Err(PublishError::InvalidMessage(format!(
+            "messageAttributes: the message nests {depth} levels deep, over the limit of {max_depth} \
+             (MAX_JSON_DEPTH), past which the database cannot store it"
+        )));
+    }
+    Ok(message)
 }
 
 /// Parses a batch of 1 to `max_len` messages, each at most `max_message_bytes` of JSON, into the values
@@ -170,12 +180,14 @@ pub fn parse_batch<T>(
     body: &[u8],
     max_len: usize,
     max_message_bytes: usize,
+    max_depth: usize,
     mut build: impl FnMut(usize, Message) -> T,
 ) -> Result<Vec<T>, PublishError> {
     let mut failure = None;
     let visitor = BatchVisitor {
         max_len,
         max_message_bytes,
+        max_depth,
         failure: &mut failure,
         build: &mut build,
         _items: std::marker::PhantomData,
@@ -199,6 +211,7 @@ pub fn parse_batch<T>(
 struct BatchVisitor<'f, 'b, T, F> {
     max_len: usize,
     max_message_bytes: usize,
+    max_depth: usize,
     /// The refusal, kept whole: serde's error type can only carry a string.
     failure: &'f mut Option<PublishError>,
     build: &'b mut F,
@@ -229,7 +242,7 @@ impl<'de, T, F: FnMut(usize, Message) -> T> Visitor<'de> for BatchVisitor<'_, '_
                     self.max_message_bytes
                 )))
             } else {
-                match parse_message(raw.get().as_bytes()) {
+                match parse_message(raw.get().as_bytes(), self.max_depth) {
                     Ok(message) => {
                         items.push((self.build)(index, message));
                         None
@@ -302,7 +315,7 @@ mod tests {
 
     #[test]
     fn the_tutorials_malformed_example_is_refused_pointing_at_line_9() {
-        let detail = detail(parse_message(SEED_MALFORMED.as_bytes()));
+        let detail = detail(parse_message(SEED_MALFORMED.as_bytes(), 256));
         assert!(detail.starts_with("malformed JSON"), "{detail}");
         assert!(detail.contains("line 9 column"), "{detail}");
     }
@@ -311,14 +324,14 @@ mod tests {
     fn the_tutorials_example_with_the_comma_is_accepted() {
         let fixed =
             SEED_MALFORMED.replace("        }\n        \"sent", "        },\n        \"sent");
-        let message = parse_message(fixed.as_bytes()).unwrap();
+        let message = parse_message(fixed.as_bytes(), 256).unwrap();
         assert_eq!(message.sender().as_str(), "haimeng");
         assert_eq!(message.priority().value(), 1);
     }
 
     #[test]
     fn a_wrong_json_type_names_the_field() {
-        let detail = detail(parse_message(br#"{"sender":"s","priority":"high"}"#));
+        let detail = detail(parse_message(br#"{"sender":"s","priority":"high"}"#, 256));
         assert!(detail.starts_with("priority: invalid type"), "{detail}");
     }
 
@@ -328,6 +341,7 @@ mod tests {
             br#"[{"sender":"a"},{"sender":"b"},{"sender":""}]"#,
             10,
             1000,
+            256,
             |_, m| m,
         ));
         assert!(
@@ -346,6 +360,7 @@ mod tests {
             br#"[{"sender":"a"},{"sender":"b","priority":1.5}]"#,
             10,
             1000,
+            256,
             |_, m| m,
         ))
     }
@@ -353,11 +368,17 @@ mod tests {
     #[test]
     fn an_empty_or_oversized_batch_is_refused() {
         assert!(matches!(
-            parse_batch(b"[]", 10, 1000, |_, m| m),
+            parse_batch(b"[]", 10, 1000, 256, |_, m| m),
             Err(PublishError::InvalidMessage(_))
         ));
         assert!(matches!(
-            parse_batch(br#"[{"sender":"a"},{"sender":"b"}]"#, 1, 1000, |_, m| m),
+            parse_batch(
+                br#"[{"sender":"a"},{"sender":"b"}]"#,
+                1,
+                1000,
+                256,
+                |_, m| m
+            ),
             Err(PublishError::InvalidMessage(_))
         ));
     }
@@ -365,7 +386,7 @@ mod tests {
     #[test]
     fn an_element_over_the_message_limit_is_too_large_naming_its_index() {
         let big = format!(r#"[{{"sender":"a"}},{{"sender":"{}"}}]"#, "x".repeat(2000));
-        let error = parse_batch(big.as_bytes(), 10, 1000, |_, m| m).unwrap_err();
+        let error = parse_batch(big.as_bytes(), 10, 1000, 256, |_, m| m).unwrap_err();
         assert!(matches!(error, PublishError::TooLarge(_)), "{error}");
         assert!(
             error.to_string().starts_with("message at index 1 is"),
@@ -380,6 +401,7 @@ mod tests {
             br#"[{"sender":"a"},{"sender":"b"},{"sender":"c"}"#,
             2,
             1000,
+            256,
             |_, m| m,
         )
         .unwrap_err();
@@ -388,9 +410,10 @@ mod tests {
 
     #[test]
     fn an_array_is_not_a_message_and_an_object_is_not_a_batch() {
-        let error = parse_message(br#"["positional","ts-x",{"k":1},"10.0.0.9",7]"#).unwrap_err();
+        let error =
+            parse_message(br#"["positional","ts-x",{"k":1},"10.0.0.9",7]"#, 256).unwrap_err();
         assert!(matches!(error, PublishError::InvalidMessage(_)), "{error}");
-        let error = parse_batch(br#"{"sender":"a"}"#, 2, 1000, |_, m| m).unwrap_err();
+        let error = parse_batch(br#"{"sender":"a"}"#, 2, 1000, 256, |_, m| m).unwrap_err();
         assert!(
             error.to_string().contains("a JSON array of messages"),
             "{error}"
@@ -398,9 +421,32 @@ mod tests {
     }
 
     #[test]
+    fn a_message_at_the_depth_limit_is_accepted_and_one_past_it_refused_naming_the_depth() {
+        // The message is level 1, messageAttributes level 2, each array one more.
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"sender":"s","messageAttributes":{{"x":{}{}}}}}"#,
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        assert!(parse_message(nested(254).as_bytes(), 256).is_ok());
+        let error = parse_message(nested(255).as_bytes(), 256).unwrap_err();
+        assert!(matches!(error, PublishError::InvalidMessage(_)), "{error}");
+        assert!(error.to_string().contains("257 levels deep"), "{error}");
+        let batch = format!("[{},{}]", nested(1), nested(20_000));
+        let error = parse_batch(batch.as_bytes(), 10, 1 << 20, 256, |_, m| m).unwrap_err();
+        assert!(
+            error.to_string().starts_with("message at index 1"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("20002 levels deep"), "{error}");
+    }
+
+    #[test]
     fn trailing_garbage_after_the_json_is_malformed() {
         assert!(matches!(
-            parse_message(br#"{"sender":"a"} x"#),
+            parse_message(br#"{"sender":"a"} x"#, 256),
             Err(PublishError::MalformedJson(_))
         ));
     }

@@ -18,10 +18,11 @@ use common::{
 use futures::future::join_all;
 use lapin::{
     types::{AMQPValue, FieldTable},
-    BasicProperties, Channel,
+    BasicProperties,
 };
 
 use crate::{
+    body::InflightPermit,
     error::PublishError,
     links::{self, Link, LinkManager, LinkPool, Readiness, Unready},
     metrics::Metrics,
@@ -99,13 +100,16 @@ impl Broker {
         &self,
         messages: &[QueuedMessage],
         trace: &TraceContext,
+        reserved: InflightPermit,
     ) -> Result<(), PublishError> {
         let mut headers = FieldTable::default();
         headers.insert(
             TRACEPARENT.into(),
             AMQPValue::LongString(trace.to_string().into()),
         );
-        let result = self.publish_until_confirmed(messages, &headers).await;
+        let result = self
+            .publish_until_confirmed(messages, &headers, &Arc::new(reserved))
+            .await;
         if let Err(error) = &result {
             self.metrics
                 .broker_errors
@@ -119,6 +123,7 @@ impl Broker {
         &self,
         messages: &[QueuedMessage],
         headers: &FieldTable,
+        reserved: &Arc<InflightPermit>,
     ) -> Result<(), PublishError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
@@ -136,10 +141,15 @@ impl Broker {
         let mut pending: Vec<&QueuedMessage> = messages.iter().collect();
         let mut backoff = Backoff::starting_at(REPUBLISH_FIRST_DELAY);
         loop {
-            let round =
-                tokio::time::timeout_at(deadline, self.publish_on(&link, &pending, headers)).await;
+            let round = tokio::time::timeout_at(
+                deadline,
+                self.publish_on(&link, &pending, headers, reserved),
+            )
+            .await;
             let Ok(outcomes) = round else {
-                // Confirms are late, not lost: this request gives up, the link and others stay.
+                // Confirms are late, not lost: this request gives up, the link and others stay, unless
+                // the link has left too many confirms unanswered.
+                link.gave_up_on(pending.len());
                 self.observe_confirm(started);
                 return Err(in_doubt("no confirm in time"));
             };
@@ -201,55 +211,58 @@ impl Broker {
     }
 
     /// Publishes each message once on `link` and returns each one's outcome, in order.
+    ///
+    /// Each message is handed to lapin by a task of its own that holds `reserved`, the request's share of
+    /// the in-flight byte budget, until lapin has written its frames (or failed them). A request that
+    /// gives up at its deadline therefore leaves its bytes counted for as long as lapin holds them: while
+    /// a broker is frozen, new requests are refused at once instead of piling up frames in memory.
     async fn publish_on(
         &self,
         link: &Link,
         messages: &[&QueuedMessage],
         headers: &FieldTable,
+        reserved: &Arc<InflightPermit>,
     ) -> Vec<Result<(), PublishError>> {
-        let exchange = self.topology.exchange();
         let confirms = messages.iter().map(|message| {
-            publish_one(
-                link.channel(),
-                exchange,
-                self.topology.queue(),
-                message,
-                headers,
-            )
+            let channel = link.channel().clone();
+            let exchange = self.topology.exchange().to_owned();
+            let routing_key = self.topology.queue().to_owned();
+            let payload = message.to_payload();
+            let properties = properties(message, headers);
+            let reserved = Arc::clone(reserved);
+            let sent = tokio::spawn(async move {
+                let sent = channel
+                    .send(&exchange, &routing_key, &payload, properties)
+                    .await;
+                drop(reserved);
+                sent
+            });
+            async move {
+                let confirm = sent
+                    .await
+                    .map_err(|_| PublishError::Unconfirmed)?
+                    .map_err(PublishError::Amqp)?;
+                match Confirmed::from(confirm.await.map_err(PublishError::Amqp)?) {
+                    Confirmed::Acked => Ok(()),
+                    Confirmed::Returned => Err(PublishError::Unroutable),
+                    Confirmed::Nacked => Err(PublishError::Refused),
+                    Confirmed::NotRequested => Err(PublishError::Unconfirmed),
+                }
+            }
         });
         // Every confirm is awaited, not just up to the first failure, so each message's fate is known.
         join_all(confirms).await
     }
 }
 
-async fn publish_one(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    message: &QueuedMessage,
-    headers: &FieldTable,
-) -> Result<(), PublishError> {
-    let properties = BasicProperties::default()
+/// A message's properties: persistent, with its id, priority and arrival time, and the trace headers.
+fn properties(message: &QueuedMessage, headers: &FieldTable) -> BasicProperties {
+    BasicProperties::default()
         .with_headers(headers.clone())
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(message.id.to_string().into())
         .with_priority(message.message.priority().value())
         .with_timestamp(message.received_at.timestamp().max(0) as u64)
-        .with_app_id("message-publisher".into());
-    let confirmed = common::amqp::publish_confirmed(
-        channel,
-        exchange,
-        routing_key,
-        &message.to_payload(),
-        properties,
-    )
-    .await
-    .map_err(PublishError::Amqp)?;
-    match confirmed {
-        Confirmed::Acked => Ok(()),
-        Confirmed::Returned => Err(PublishError::Unroutable),
-        Confirmed::Nacked => Err(PublishError::Refused),
-        Confirmed::NotRequested => Err(PublishError::Unconfirmed),
-    }
+        .with_app_id("message-publisher".into())
 }

@@ -24,16 +24,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{amqp::BrokerAddress, backoff::Backoff, Topology};
+use common::{
+    amqp::{BrokerAddress, ConfirmChannel},
+    backoff::Backoff,
+    Topology,
+};
 use deadpool::{
     managed::{self, Hook, Pool, QueueMode, RecycleError, RecycleResult},
     Runtime,
 };
 use futures::StreamExt;
 use lapin::{
-    options::{ConfirmSelectOptions, QueueDeclareOptions},
-    types::FieldTable,
-    Channel, Connection, ConnectionProperties, Event,
+    options::QueueDeclareOptions, types::FieldTable, Connection, ConnectionProperties, Event,
 };
 
 use crate::metrics::Metrics;
@@ -49,21 +51,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// make a new one).
 const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Confirms a link may leave unanswered past their requests' deadlines before it is replaced: lapin keeps
+/// each one until its channel closes, so a broker that stops confirming must not make them pile up.
+const MAX_LATE_CONFIRMS: usize = 4096;
+
 /// A live connection and the channels publishes are spread over.
 pub struct Link {
     connection: Connection,
-    channels: Vec<Channel>,
+    channels: Vec<ConfirmChannel>,
     next_channel: AtomicUsize,
     /// Set while the broker blocks publishing on this connection (a memory or disk alarm), with its reason.
     blocked: Mutex<Option<String>>,
     /// Set by a publish that found the link broken (a confirm lost with its channel, a timed-out
     /// confirm that lapin would keep in memory until its channel closes), so it is replaced.
     failed: AtomicBool,
+    /// Confirms given up on at their requests' deadlines.
+    late_confirms: AtomicUsize,
 }
 
 impl Link {
     /// The next channel to publish on, in turn.
-    pub fn channel(&self) -> &Channel {
+    pub fn channel(&self) -> &ConfirmChannel {
         let next = self.next_channel.fetch_add(1, Ordering::Relaxed);
         &self.channels[next % self.channels.len()]
     }
@@ -72,7 +80,10 @@ impl Link {
     pub fn is_usable(&self) -> bool {
         !self.failed.load(Ordering::Relaxed)
             && self.connection.status().connected()
-            && self.channels.iter().all(|c| c.status().connected())
+            && self
+                .channels
+                .iter()
+                .all(|c| c.channel().status().connected())
     }
 
     /// Why the broker blocks publishing on this link, if it does.
@@ -87,6 +98,18 @@ impl Link {
     /// Takes the link out of use: the pool hands it out no more and [`tend`] replaces it.
     pub fn mark_failed(&self) {
         self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts `count` confirms given up on; past [`MAX_LATE_CONFIRMS`] the link is taken out of use,
+    /// which frees what lapin keeps of them when [`tend`] closes it.
+    pub fn gave_up_on(&self, count: usize) {
+        let late = self.late_confirms.fetch_add(count, Ordering::Relaxed) + count;
+        if late > MAX_LATE_CONFIRMS && !self.failed.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                late,
+                "the broker left too many confirms unanswered on this link; replacing it"
+            );
+        }
     }
 }
 
@@ -143,19 +166,16 @@ impl LinkManager {
         let connection = self.address.connect(properties).await?;
         let mut channels = Vec::with_capacity(self.channel_count);
         for _ in 0..self.channel_count {
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            channels.push(channel);
+            channels.push(ConfirmChannel::select(connection.create_channel().await?).await?);
         }
-        self.topology.ensure(&channels[0]).await?;
+        self.topology.ensure(channels[0].channel()).await?;
         Ok(Link {
             connection,
             channels,
             next_channel: AtomicUsize::new(0),
             blocked: Mutex::new(None),
             failed: AtomicBool::new(false),
+            late_confirms: AtomicUsize::new(0),
         })
     }
 }

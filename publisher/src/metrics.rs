@@ -24,6 +24,8 @@ pub struct Metrics {
     pub connections: IntCounter,
     /// 1 when `/readyz` answers 200, as of the last scrape.
     pub ready: IntGauge,
+    /// Bytes held against `MAX_INFLIGHT_BYTES`, as of the last scrape.
+    pub inflight_bytes: IntGauge,
     /// Requests answered, and their latency.
     pub http: HttpMetrics,
 }
@@ -87,6 +89,11 @@ impl Metrics {
             "1 when /readyz answers 200, as of the last scrape",
         )
         .expect("valid metric");
+        let inflight_bytes = IntGauge::new(
+            "publisher_inflight_bytes",
+            "Request bytes received and not yet written to the broker, held against MAX_INFLIGHT_BYTES, as of the last scrape",
+        )
+        .expect("valid metric");
         let http = HttpMetrics::new("publisher");
         common::metrics::register(
             &registry,
@@ -100,6 +107,7 @@ impl Metrics {
                 Box::new(republished.clone()),
                 Box::new(connections.clone()),
                 Box::new(ready.clone()),
+                Box::new(inflight_bytes.clone()),
             ],
         );
         common::metrics::register(&registry, http.collectors());
@@ -114,6 +122,7 @@ impl Metrics {
             republished,
             connections,
             ready,
+            inflight_bytes,
             http,
         }
     }

@@ -5,20 +5,13 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use actix_web::{dev::Server, web};
 use common::{
-    auth::{Policy, Scope},
+    auth::{Access, Scope},
     config::PublisherConfig,
     http,
     openapi::OpenApiDocument,
 };
 
 use crate::{body::InflightBytes, broker::Broker, metrics::Metrics, routes, state::AppState};
-
-/// The routes that need a token when tokens are configured (publishing needs a publish token). Health, readiness, metrics and
-/// the OpenAPI document stay open for probes and scrapers.
-pub const PROTECTED_ROUTES: &[(&str, Scope)] = &[
-    ("/message/publish", Scope::Publish),
-    ("/message/publish/batch", Scope::Publish),
-];
 
 /// The service's OpenAPI document, the one source of truth for its API.
 pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
@@ -50,24 +43,24 @@ impl Application {
             max_batch_messages: config.max_batch_messages,
             max_batch_bytes: config.max_batch_bytes,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
+            max_json_depth: config.max_json_depth,
             inflight: InflightBytes::new(config.max_inflight_bytes),
         });
         let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
-        let policy = Policy {
-            tokens: config.service.tokens.clone(),
-            routes: PROTECTED_ROUTES,
-        };
+        // Publishing needs a publish token when tokens are configured; health, readiness, metrics and
+        // the OpenAPI document stay open for probes and scrapers.
+        let doors = http::Doors::new(config.service.tokens.clone());
         let app = move || {
             use routes::{health, publish};
-            let requests = state.metrics.http.clone();
-            http::guarded_app(policy.clone(), requests)
+            const PUBLISH: Access = Access::Needs(Scope::Publish);
+            http::app(state.metrics.http.clone())
                 .app_data(state.clone())
-                .service(http::post("/message/publish", publish::publish_one))
-                .service(http::post("/message/publish/batch", publish::publish_batch))
-                .service(http::get("/healthz", http::healthz))
-                .service(http::get("/readyz", health::readyz))
-                .service(http::get("/metrics", health::metrics))
-                .service(http::resource("/openapi.json", "GET", openapi.route()))
+                .service(doors.post("/message/publish", PUBLISH, publish::publish_one))
+                .service(doors.post("/message/publish/batch", PUBLISH, publish::publish_batch))
+                .service(doors.get("/healthz", Access::Open, http::healthz))
+                .service(doors.get("/readyz", Access::Open, health::readyz))
+                .service(doors.get("/metrics", Access::Open, health::metrics))
+                .service(doors.route("/openapi.json", Access::Open, "GET", openapi.route()))
                 .default_service(web::to(http::not_found))
         };
         let server = http::server(

@@ -13,6 +13,8 @@ pub struct AppState {
     pub max_batch_messages: usize,
     pub max_batch_bytes: usize,
     pub body_timeout: Duration,
+    /// `MAX_JSON_DEPTH`: deepest nesting a message may hold.
+    pub max_json_depth: usize,
     /// The cap on request bytes held at once, shared by every worker.
     pub inflight: InflightBytes,
 }

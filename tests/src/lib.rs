@@ -5,6 +5,7 @@
 pub mod broker_users;
 pub mod process;
 pub mod proxy;
+pub mod raw_http;
 pub mod tls;
 
 use std::{future::Future, time::Duration};

@@ -4,14 +4,13 @@
 use std::time::Duration;
 
 use common::{
-    amqp::{BrokerAddress, Confirmed},
+    amqp::{BrokerAddress, ConfirmChannel, Confirmed},
     Topology,
 };
 use lapin::{
     message::Delivery,
-    options::ConfirmSelectOptions,
     types::{AMQPValue, LongString, ShortString},
-    Channel, Connection, ConnectionProperties,
+    Connection, ConnectionProperties,
 };
 
 /// The header that carries why a message was dead-lettered.
@@ -28,7 +27,7 @@ const COPY_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection that publishes during a resource alarm, and that must never be the one that consumes.
 pub struct DeadLetters {
     connection: Connection,
-    channel: Channel,
+    channel: ConfirmChannel,
     exchange: String,
     routing_key: String,
 }
@@ -38,10 +37,7 @@ impl DeadLetters {
         let properties = ConnectionProperties::default()
             .with_connection_name("message-consumer-dead-letters".into());
         let connection = broker.connect(properties).await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = ConfirmChannel::select(connection.create_channel().await?).await?;
         Ok(Self {
             connection,
             channel,
@@ -88,14 +84,15 @@ impl DeadLetters {
             AMQPValue::LongString(LongString::from(queue)),
         );
         let properties = delivery.properties.clone().with_headers(headers);
-        let confirmed = common::amqp::publish_confirmed(
-            &self.channel,
-            &self.exchange,
-            &self.routing_key,
-            &delivery.data,
-            properties,
-        )
-        .await?;
+        let confirmed = self
+            .channel
+            .publish(
+                &self.exchange,
+                &self.routing_key,
+                &delivery.data,
+                properties,
+            )
+            .await?;
         Ok(confirmed == Confirmed::Acked)
     }
 }

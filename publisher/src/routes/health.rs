@@ -30,8 +30,13 @@ fn readiness(state: &AppState) -> HttpResponse {
     .to_response()
 }
 
-/// `GET /metrics`: Prometheus text format, with `publisher_ready` brought up to date first.
+/// `GET /metrics`: Prometheus text format, with `publisher_ready` and `publisher_inflight_bytes` brought
+/// up to date first.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     readiness(&state);
+    state
+        .metrics
+        .inflight_bytes
+        .set(i64::try_from(state.inflight.in_use()).unwrap_or(i64::MAX));
     state.metrics.response()
 }

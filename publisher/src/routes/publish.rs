@@ -32,7 +32,7 @@ pub async fn publish_one(
         require_identity_encoding(&request)?;
         let key = IdempotencyKey::from_request(&request)?;
         let owner = request.extensions().get::<Identity>().cloned();
-        let (body, _reserved) = read_limited(
+        let (body, reserved) = read_limited(
             &request,
             payload,
             state.max_message_bytes,
@@ -40,10 +40,10 @@ pub async fn publish_one(
             &state.inflight,
         )
         .await?;
-        let message = parse_message(&body)?;
+        let message = parse_message(&body, state.max_json_depth)?;
         drop(body);
         let queued = [enqueue(message, key.as_ref(), owner.as_ref(), None)];
-        state.broker.publish(&queued, &trace).await?;
+        state.broker.publish(&queued, &trace, reserved).await?;
         tracing::debug!(id = %queued[0].id, "accepted");
         Ok(queued[0].id)
     }
@@ -68,8 +68,9 @@ pub async fn publish_batch(
         require_identity_encoding(&request)?;
         let key = IdempotencyKey::from_request(&request)?;
         let owner = request.extensions().get::<Identity>().cloned();
-        // The reservation lives until the answer: the messages built from the body take as much memory.
-        let (body, _reserved) = read_limited(
+        // The reservation lives until the messages are written to the broker: the messages built from
+        // the body, and then their frames, take as much memory.
+        let (body, reserved) = read_limited(
             &request,
             payload,
             state.max_batch_bytes,
@@ -81,10 +82,11 @@ pub async fn publish_batch(
             &body,
             state.max_batch_messages,
             state.max_message_bytes,
+            state.max_json_depth,
             |index, message| enqueue(message, key.as_ref(), owner.as_ref(), Some(index)),
         )?;
         drop(body);
-        state.broker.publish(&queued, &trace).await?;
+        state.broker.publish(&queued, &trace, reserved).await?;
         tracing::debug!(count = queued.len(), first = ?queued.first().map(|q| q.id), "accepted");
         Ok(queued.iter().map(|q| q.id).collect::<Vec<Uuid>>())
     }

@@ -363,7 +363,7 @@ async fn past_the_in_flight_byte_cap_a_request_is_refused_at_once_with_503_and_r
     let large =
         json!({ "sender": "large", "messageAttributes": { "padding": padding } }).to_string();
 
-    // Act: one client declares 60,000 bytes and sends only part of them, holding its reservation.
+    // Act: one client declares 60,000 bytes and sends all but the last few, holding what it sent.
     let address = stack
         .publisher_url()
         .trim_start_matches("http://")
@@ -374,7 +374,8 @@ async fn past_the_in_flight_byte_cap_a_request_is_refused_at_once_with_503_and_r
         large.len()
     );
     holder.write_all(head.as_bytes()).await.unwrap();
-    holder.write_all(&large.as_bytes()[..1000]).await.unwrap();
+    let held = large.len() - 10;
+    holder.write_all(&large.as_bytes()[..held]).await.unwrap();
     let refused = eventually(
         Duration::from_secs(10),
         "a request to meet the cap",
@@ -393,7 +394,7 @@ async fn past_the_in_flight_byte_cap_a_request_is_refused_at_once_with_503_and_r
         None,
     )
     .await;
-    holder.write_all(&large.as_bytes()[1000..]).await.unwrap();
+    holder.write_all(&large.as_bytes()[held..]).await.unwrap();
     let after = eventually(
         Duration::from_secs(10),
         "the cap to be released",

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use common::amqp::BrokerAddress;
+use common::amqp::{BrokerAddress, ConfirmChannel};
 use end_to_end::{broker_users::BrokerUser, eventually, server_url, StackConfig, TestStack};
 use lapin::{
-    options::{BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
     ConnectionProperties,
 };
@@ -117,14 +117,13 @@ async fn each_service_runs_as_a_broker_user_that_may_touch_only_its_own_names() 
                 .await
                 .map(drop),
         );
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
+        let channel = ConfirmChannel::select(connection.create_channel().await.expect("channel"))
             .await
             .expect("confirm mode");
         refused(
             &format!("the {role} publishes to another exchange"),
-            common::amqp::publish_confirmed(&channel, "amq.direct", "x", b"{}", Default::default())
+            channel
+                .publish("amq.direct", "x", b"{}", Default::default())
                 .await
                 .map(drop),
         );

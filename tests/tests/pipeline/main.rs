@@ -3,6 +3,7 @@
 
 mod auth;
 mod batches;
+mod confirm_order;
 mod database_faults;
 mod dead_letters;
 mod fixtures;
