@@ -7,6 +7,7 @@ mod database_faults;
 mod dead_letters;
 mod fixtures;
 mod hard_input;
+mod huge_headers;
 mod idempotency;
 mod least_privilege;
 mod outages;
