@@ -1,6 +1,7 @@
 //! What the ingestion loop knows about its peers, for `/readyz` and metrics.
 
 use std::{
+    collections::BTreeMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -15,6 +16,9 @@ pub struct PeerStatus {
     database: IntGauge,
     /// When the write in progress began, if one is.
     writing_since: Mutex<Option<Instant>>,
+    /// What the broker refuses that only an operator can grant (a permission, a missing queue), by the
+    /// step or queue refused: while any is, the consumer is not ready, and says why.
+    refusals: Mutex<BTreeMap<String, String>>,
 }
 
 impl PeerStatus {
@@ -23,6 +27,7 @@ impl PeerStatus {
             broker,
             database,
             writing_since: Mutex::new(None),
+            refusals: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -41,6 +46,34 @@ impl PeerStatus {
     pub fn write_stuck(&self, threshold: Duration) -> Option<Duration> {
         let since = (*self.writing_since.lock().expect("status lock poisoned"))?;
         Some(since.elapsed()).filter(|elapsed| *elapsed > threshold)
+    }
+
+    /// The broker refuses `what` (a queue, or a setup step) for `reason`, until an operator acts.
+    pub fn refused(&self, what: &str, reason: String) {
+        self.refusals
+            .lock()
+            .expect("status lock poisoned")
+            .insert(what.to_owned(), reason);
+    }
+
+    /// The broker took `what` again.
+    pub fn accepted(&self, what: &str) {
+        self.refusals
+            .lock()
+            .expect("status lock poisoned")
+            .remove(what);
+    }
+
+    /// Every refusal in force, as one sentence per refused step, if there is any.
+    pub fn refusal(&self) -> Option<String> {
+        let refusals = self.refusals.lock().expect("status lock poisoned");
+        (!refusals.is_empty()).then(|| {
+            refusals
+                .iter()
+                .map(|(what, reason)| format!("{what}: {reason}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     pub fn set_broker(&self, up: bool) {

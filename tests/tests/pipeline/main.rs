@@ -23,5 +23,6 @@ mod scaling;
 mod shards;
 mod shutdown;
 mod slow_readers;
+mod subscription_refused;
 mod tls;
 mod volume;
