@@ -16,6 +16,8 @@ pub struct PeerStatus {
     database: IntGauge,
     /// When the write in progress began, if one is.
     writing_since: Mutex<Option<Instant>>,
+    /// When a write last stored something.
+    last_stored: Mutex<Option<Instant>>,
     /// What the broker refuses that only an operator can grant (a permission, a missing queue), by the
     /// step or queue refused: while any is, the consumer is not ready, and says why.
     refusals: Mutex<BTreeMap<String, String>>,
@@ -28,6 +30,7 @@ impl PeerStatus {
             database,
             writing_since: Mutex::new(None),
             refusals: Mutex::new(BTreeMap::new()),
+            last_stored: Mutex::new(None),
         }
     }
 
@@ -39,6 +42,20 @@ impl PeerStatus {
     /// Ingestion's write ended, stored or failed.
     pub fn write_ended(&self) {
         *self.writing_since.lock().expect("status lock poisoned") = None;
+    }
+
+    /// A write was committed.
+    pub fn stored(&self) {
+        *self.last_stored.lock().expect("status lock poisoned") = Some(Instant::now());
+    }
+
+    /// Whether a write was committed after `since`: the database stores, so what it keeps refusing is
+    /// about the data.
+    pub fn stored_since(&self, since: Instant) -> bool {
+        self.last_stored
+            .lock()
+            .expect("status lock poisoned")
+            .is_some_and(|at| at > since)
     }
 
     /// How long the write in progress has been running, if it has run longer than `threshold`: a

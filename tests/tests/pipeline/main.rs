@@ -23,6 +23,7 @@ mod scaling;
 mod shards;
 mod shutdown;
 mod slow_readers;
+mod statement_timeout;
 mod subscription_refused;
 mod tls;
 mod volume;
