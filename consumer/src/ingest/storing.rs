@@ -137,9 +137,9 @@ impl Ingest {
         messages: &[QueuedMessage],
     ) -> Result<Vec<(usize, String)>, sqlx::Error> {
         let started = std::time::Instant::now();
-        self.status.write_started();
+        let writing = self.status.write_started();
         let written = self.store.insert(messages).await;
-        self.status.write_ended();
+        drop(writing);
         let inserted = written?;
         self.record_stored(messages.len(), inserted.new, started);
         Ok(self.key_conflicts(&inserted.conflicting))

@@ -24,6 +24,7 @@ mod shards;
 mod shutdown;
 mod slow_readers;
 mod statement_timeout;
+mod stuck_writer;
 mod subscription_refused;
 mod tls;
 mod volume;
