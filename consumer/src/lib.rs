@@ -4,6 +4,7 @@
 //! writers each queue gets; `store` owns the SQL; `routes` holds the endpoints; `monitor` is the worker
 //! monitor page; `error` maps every failure to a status.
 
+pub mod broker;
 pub mod database;
 pub mod dead_letters;
 pub mod error;

@@ -64,7 +64,7 @@ impl Application {
             metrics.database_up.clone(),
         ));
         let board = Arc::new(Board::default());
-        let broker = config.service.broker()?;
+        let broker = crate::broker::address(&config.service)?;
         let ingest = Ingest::new(
             IngestSettings {
                 broker: broker.clone(),

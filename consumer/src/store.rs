@@ -81,6 +81,12 @@ pub fn classify(error: &sqlx::Error) -> FailureKind {
     }
 }
 
+/// Whether PostgreSQL cancelled the statement (SQLSTATE 57014), as it does at `statement_timeout`: the
+/// batch took too long, which a smaller batch may not, so it is split rather than retried whole.
+pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
 /// Whether `error` leaves its connection unfit for more writes, so that it must be closed rather than
 /// returned to the pool: a read-only server (25006, as a standby is during a failover), a backend shut
 /// down by an administrator or a crash (57P01, 57P02, 57P03), a broken connection (class 08) or I/O.
@@ -159,6 +165,18 @@ impl MessageStore {
                 )))
             }
         }
+    }
+
+    /// Whether the table takes writes now: an insert of no row, which needs the lock every insert
+    /// takes but fires no trigger and checks no value. One that passes while a message keeps timing
+    /// out shows the message, not the database, is what is slow.
+    pub async fn writable(&self) -> bool {
+        let probe = sqlx::query("INSERT INTO messages SELECT * FROM messages WHERE false")
+            .execute(&self.pool);
+        matches!(
+            tokio::time::timeout(self.write_timeout, probe).await,
+            Ok(Ok(_))
+        )
     }
 
     pub fn pool(&self) -> &PgPool {

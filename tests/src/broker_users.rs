@@ -46,16 +46,21 @@ impl BrokerUser {
             password: suffix,
         };
         rabbitmqctl(&["add_user", &user.name, &user.password]);
+        user.grant(permissions);
+        user
+    }
+
+    /// Replaces the user's permissions on `/` with `permissions`.
+    pub fn grant(&self, permissions: &Permissions) {
         rabbitmqctl(&[
             "set_permissions",
             "-p",
             "/",
-            &user.name,
+            &self.name,
             &permissions.configure,
             &permissions.write,
             &permissions.read,
         ]);
-        user
     }
 
     /// The `AMQP_URL` of this user on the test broker.

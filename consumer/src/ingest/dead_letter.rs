@@ -9,7 +9,8 @@ use common::{
 };
 use lapin::{
     message::Delivery,
-    types::{AMQPValue, LongString, ShortString},
+    protocol::basic::{gen_properties, AMQPProperties},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
     Connection, ConnectionProperties,
 };
 
@@ -19,6 +20,11 @@ pub const REASON_HEADER: &str = "x-dead-letter-reason";
 pub const ORIGIN_HEADER: &str = "x-dead-letter-queue";
 /// Longest reason kept; PostgreSQL and serde errors can quote a lot of the payload.
 const MAX_REASON_CHARS: usize = 1000;
+/// The largest content header (properties and headers, as encoded on the wire) the consumer takes.
+/// The publisher writes a few hundred bytes (message id, trace context); anything larger was written by
+/// another client. Its copy to `.dead` keeps the properties but not the headers, so that the copy, with
+/// its reason added, always fits the frame the broker accepts.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Longest wait for the copy's confirm. Under a resource alarm the broker blocks publishing connections;
 /// past this the delivery is rejected instead, so a poison message never stalls the batch.
 const COPY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,7 +79,11 @@ impl DeadLetters {
         reason: &str,
         queue: &str,
     ) -> lapin::Result<bool> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut headers = if properties_bytes(&delivery.properties) > MAX_HEADER_BYTES {
+            FieldTable::default()
+        } else {
+            delivery.properties.headers().clone().unwrap_or_default()
+        };
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         headers.insert(
             ShortString::from(REASON_HEADER),
@@ -94,5 +104,31 @@ impl DeadLetters {
             )
             .await?;
         Ok(confirmed == Confirmed::Acked)
+    }
+}
+
+/// The size of `properties` (headers included) as encoded in a content header frame.
+pub fn properties_bytes(properties: &AMQPProperties) -> usize {
+    cookie_factory::gen_simple(gen_properties(properties), Vec::new())
+        .map_or(usize::MAX, |encoded| encoded.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_of_properties_counts_every_header_byte() {
+        let bare = properties_bytes(&AMQPProperties::default());
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "big".into(),
+            AMQPValue::LongString("x".repeat(20_000).into()),
+        );
+        let large = properties_bytes(&AMQPProperties::default().with_headers(headers));
+        assert!(
+            large > bare + 20_000 && large < bare + 20_100,
+            "{bare} {large}"
+        );
     }
 }

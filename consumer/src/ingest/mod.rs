@@ -8,7 +8,8 @@
 //! without requeue so the broker dead-letters it); the rest of its batch is stored as usual.
 //!
 //! Here: the reconnect loop. `session` holds one connection and its per-queue pipelines, `batch`
-//! gathers deliveries, `storing` writes and acknowledges a batch, `poison` and `dead_letter` send what
+//! gathers deliveries, `storing` writes and acknowledges a batch (`splitting` halves one that runs into the statement
+//! timeout), `poison` and `dead_letter` send what
 //! can never be stored to `<QUEUE_NAME>.dead`, `flow` is what a queue's pipeline and the queue watch
 //! share, and `watch` reports the queues' depths and sets each queue's writer count.
 
@@ -17,6 +18,7 @@ pub mod dead_letter;
 mod flow;
 mod poison;
 mod session;
+mod splitting;
 mod storing;
 mod watch;
 

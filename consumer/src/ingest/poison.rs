@@ -6,11 +6,14 @@ use lapin::{
     types::AMQPValue,
 };
 
-use super::{dead_letter::DeadLetters, settled, Ingest, SessionEnd};
+use super::{
+    dead_letter::{properties_bytes, DeadLetters, MAX_HEADER_BYTES},
+    settled, Ingest, SessionEnd,
+};
 
 impl Ingest {
-    /// Why `delivery` must be dead-lettered before it is even decoded, if it must: a payload larger than
-    /// any publisher sends, or a delivery the broker is about to dead-letter on its own for its delivery
+    /// Why `delivery` must be dead-lettered before it is even decoded, if it must: a payload or headers
+    /// larger than any publisher sends, or a delivery the broker is about to dead-letter on its own for its delivery
     /// count (it would do so without a reason; here the reason travels with it).
     pub(super) fn refuse_unseen(&self, delivery: &Delivery) -> Option<String> {
         if delivery.data.len() > self.settings.max_payload_bytes {
@@ -18,6 +21,13 @@ impl Ingest {
                 "the payload is {} bytes, over the {} bytes the publisher can send",
                 delivery.data.len(),
                 self.settings.max_payload_bytes
+            ));
+        }
+        let header_bytes = properties_bytes(&delivery.properties);
+        if header_bytes > MAX_HEADER_BYTES {
+            return Some(format!(
+                "the properties and headers are {header_bytes} bytes, over the {MAX_HEADER_BYTES} bytes \
+                 the publisher writes; another client put it on the queue (its headers are not kept here)"
             ));
         }
         let limit = self.settings.topology.delivery_limit()?;

@@ -1,11 +1,11 @@
-//! One session with the broker: connect, declare the topology, subscribe to every queue on a channel of
-//! its own, and run each queue's pipeline (gather the next batch while the previous one is stored) until
+//! One session with the broker: connect, declare the topology, prepare a channel of its own for every
+//! queue, only then subscribe to each, and run each queue's pipeline (gather the next batch while the previous one is stored) until
 //! the connection fails or shutdown is asked for.
 
-use common::{amqp::CLOSE_TIMEOUT, Topology};
+use common::{amqp::CLOSE_TIMEOUT, backoff::Backoff, Topology};
 use lapin::{
     message::Delivery,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
     types::FieldTable,
     Channel, Connection, ConnectionProperties, Consumer,
 };
@@ -31,13 +31,17 @@ impl Ingest {
     /// only ever covers that queue's deliveries.
     pub(super) async fn session(&self, cancel: &CancellationToken) -> SessionEnd {
         // Connecting can hang on an unreachable host until the OS gives up: never make shutdown wait.
-        let (connection, mut subscriptions, dead_letters) = tokio::select! {
+        let (connection, channels, dead_letters) = tokio::select! {
             () = cancel.cancelled() => return SessionEnd::Cancelled,
             subscribed = self.subscribe() => match subscribed {
                 Ok(subscribed) => subscribed,
-                Err(end) => return end,
+                Err(end) => {
+                    self.note_refusal(SETUP, &end);
+                    return end;
+                }
             },
         };
+        self.status.accepted(SETUP);
         self.status.set_broker(true);
         tracing::info!(queues = ?self.settings.topology.drained_queues(), "consuming");
         let session = cancel.child_token();
@@ -49,12 +53,9 @@ impl Ingest {
             .map(|queue| QueueFlow::new(queue, self.settings.scaling.min))
             .collect();
         let ended = {
-            let pipelines = subscriptions
-                .iter_mut()
-                .zip(&flows)
-                .map(|((_, consumer), flow)| {
-                    Box::pin(self.pipeline(consumer, flow, &session, &dead_letters))
-                });
+            let pipelines = channels.into_iter().zip(&flows).map(|(channel, flow)| {
+                Box::pin(self.drain(&connection, channel, flow, &session, &dead_letters))
+            });
             let counting = self.watch_queues(&connection, &flows);
             let lost = connection_lost(&connection);
             tokio::pin!(lost);
@@ -74,16 +75,74 @@ impl Ingest {
             }
             first
         };
-        // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
-        // to the queue. On a failed connection both calls fail harmlessly; on a channel-level failure
-        // the close keeps the dead connection from lingering.
-        for (channel, consumer) in &subscriptions {
-            let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
-        }
+        // Let go of any prefetched deliveries: closing the connection returns them to the queue. On a
+        // failed connection this fails harmlessly; on a channel-level failure it keeps the dead
+        // connection from lingering.
         common::amqp::close(&connection, "closing").await;
         dead_letters.close().await;
         ended
+    }
+
+    /// Consumes `flow`'s queue on `channel` and runs its pipeline, then stops the deliveries.
+    ///
+    /// A subscription the broker refuses for a reason only an operator can cure (a missing read
+    /// permission, a missing queue) does not end the session: the other queues keep being drained,
+    /// so nothing they hold is returned to the broker and counted as a failed delivery. The refusal
+    /// makes the consumer unready, saying why, and the subscription is tried again with backoff.
+    async fn drain(
+        &self,
+        connection: &Connection,
+        mut channel: Channel,
+        flow: &QueueFlow,
+        cancel: &CancellationToken,
+        dead_letters: &DeadLetters,
+    ) -> SessionEnd {
+        let queue = flow.queue();
+        let mut backoff = Backoff::new();
+        let mut consumer = loop {
+            let subscribed = channel
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await;
+            let error = match subscribed {
+                Ok(consumer) => break consumer,
+                Err(error) => SessionEnd::Amqp(error),
+            };
+            if !self.note_refusal(queue, &error) {
+                return error;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return SessionEnd::Cancelled,
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+            // The refusal closed the channel.
+            channel = match self.queue_channel(connection, queue).await {
+                Ok(channel) => channel,
+                Err(end) => return end,
+            };
+        };
+        self.status.accepted(queue);
+        let ended = self
+            .pipeline(&mut consumer, flow, cancel, dead_letters)
+            .await;
+        let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
+        ended
+    }
+
+    /// Records `end` as a refusal of `what` if only an operator can cure it, logging why; returns
+    /// whether it was one.
+    fn note_refusal(&self, what: &str, end: &SessionEnd) -> bool {
+        let Some(reason) = refusal(end) else {
+            return false;
+        };
+        tracing::error!(%what, %reason, "the broker refuses what only an operator can grant; not ready");
+        self.status.refused(what, reason);
+        true
     }
 
     /// Gathers the next batch while earlier ones are written, by as many writers as the queue's flow
@@ -164,41 +223,66 @@ impl Ingest {
         }
     }
 
-    /// Connects, declares the topology and starts consuming every queue, each on its own channel: each
-    /// shard with its share of the configured prefetch, the others (`<QUEUE_NAME>` once sharded, and the
-    /// fallback queue) with a small one.
-    async fn subscribe(
-        &self,
-    ) -> Result<(Connection, Vec<(Channel, Consumer)>, DeadLetters), SessionEnd> {
+    /// Connects, declares the topology, and prepares a channel for every queue (its prefetch set and
+    /// the queue found), and the dead-letter connection: everything that can fail is done before any
+    /// queue is consumed, so a failure here returns no delivery to the broker. Each shard gets its
+    /// share of the configured prefetch, the other queues (`<QUEUE_NAME>` once sharded, and the
+    /// fallback queue) a small one.
+    async fn subscribe(&self) -> Result<(Connection, Vec<Channel>, DeadLetters), SessionEnd> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-consumer".into());
         let connection = self.settings.broker.connect(properties).await?;
         let topology = &self.settings.topology;
-        let mut subscriptions = Vec::new();
+        let setup = connection.create_channel().await?;
+        topology.ensure(&setup).await?;
+        let _ = setup.close(200, "declared".into()).await;
+        let mut channels = Vec::new();
         for queue in topology.drained_queues() {
-            let channel = connection.create_channel().await?;
-            if subscriptions.is_empty() {
-                topology.ensure(&channel).await?;
-            }
-            channel
-                .basic_qos(
-                    prefetch_of(queue, topology, self.settings.prefetch),
-                    BasicQosOptions::default(),
-                )
-                .await?;
-            let consumer = channel
-                .basic_consume(
-                    queue.into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            subscriptions.push((channel, consumer));
+            channels.push(self.queue_channel(&connection, queue).await?);
         }
         let dead_letters = DeadLetters::open(&self.settings.broker, topology).await?;
-        Ok((connection, subscriptions, dead_letters))
+        Ok((connection, channels, dead_letters))
     }
+
+    /// A channel for `queue` with its prefetch set, once the queue is found to exist.
+    async fn queue_channel(
+        &self,
+        connection: &Connection,
+        queue: &str,
+    ) -> Result<Channel, SessionEnd> {
+        let channel = connection.create_channel().await?;
+        let topology = &self.settings.topology;
+        channel
+            .basic_qos(
+                prefetch_of(queue, topology, self.settings.prefetch),
+                BasicQosOptions::default(),
+            )
+            .await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await?;
+        Ok(channel)
+    }
+}
+
+/// What a setup step is called among the refusals.
+const SETUP: &str = "setup";
+
+/// Why the broker refused, if only an operator can cure it: a permission it does not grant
+/// (`ACCESS_REFUSED`) or a queue or virtual host that does not exist (`NOT_FOUND`). Retrying sooner or
+/// later makes no difference to those, so they are reported as such rather than cycled through.
+fn refusal(end: &SessionEnd) -> Option<String> {
+    let SessionEnd::Amqp(error) = end else {
+        return None;
+    };
+    let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
+        return None;
+    };
+    matches!(amqp.get_id(), 403 | 404).then(|| amqp.to_string())
 }
 
 /// Resolves once `connection` is no longer connected (lapin marks it so when its socket fails or the

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{dead_letter::DeadLetters, settled, Ingest, SessionEnd, KEY_REUSED};
-use crate::store::{classify, FailureKind};
+use crate::store::{classify, is_statement_timeout, FailureKind};
 
 /// A batch whose rows are stored and whose refused deliveries are dead-lettered, waiting for its
 /// acknowledgement.
@@ -108,18 +108,15 @@ impl Ingest {
         cancel: &CancellationToken,
     ) -> Result<Vec<(usize, String)>, SessionEnd> {
         let attempt = || async {
-            let started = std::time::Instant::now();
-            self.status.write_started();
-            let written = self.store.insert(messages).await;
-            self.status.write_ended();
-            let outcome = match written {
-                Ok(inserted) => {
-                    self.record_stored(messages.len(), inserted.new, started);
-                    Ok(self.key_conflicts(&inserted.conflicting))
-                }
+            let outcome = match self.insert(messages).await {
+                Ok(conflicts) => Ok(conflicts),
                 Err(error) if classify(&error) == FailureKind::Refused => {
                     tracing::warn!(error = %error, "the database refused a batch; storing its rows one by one");
                     self.store_one_by_one(messages).await
+                }
+                Err(error) if is_statement_timeout(&error) => {
+                    tracing::warn!(error = %error, count = messages.len(), "a batch ran into the statement timeout; storing it in halves");
+                    self.store_split(messages, std::time::Instant::now()).await
                 }
                 Err(error) => Err(error),
             };
@@ -133,19 +130,30 @@ impl Ingest {
         }
     }
 
-    async fn store_one_by_one(
+    /// One insert of `messages`, counted in the metrics and in the writes readiness watches. Returns
+    /// the key conflicts, as indexes into `messages`.
+    pub(super) async fn insert(
+        &self,
+        messages: &[QueuedMessage],
+    ) -> Result<Vec<(usize, String)>, sqlx::Error> {
+        let started = std::time::Instant::now();
+        let writing = self.status.write_started();
+        let written = self.store.insert(messages).await;
+        drop(writing);
+        let inserted = written?;
+        self.record_stored(messages.len(), inserted.new, started);
+        Ok(self.key_conflicts(&inserted.conflicting))
+    }
+
+    pub(super) async fn store_one_by_one(
         &self,
         messages: &[QueuedMessage],
     ) -> Result<Vec<(usize, String)>, sqlx::Error> {
         let mut refused = Vec::new();
         for (index, message) in messages.iter().enumerate() {
-            let started = std::time::Instant::now();
-            match self.store.insert(std::slice::from_ref(message)).await {
-                Ok(inserted) => {
-                    self.record_stored(1, inserted.new, started);
-                    if !inserted.conflicting.is_empty() {
-                        refused.extend(self.key_conflicts(&[index]));
-                    }
+            match self.insert(std::slice::from_ref(message)).await {
+                Ok(conflicts) => {
+                    refused.extend(conflicts.into_iter().map(|(_, reason)| (index, reason)));
                 }
                 Err(error) if classify(&error) == FailureKind::Refused => {
                     tracing::warn!(id = %message.id, error = %error, "the database refused a message; dead-lettering");
@@ -167,6 +175,7 @@ impl Ingest {
     }
 
     fn record_stored(&self, delivered: usize, inserted: u64, started: std::time::Instant) {
+        self.status.stored();
         self.metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());

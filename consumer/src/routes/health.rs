@@ -36,6 +36,15 @@ async fn readiness(state: &AppState) -> HttpResponse {
         .with_retry_after(1)
         .to_response();
     }
+    if let Some(refusal) = state.status.refusal() {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            kinds::BROKER_UNAVAILABLE,
+            format!("not ready: the broker refuses what only an operator can grant: {refusal}"),
+        )
+        .with_retry_after(1)
+        .to_response();
+    }
     if broker && database {
         return HttpResponse::Ok()
             .json(json!({ "status": "ready", "broker": "up", "database": "up" }));
