@@ -1,7 +1,8 @@
 //! `consumer declare-topology`: the setup step that declares the exchanges, queues and bindings with an
 //! administrator's credentials, so that both services can run as broker users that may not configure
 //! anything (`DECLARE_TOPOLOGY=false`). Run once before the services, and again after a change of
-//! `QUEUE_NAME`, `QUEUE_TYPE` or `QUEUE_SHARDS`; it is idempotent.
+//! `QUEUE_NAME`, `QUEUE_TYPE` or `QUEUE_SHARDS`; it is idempotent. After a lower `QUEUE_SHARDS` it
+//! unbinds the shard queues beyond it, which the consumers keep draining.
 //!
 //! `consumer permissions publisher|consumer` and `consumer dead-letter-policy` print, tab-separated,
 //! what `rabbitmqctl set_permissions` and `set_policy` take, so that scripts apply exactly what
@@ -26,8 +27,7 @@ pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-queue-setup".into());
         let connection = broker.connect(properties).await?;
-        let channel = connection.create_channel().await?;
-        let declared = topology.declare(&channel).await;
+        let declared = topology.declare_and_retire(&connection).await;
         common::amqp::close(&connection, "declared").await;
         declared
     };
@@ -39,10 +39,10 @@ pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
     )
     .await;
     match outcome {
-        Some(Ok(())) => {
+        Some(Ok(drained)) => {
             tracing::info!(
                 queue = %topology.queue(),
-                queues = topology.drained_queues().len() + 1,
+                queues = drained.len() + 1,
                 "topology declared"
             );
             Ok(())

@@ -31,7 +31,7 @@ impl Ingest {
     /// only ever covers that queue's deliveries.
     pub(super) async fn session(&self, cancel: &CancellationToken) -> SessionEnd {
         // Connecting can hang on an unreachable host until the OS gives up: never make shutdown wait.
-        let (connection, mut subscriptions, dead_letters) = tokio::select! {
+        let (connection, queues, mut subscriptions, dead_letters) = tokio::select! {
             () = cancel.cancelled() => return SessionEnd::Cancelled,
             subscribed = self.subscribe() => match subscribed {
                 Ok(subscribed) => subscribed,
@@ -39,12 +39,9 @@ impl Ingest {
             },
         };
         self.status.set_broker(true);
-        tracing::info!(queues = ?self.settings.topology.drained_queues(), "consuming");
+        tracing::info!(?queues, "consuming");
         let session = cancel.child_token();
-        let flows: Vec<QueueFlow> = self
-            .settings
-            .topology
-            .drained_queues()
+        let flows: Vec<QueueFlow> = queues
             .into_iter()
             .map(|queue| QueueFlow::new(queue, self.settings.scaling.min))
             .collect();
@@ -165,21 +162,28 @@ impl Ingest {
     }
 
     /// Connects, declares the topology and starts consuming every queue, each on its own channel: each
-    /// shard with its share of the configured prefetch, the others (`<QUEUE_NAME>` once sharded, and the
-    /// fallback queue) with a small one.
+    /// shard with its share of the configured prefetch, the others (`<QUEUE_NAME>` once sharded, the
+    /// fallback queue, and shard queues a larger `QUEUE_SHARDS` left) with a small one.
     async fn subscribe(
         &self,
-    ) -> Result<(Connection, Vec<(Channel, Consumer)>, DeadLetters), SessionEnd> {
+    ) -> Result<
+        (
+            Connection,
+            Vec<String>,
+            Vec<(Channel, Consumer)>,
+            DeadLetters,
+        ),
+        SessionEnd,
+    > {
         let properties =
             ConnectionProperties::default().with_connection_name("message-consumer".into());
         let connection = self.settings.broker.connect(properties).await?;
         let topology = &self.settings.topology;
+        let queues = topology.prepare(&connection).await?;
         let mut subscriptions = Vec::new();
-        for queue in topology.drained_queues() {
+        for queue in &queues {
+            let queue = queue.as_str();
             let channel = connection.create_channel().await?;
-            if subscriptions.is_empty() {
-                topology.ensure(&channel).await?;
-            }
             channel
                 .basic_qos(
                     prefetch_of(queue, topology, self.settings.prefetch),
@@ -197,7 +201,7 @@ impl Ingest {
             subscriptions.push((channel, consumer));
         }
         let dead_letters = DeadLetters::open(&self.settings.broker, topology).await?;
-        Ok((connection, subscriptions, dead_letters))
+        Ok((connection, queues, subscriptions, dead_letters))
     }
 }
 

@@ -19,6 +19,7 @@ mod refusals;
 mod replay;
 mod round_trip;
 mod scaling;
+mod shard_changes;
 mod shards;
 mod shutdown;
 mod slow_readers;
