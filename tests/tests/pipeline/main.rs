@@ -12,6 +12,7 @@ mod least_privilege;
 mod outages;
 mod pagination;
 mod priority;
+mod probes;
 mod process;
 mod query_plan;
 mod redelivery;
