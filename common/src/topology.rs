@@ -321,6 +321,13 @@ impl Topology {
         }
     }
 
+    /// Whether [`Topology::dead_letter_policy`] may be applied without losing dead letters: only with
+    /// quorum queues. A classic queue dead-letters at most once, so a dead letter `.dead` refuses at
+    /// its limit is dropped.
+    pub fn dead_letter_limit_keeps_refused(&self) -> bool {
+        self.queue_type == QueueType::Quorum
+    }
+
     /// What the publisher's broker user needs: to publish to `<queue>.exchange`, and nothing else.
     pub fn publisher_permissions(&self) -> Permissions {
         Permissions {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod batches;
+mod classic_dead_letters;
 mod database_faults;
 mod dead_letters;
 mod fixtures;
