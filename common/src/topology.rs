@@ -18,7 +18,8 @@
 //! Lowering N (or going back to one queue) leaves `<queue>.N` … behind, holding what was routed there.
 //! [`Topology::prepare`] finds them, unbinds them from `<queue>.shards` so no new message lands there,
 //! and names them among the queues to drain, so every consumer drains every shard queue that exists,
-//! whatever its own N. Nothing deletes them: a quorum queue cannot be deleted only if empty, and a
+//! whatever its own N; a running consumer also looks for a shard queue declared after it subscribed
+//! ([`Topology::has_undrained_shard`]). Nothing deletes them: a quorum queue cannot be deleted only if empty, and a
 //! publisher still at the old N may bind one again and route to it at any moment; a drained queue
 //! costs a consumer a channel.
 //!
@@ -231,6 +232,38 @@ impl Topology {
             }
         }
         Ok(leftovers)
+    }
+
+    /// Whether a shard queue that `drained` does not name exists now, as one declared by a publisher
+    /// at a larger `QUEUE_SHARDS` since `drained` was found: the first `<queue>.k` missing from it is
+    /// looked at with a passive declaration, on a channel of its own.
+    pub async fn has_undrained_shard(
+        &self,
+        connection: &Connection,
+        drained: &[String],
+    ) -> lapin::Result<bool> {
+        let Some(next) = (0..MAX_SHARDS)
+            .map(|index| format!("{}.{index}", self.queue))
+            .find(|name| !drained.contains(name))
+        else {
+            return Ok(false);
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let channel = connection.create_channel().await?;
+        match channel
+            .queue_declare(next.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(_) => {
+                let _ = channel.close(200, "looked".into()).await;
+                Ok(true)
+            }
+            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Unbinds `leftovers` from `<queue>.shards`, and, with one queue, `<queue>.shards` from

@@ -21,6 +21,9 @@ use super::{
 /// How often a session looks at whether its connection is still up.
 const CONNECTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How often, in queue-watch intervals, a session looks for a shard queue it does not drain.
+const SHARD_LOOK_EVERY: u32 = 6;
+
 /// The queues that are not shards (`<QUEUE_NAME>.unrouted`, and `<QUEUE_NAME>` once sharded) are drained
 /// with this fraction of the prefetch.
 const FALLBACK_PREFETCH_SHARE: u16 = 16;
@@ -42,8 +45,8 @@ impl Ingest {
         tracing::info!(?queues, "consuming");
         let session = cancel.child_token();
         let flows: Vec<QueueFlow> = queues
-            .into_iter()
-            .map(|queue| QueueFlow::new(queue, self.settings.scaling.min))
+            .iter()
+            .map(|queue| QueueFlow::new(queue.as_str(), self.settings.scaling.min))
             .collect();
         let ended = {
             let pipelines = subscriptions
@@ -53,11 +56,19 @@ impl Ingest {
                     Box::pin(self.pipeline(consumer, flow, &session, &dead_letters))
                 });
             let counting = self.watch_queues(&connection, &flows);
+            // A new shard queue ends the session as shutdown does (every batch in hand stored and
+            // acknowledged), and the next one drains it too.
+            let new_shard = async {
+                self.shard_appeared(&connection, &queues).await;
+                session.cancel();
+                std::future::pending::<std::convert::Infallible>().await
+            };
             let lost = connection_lost(&connection);
             tokio::pin!(lost);
             let (first, _, others) = tokio::select! {
                 ended = futures::future::select_all(pipelines) => ended,
                 never = counting => match never {},
+                never = new_shard => match never {},
                 // A pipeline may be waiting on a frame that will never be answered; what it holds is
                 // unacknowledged and comes back to whoever consumes next.
                 () = &mut lost => (SessionEnd::ConnectionLost, 0, Vec::new()),
@@ -69,7 +80,10 @@ impl Ingest {
                 _ = futures::future::join_all(others) => {}
                 () = &mut lost => {}
             }
-            first
+            match first {
+                SessionEnd::Cancelled if !cancel.is_cancelled() => SessionEnd::ShardAppeared,
+                first => first,
+            }
         };
         // Stop deliveries, then let go of any prefetched ones: closing the connection returns them
         // to the queue. On a failed connection both calls fail harmlessly; on a channel-level failure
@@ -202,6 +216,30 @@ impl Ingest {
         }
         let dead_letters = DeadLetters::open(&self.settings.broker, topology).await?;
         Ok((connection, queues, subscriptions, dead_letters))
+    }
+}
+
+impl Ingest {
+    /// Resolves once a shard queue that `drained` does not name exists (declared by a publisher at a
+    /// larger `QUEUE_SHARDS` than this consumer's), looking every [`SHARD_LOOK_EVERY`] watch intervals.
+    /// A failed look is left to the session's own failure handling.
+    async fn shard_appeared(&self, connection: &Connection, drained: &[String]) {
+        let mut looks = tokio::time::interval(self.settings.watch_interval * SHARD_LOOK_EVERY);
+        // The first tick is now, and the session has just looked.
+        looks.tick().await;
+        loop {
+            looks.tick().await;
+            match self
+                .settings
+                .topology
+                .has_undrained_shard(connection, drained)
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, "could not look for new shard queues"),
+            }
+        }
     }
 }
 

@@ -177,3 +177,36 @@ async fn a_publisher_still_at_four_shards_loses_nothing_to_a_consumer_at_two() {
     // Assert
     all_stored_and_drained(&stack, &ids, &[".0", ".1", ".2", ".3"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_queues_a_publisher_at_more_shards_declares_later_are_drained_by_a_running_consumer()
+{
+    // Arrange: a consumer at two shards, running, and only then a publisher at four, which declares
+    // `.2` and `.3` and routes to them, as one updated before the consumers does.
+    let mut config = StackConfig::unique();
+    config.consumer.queue_watch_interval_ms = 100;
+    let (two_publisher, two_consumer) = with_shards(&config, 2);
+    let (four_publisher, _) = with_shards(&config, 4);
+    let mut stack = TestStack::start_publisher_only(StackConfig {
+        publisher: two_publisher,
+        ..config
+    })
+    .await;
+    stack.consumer = Some(spawn_consumer(&two_consumer));
+    stack.wait_ready(stack.consumer_url()).await;
+    stack
+        .publisher
+        .take()
+        .expect("running")
+        .stop()
+        .await
+        .unwrap();
+    stack.publisher = Some(spawn_publisher(&four_publisher));
+    stack.wait_ready(stack.publisher_url()).await;
+
+    // Act
+    let ids = publish(&stack, "newer-publisher", 300).await;
+
+    // Assert
+    all_stored_and_drained(&stack, &ids, &[".0", ".1", ".2", ".3"]).await;
+}
