@@ -398,6 +398,16 @@ impl Topology {
         &self.shards
     }
 
+    /// Whether `queue` is one of the shards, or a shard queue `<queue>.k` a larger `QUEUE_SHARDS` left:
+    /// a queue that takes a share of new messages, or did.
+    pub fn is_shard_queue(&self, queue: &str) -> bool {
+        self.shards.iter().any(|shard| shard == queue)
+            || queue
+                .strip_prefix(self.queue.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
+    }
+
     /// The exchange the publisher publishes to.
     pub fn exchange(&self) -> &str {
         &self.exchange

@@ -53,7 +53,13 @@ impl Ingest {
                 .iter_mut()
                 .zip(&flows)
                 .map(|((_, consumer), flow)| {
-                    Box::pin(self.pipeline(consumer, flow, &session, &dead_letters))
+                    let prefetch = prefetch_of(
+                        flow.queue(),
+                        &queues,
+                        &self.settings.topology,
+                        self.settings.prefetch,
+                    );
+                    Box::pin(self.pipeline(consumer, flow, prefetch, &session, &dead_letters))
                 });
             let counting = self.watch_queues(&connection, &flows);
             // A new shard queue ends the session as shutdown does (every batch in hand stored and
@@ -105,21 +111,17 @@ impl Ingest {
         &self,
         consumer: &mut Consumer,
         flow: &QueueFlow,
+        prefetch: u16,
         cancel: &CancellationToken,
         dead_letters: &DeadLetters,
     ) -> SessionEnd {
         // One batch waiting while the writers work: with the prefetch bounding what the broker sends, a
         // deeper queue would only hold more deliveries unacknowledged.
         let (ready, mut gathered) = tokio::sync::mpsc::channel::<Vec<Delivery>>(1);
-        let (batch_size, batch_bytes, linger, prefetch) = (
+        let (batch_size, batch_bytes, linger) = (
             self.settings.batch_size,
             self.settings.batch_bytes,
             self.settings.batch_linger,
-            prefetch_of(
-                flow.queue(),
-                &self.settings.topology,
-                self.settings.prefetch,
-            ),
         );
         let gather = async move {
             let end = loop {
@@ -200,7 +202,7 @@ impl Ingest {
             let channel = connection.create_channel().await?;
             channel
                 .basic_qos(
-                    prefetch_of(queue, topology, self.settings.prefetch),
+                    prefetch_of(queue, &queues, topology, self.settings.prefetch),
                     BasicQosOptions::default(),
                 )
                 .await?;
@@ -252,13 +254,17 @@ async fn connection_lost(connection: &Connection) {
     }
 }
 
-/// The prefetch of `queue`: `total` split evenly over the shards, so that what the consumer holds stays
+/// The prefetch of `queue` among the drained `queues`: `total` split evenly over the shard queues (the
+/// configured shards and those a larger `QUEUE_SHARDS` left), so that what the consumer holds stays
 /// within `PREFETCH_BYTES` however many there are, and a sixteenth of it for a queue that holds messages
 /// only after something unusual (the main queue deleted, or messages from before sharding).
-fn prefetch_of(queue: &str, topology: &Topology, total: u16) -> u16 {
-    let shards = topology.shards();
-    if shards.iter().any(|shard| shard == queue) {
-        let count = u16::try_from(shards.len()).unwrap_or(u16::MAX);
+fn prefetch_of(queue: &str, queues: &[String], topology: &Topology, total: u16) -> u16 {
+    if topology.is_shard_queue(queue) {
+        let shards = queues
+            .iter()
+            .filter(|queue| topology.is_shard_queue(queue))
+            .count();
+        let count = u16::try_from(shards.max(1)).unwrap_or(u16::MAX);
         (total / count).max(1)
     } else {
         (total / FALLBACK_PREFETCH_SHARE).max(1)
@@ -271,14 +277,33 @@ mod tests {
 
     use super::*;
 
+    fn names(queues: &[&str]) -> Vec<String> {
+        queues.iter().map(|queue| (*queue).to_owned()).collect()
+    }
+
     #[test]
     fn shards_share_the_prefetch_and_the_other_queues_get_a_sixteenth() {
         let single = Topology::new("q", QueueType::Quorum, 20, 1);
-        assert_eq!(prefetch_of("q", &single, 400), 400);
-        assert_eq!(prefetch_of("q.unrouted", &single, 400), 25);
+        let queues = names(&["q", "q.unrouted"]);
+        assert_eq!(prefetch_of("q", &queues, &single, 400), 400);
+        assert_eq!(prefetch_of("q.unrouted", &queues, &single, 400), 25);
         let sharded = Topology::new("q", QueueType::Quorum, 20, 4);
-        assert_eq!(prefetch_of("q.3", &sharded, 400), 100);
-        assert_eq!(prefetch_of("q", &sharded, 400), 25);
-        assert_eq!(prefetch_of("q.0", &sharded, 3), 1);
+        let queues = names(&["q.0", "q.1", "q.2", "q.3", "q", "q.unrouted"]);
+        assert_eq!(prefetch_of("q.3", &queues, &sharded, 400), 100);
+        assert_eq!(prefetch_of("q", &queues, &sharded, 400), 25);
+        assert_eq!(prefetch_of("q.0", &queues, &sharded, 3), 1);
+    }
+
+    #[test]
+    fn shard_queues_left_by_a_larger_count_share_the_prefetch_with_the_shards() {
+        let two = Topology::new("q", QueueType::Quorum, 20, 2);
+        let queues = names(&["q.0", "q.1", "q", "q.unrouted", "q.2", "q.3"]);
+        assert_eq!(prefetch_of("q.0", &queues, &two, 400), 100);
+        assert_eq!(prefetch_of("q.3", &queues, &two, 400), 100);
+        let one = Topology::new("q", QueueType::Quorum, 20, 1);
+        let queues = names(&["q", "q.unrouted", "q.0", "q.1", "q.2"]);
+        assert_eq!(prefetch_of("q", &queues, &one, 400), 100);
+        assert_eq!(prefetch_of("q.2", &queues, &one, 400), 100);
+        assert_eq!(prefetch_of("q.unrouted", &queues, &one, 400), 25);
     }
 }
