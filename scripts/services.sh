@@ -111,8 +111,10 @@ ensure_broker_users() {
     IFS=$'\t' read -r configure write read < <(target/release/consumer permissions "$service")
     broker_ctl set_permissions -p / "message-$service" "$configure" "$write" "$read" >/dev/null
   done
-  IFS=$'\t' read -r name pattern definition < <(target/release/consumer dead-letter-policy)
-  broker_ctl set_policy --apply-to queues "$name" "$pattern" "$definition" >/dev/null
+  # No policy is printed with QUEUE_TYPE=classic, whose dead letters a full .dead would drop.
+  if IFS=$'\t' read -r name pattern definition < <(target/release/consumer dead-letter-policy); then
+    broker_ctl set_policy --apply-to queues "$name" "$pattern" "$definition" >/dev/null
+  fi
   say "the services log in as message-publisher and message-consumer, each allowed only its own part"
 }
 

@@ -15,6 +15,14 @@
 //! declared and drained, unbound, so what it held before sharding is still stored; raising N adds queues
 //! and moves a share of new messages to them, and every queue keeps being drained.
 //!
+//! Lowering N (or going back to one queue) leaves `<queue>.N` … behind, holding what was routed there.
+//! [`Topology::prepare`] finds them, unbinds them from `<queue>.shards` so no new message lands there,
+//! and names them among the queues to drain, so every consumer drains every shard queue that exists,
+//! whatever its own N; a running consumer also looks for a shard queue declared after it subscribed
+//! ([`Topology::has_undrained_shard`]). Nothing deletes them: a quorum queue cannot be deleted only if empty, and a
+//! publisher still at the old N may bind one again and route to it at any moment; a drained queue
+//! costs a consumer a channel.
+//!
 //! The alternate exchange means a published message is never unroutable, even if someone deletes the
 //! main queue: it lands in `<queue>.unrouted`, which the consumer drains into the table like the main
 //! queue, so a confirmed message always reaches a queue that is stored. That matters because lapin
@@ -23,8 +31,9 @@
 
 use lapin::{
     options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    protocol::{AMQPErrorKind, AMQPSoftError},
     types::{AMQPValue, FieldTable, LongString, ShortString},
-    Channel, ExchangeKind,
+    Channel, Connection, ExchangeKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +107,9 @@ pub struct Permissions {
 /// The RabbitMQ plugin whose exchange type spreads messages over the shards.
 pub const CONSISTENT_HASH_PLUGIN: &str = "rabbitmq_consistent_hash_exchange";
 
+/// The most shard queues there can be (`QUEUE_SHARDS` at most 256): `<queue>.0` … `<queue>.255`.
+pub const MAX_SHARDS: u16 = 256;
+
 impl Topology {
     /// The topology of one `QUEUE_NAME` with `shards` queues (1 for the single queue `<queue>`; 0 is
     /// taken as 1).
@@ -142,6 +154,148 @@ impl Topology {
         } else {
             self.declare(channel).await
         }
+    }
+
+    /// Declares or verifies the topology as [`Topology::ensure`] does, then finds the shard queues left
+    /// by a larger `QUEUE_SHARDS` ([`Topology::leftover_shards`]) and, unless only verifying, unbinds
+    /// them so that no new message lands there. Returns every queue to drain: the
+    /// [drained queues](Topology::drained_queues), then the leftovers.
+    pub async fn prepare(&self, connection: &Connection) -> lapin::Result<Vec<String>> {
+        self.prepare_as(connection, !self.verify_only).await
+    }
+
+    /// [`Topology::prepare`] that declares whatever the topology says: the setup step's, run with an
+    /// administrator's credentials.
+    pub async fn declare_and_retire(&self, connection: &Connection) -> lapin::Result<Vec<String>> {
+        self.prepare_as(connection, true).await
+    }
+
+    async fn prepare_as(
+        &self,
+        connection: &Connection,
+        declare: bool,
+    ) -> lapin::Result<Vec<String>> {
+        let channel = connection.create_channel().await?;
+        if declare {
+            self.declare(&channel).await?;
+        } else {
+            self.verify(&channel).await?;
+        }
+        let leftovers = self.leftover_shards(connection).await?;
+        if declare && !leftovers.is_empty() {
+            self.retire(&channel, &leftovers).await?;
+            tracing::warn!(
+                queues = ?leftovers,
+                shards = self.shards.len(),
+                "shard queues beyond QUEUE_SHARDS exist: unbound, and drained for as long as they exist"
+            );
+        }
+        let _ = channel.close(200, "prepared".into()).await;
+        let mut queues: Vec<String> = self
+            .drained_queues()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        queues.extend(leftovers);
+        Ok(queues)
+    }
+
+    /// The shard queues that exist beyond the configured ones: `<queue>.N`, `<queue>.N+1`, … (from
+    /// `<queue>.0` with one queue), found with passive declarations up to the first that does not exist.
+    /// The services declare shard queues only as the run `0` … `N-1` and never delete one, so the run
+    /// above N holds every queue a larger N left; a queue an operator deleted ends the search.
+    pub async fn leftover_shards(&self, connection: &Connection) -> lapin::Result<Vec<String>> {
+        let first = if self.is_sharded() {
+            self.shards.len()
+        } else {
+            0
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut leftovers = Vec::new();
+        for index in first..usize::from(MAX_SHARDS) {
+            let name = format!("{}.{index}", self.queue);
+            // A missing queue closes the channel: each look gets its own.
+            let channel = connection.create_channel().await?;
+            match channel
+                .queue_declare(name.as_str().into(), passive, FieldTable::default())
+                .await
+            {
+                Ok(_) => {
+                    let _ = channel.close(200, "looked".into()).await;
+                    leftovers.push(name);
+                }
+                Err(error) if is_not_found(&error) => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(leftovers)
+    }
+
+    /// Whether a shard queue that `drained` does not name exists now, as one declared by a publisher
+    /// at a larger `QUEUE_SHARDS` since `drained` was found: the first `<queue>.k` missing from it is
+    /// looked at with a passive declaration, on a channel of its own.
+    pub async fn has_undrained_shard(
+        &self,
+        connection: &Connection,
+        drained: &[String],
+    ) -> lapin::Result<bool> {
+        let Some(next) = (0..MAX_SHARDS)
+            .map(|index| format!("{}.{index}", self.queue))
+            .find(|name| !drained.contains(name))
+        else {
+            return Ok(false);
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let channel = connection.create_channel().await?;
+        match channel
+            .queue_declare(next.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(_) => {
+                let _ = channel.close(200, "looked".into()).await;
+                Ok(true)
+            }
+            Err(error) if is_not_found(&error) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Unbinds `leftovers` from `<queue>.shards`, and, with one queue, `<queue>.shards` from
+    /// `<queue>.exchange`, so that new messages reach only the configured queues. What is not bound
+    /// stays unbound; the exchange is declared first so that unbinding never fails for its absence.
+    async fn retire(&self, channel: &Channel, leftovers: &[String]) -> lapin::Result<()> {
+        if !self.is_sharded() {
+            self.declare_shard_exchange(channel, durable_exchange())
+                .await?;
+        }
+        for queue in leftovers {
+            channel
+                .queue_unbind(
+                    queue.as_str().into(),
+                    self.shard_exchange.as_str().into(),
+                    "1".into(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        if !self.is_sharded() {
+            channel
+                .exchange_unbind(
+                    self.shard_exchange.as_str().into(),
+                    self.exchange().into(),
+                    self.queue().into(),
+                    lapin::options::ExchangeUnbindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Checks, with passive declarations (which need no permission), that every exchange and queue
@@ -200,6 +354,13 @@ impl Topology {
         }
     }
 
+    /// Whether [`Topology::dead_letter_policy`] may be applied without losing dead letters: only with
+    /// quorum queues. A classic queue dead-letters at most once, so a dead letter `.dead` refuses at
+    /// its limit is dropped.
+    pub fn dead_letter_limit_keeps_refused(&self) -> bool {
+        self.queue_type == QueueType::Quorum
+    }
+
     /// What the publisher's broker user needs: to publish to `<queue>.exchange`, and nothing else.
     pub fn publisher_permissions(&self) -> Permissions {
         Permissions {
@@ -235,6 +396,16 @@ impl Topology {
     /// The queues new messages are routed to, each of which must exist for routing to be as configured.
     pub fn shards(&self) -> &[String] {
         &self.shards
+    }
+
+    /// Whether `queue` is one of the shards, or a shard queue `<queue>.k` a larger `QUEUE_SHARDS` left:
+    /// a queue that takes a share of new messages, or did.
+    pub fn is_shard_queue(&self, queue: &str) -> bool {
+        self.shards.iter().any(|shard| shard == queue)
+            || queue
+                .strip_prefix(self.queue.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|index| !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()))
     }
 
     /// The exchange the publisher publishes to.
@@ -383,21 +554,7 @@ impl Topology {
         durable_exchange: ExchangeDeclareOptions,
         durable_queue: QueueDeclareOptions,
     ) -> lapin::Result<()> {
-        let mut hashing = FieldTable::default();
-        insert_str(&mut hashing, "hash-property", "message_id");
-        // Should every shard be deleted, messages still reach `<queue>.unrouted`.
-        insert_str(
-            &mut hashing,
-            "alternate-exchange",
-            self.dead_letter_exchange(),
-        );
-        channel
-            .exchange_declare(
-                self.shard_exchange.as_str().into(),
-                ExchangeKind::Custom("x-consistent-hash".to_owned()),
-                durable_exchange,
-                hashing,
-            )
+        self.declare_shard_exchange(channel, durable_exchange)
             .await?;
         for shard in &self.shards {
             channel
@@ -424,6 +581,30 @@ impl Topology {
             )
             .await?;
         Ok(())
+    }
+
+    /// The consistent-hash exchange in front of the shards, unbound.
+    async fn declare_shard_exchange(
+        &self,
+        channel: &Channel,
+        durable_exchange: ExchangeDeclareOptions,
+    ) -> lapin::Result<()> {
+        let mut hashing = FieldTable::default();
+        insert_str(&mut hashing, "hash-property", "message_id");
+        // Should every shard be deleted, messages still reach `<queue>.unrouted`.
+        insert_str(
+            &mut hashing,
+            "alternate-exchange",
+            self.dead_letter_exchange(),
+        );
+        channel
+            .exchange_declare(
+                self.shard_exchange.as_str().into(),
+                ExchangeKind::Custom("x-consistent-hash".to_owned()),
+                durable_exchange,
+                hashing,
+            )
+            .await
     }
 
     fn queue_arguments(&self) -> FieldTable {
@@ -478,6 +659,22 @@ impl Topology {
         insert_str(&mut args, "x-queue-type", self.queue_type.as_str());
         args
     }
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+/// Whether the broker answered that the object does not exist.
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+    )
 }
 
 /// `text` with every character that a regular expression would read as an operator escaped.

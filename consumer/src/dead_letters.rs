@@ -7,6 +7,11 @@
 //! the main exchange, and acknowledges it in `.dead` only once the broker has confirmed the publish: a
 //! crash in between publishes it twice, which the consumer stores once, by its id. A message that fails
 //! again is dead-lettered again by the consumer, with its new reason.
+//!
+//! A replay takes only what `.dead` held when it began, and marks each copy it puts back with its own
+//! id ([`REPLAY_HEADER`]): a copy that fails again while the replay still runs reaches the end of
+//! `.dead` with the mark, and the replay stops there rather than take it a second time and count it
+//! twice.
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::{
@@ -15,7 +20,7 @@ use common::{
 };
 use lapin::{
     message::BasicGetMessage,
-    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions},
+    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
     Channel, Connection, ConnectionProperties,
 };
@@ -25,6 +30,10 @@ use crate::ingest::dead_letter::{ORIGIN_HEADER, REASON_HEADER};
 
 /// Bytes of a dead letter's payload shown; the rest is counted.
 pub const PAYLOAD_PREFIX_BYTES: usize = 1024;
+
+/// The header a replay sets on each message it puts back: the replay's own id, which the message keeps
+/// if it is dead-lettered again, so that the replay can tell its own copies from what it came for.
+pub const REPLAY_HEADER: &str = "x-replay-id";
 
 /// One dead letter, as `GET /dead-letters` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -84,23 +93,38 @@ impl DeadLetterQueue {
         Ok(letters)
     }
 
-    /// Puts up to `limit` dead letters back on the main exchange, each acknowledged in `.dead` only once
-    /// its publish is confirmed. Returns how many went back.
+    /// Puts up to `limit` of the dead letters `.dead` holds now back on the main exchange, each
+    /// acknowledged in `.dead` only once its publish is confirmed. Returns how many went back; none is
+    /// taken or counted twice, even if it fails again while the replay runs.
     pub async fn replay(&self, limit: usize) -> lapin::Result<usize> {
         let (connection, channel) = self.connect().await?;
         let channel = ConfirmChannel::select(channel).await?;
+        let replay_id = uuid::Uuid::new_v4().to_string();
         let mut replayed = 0;
         let outcome = async {
-            while replayed < limit {
+            let waiting = self.waiting(channel.channel()).await?;
+            while replayed < limit.min(waiting) {
                 let Some(message) = self.get(channel.channel()).await? else {
                     break;
                 };
+                if replayed_by(&message) == Some(replay_id.as_str()) {
+                    // This replay's own copy, dead-lettered again: everything before it is taken.
+                    message
+                        .delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await?;
+                    break;
+                }
                 let confirmed = channel
                     .publish(
                         self.topology.exchange(),
                         self.topology.queue(),
                         &message.delivery.data,
-                        replayed_properties(&message),
+                        replayed_properties(&message, &replay_id),
                     )
                     .await?;
                 if confirmed == Confirmed::Acked {
@@ -128,6 +152,21 @@ impl DeadLetterQueue {
         .await;
         common::amqp::close(&connection, "replayed").await;
         outcome.map(|()| replayed)
+    }
+
+    /// Messages ready in `.dead` now.
+    async fn waiting(&self, channel: &Channel) -> lapin::Result<usize> {
+        let declared = channel
+            .queue_declare(
+                self.topology.dead_letter_queue().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(usize::try_from(declared.message_count()).unwrap_or(usize::MAX))
     }
 
     async fn get(&self, channel: &Channel) -> lapin::Result<Option<BasicGetMessage>> {
@@ -180,8 +219,20 @@ fn view(message: &BasicGetMessage) -> DeadLetter {
     }
 }
 
-/// The message's own properties, without what dead-lettering added, so it goes back as it was sent.
-fn replayed_properties(message: &BasicGetMessage) -> lapin::BasicProperties {
+/// The replay that last put `message` back, if one did.
+fn replayed_by(message: &BasicGetMessage) -> Option<&str> {
+    match header(
+        message.delivery.properties.headers().as_ref(),
+        REPLAY_HEADER,
+    )? {
+        AMQPValue::LongString(id) => std::str::from_utf8(id.as_bytes()).ok(),
+        _ => None,
+    }
+}
+
+/// The message's own properties, without what dead-lettering added, so it goes back as it was sent,
+/// marked with the id of the replay that puts it back.
+fn replayed_properties(message: &BasicGetMessage, replay_id: &str) -> lapin::BasicProperties {
     let properties = message.delivery.properties.clone();
     let mut headers = properties.headers().clone().unwrap_or_default();
     let kept: FieldTable = headers
@@ -199,5 +250,9 @@ fn replayed_properties(message: &BasicGetMessage) -> lapin::BasicProperties {
         .collect::<std::collections::BTreeMap<_, _>>()
         .into();
     headers = kept;
+    headers.insert(
+        REPLAY_HEADER.into(),
+        AMQPValue::LongString(replay_id.to_owned().into()),
+    );
     properties.with_headers(headers)
 }

@@ -35,7 +35,11 @@ pub async fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("dead-letter-policy") => {
-            println!("{}", setup::dead_letter_policy(&config));
+            // Nothing on standard output when there is no policy to apply; why goes to the error stream.
+            match setup::dead_letter_policy(&config) {
+                Some(policy) => println!("{policy}"),
+                None => eprintln!("{}", setup::CLASSIC_UNLIMITED),
+            }
             return Ok(());
         }
         Some(other) => anyhow::bail!(

@@ -1,7 +1,8 @@
 //! `consumer declare-topology`: the setup step that declares the exchanges, queues and bindings with an
 //! administrator's credentials, so that both services can run as broker users that may not configure
 //! anything (`DECLARE_TOPOLOGY=false`). Run once before the services, and again after a change of
-//! `QUEUE_NAME`, `QUEUE_TYPE` or `QUEUE_SHARDS`; it is idempotent.
+//! `QUEUE_NAME`, `QUEUE_TYPE` or `QUEUE_SHARDS`; it is idempotent. After a lower `QUEUE_SHARDS` it
+//! unbinds the shard queues beyond it, which the consumers keep draining.
 //!
 //! `consumer permissions publisher|consumer` and `consumer dead-letter-policy` print, tab-separated,
 //! what `rabbitmqctl set_permissions` and `set_policy` take, so that scripts apply exactly what
@@ -26,8 +27,7 @@ pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-queue-setup".into());
         let connection = broker.connect(properties).await?;
-        let channel = connection.create_channel().await?;
-        let declared = topology.declare(&channel).await;
+        let declared = topology.declare_and_retire(&connection).await;
         common::amqp::close(&connection, "declared").await;
         declared
     };
@@ -39,10 +39,13 @@ pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
     )
     .await;
     match outcome {
-        Some(Ok(())) => {
+        Some(Ok(drained)) => {
+            if dead_letter_limit(config).is_none() {
+                tracing::warn!("{CLASSIC_UNLIMITED}");
+            }
             tracing::info!(
                 queue = %topology.queue(),
-                queues = topology.drained_queues().len() + 1,
+                queues = drained.len() + 1,
                 "topology declared"
             );
             Ok(())
@@ -68,14 +71,24 @@ pub fn permissions(config: &ConsumerConfig, service: &str) -> anyhow::Result<Str
     ))
 }
 
-/// `name<TAB>pattern<TAB>definition` of the policy that limits `<QUEUE_NAME>.dead` to
-/// `DEAD_LETTER_LIMIT` messages.
-pub fn dead_letter_policy(config: &ConsumerConfig) -> String {
-    let policy = config
-        .service
-        .topology()
-        .dead_letter_policy(config.dead_letter_limit);
-    format!("{}\t{}\t{}", policy.name, policy.pattern, policy.definition)
+/// Why no length limit is applied to `.dead` with classic queues.
+pub const CLASSIC_UNLIMITED: &str = "QUEUE_TYPE=classic: DEAD_LETTER_LIMIT is not applied and \
+<QUEUE_NAME>.dead has no length limit, because a classic queue dead-letters at most once and would drop \
+every dead letter refused at the limit; watch consumer_dead_letter_messages instead";
+
+/// The policy that limits `<QUEUE_NAME>.dead` to `DEAD_LETTER_LIMIT` messages, or `None` with classic
+/// queues, where a limit would drop the dead letters it refuses: an unbounded `.dead` loses nothing.
+pub fn dead_letter_limit(config: &ConsumerConfig) -> Option<common::topology::Policy> {
+    let topology = config.service.topology();
+    topology
+        .dead_letter_limit_keeps_refused()
+        .then(|| topology.dead_letter_policy(config.dead_letter_limit))
+}
+
+/// `name<TAB>pattern<TAB>definition` of [`dead_letter_limit`], or `None` (nothing to apply).
+pub fn dead_letter_policy(config: &ConsumerConfig) -> Option<String> {
+    dead_letter_limit(config)
+        .map(|policy| format!("{}\t{}\t{}", policy.name, policy.pattern, policy.definition))
 }
 
 /// Whether `error` is the broker being out of reach (worth another try) rather than a refusal: a

@@ -21,6 +21,9 @@ use super::{
 /// How often a session looks at whether its connection is still up.
 const CONNECTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How often, in queue-watch intervals, a session looks for a shard queue it does not drain.
+const SHARD_LOOK_EVERY: u32 = 6;
+
 /// The queues that are not shards (`<QUEUE_NAME>.unrouted`, and `<QUEUE_NAME>` once sharded) are drained
 /// with this fraction of the prefetch.
 const FALLBACK_PREFETCH_SHARE: u16 = 16;
@@ -31,7 +34,7 @@ impl Ingest {
     /// only ever covers that queue's deliveries.
     pub(super) async fn session(&self, cancel: &CancellationToken) -> SessionEnd {
         // Connecting can hang on an unreachable host until the OS gives up: never make shutdown wait.
-        let (connection, channels, dead_letters) = tokio::select! {
+        let (connection, queues, channels, dead_letters) = tokio::select! {
             () = cancel.cancelled() => return SessionEnd::Cancelled,
             subscribed = self.subscribe() => match subscribed {
                 Ok(subscribed) => subscribed,
@@ -43,25 +46,43 @@ impl Ingest {
         };
         self.status.accepted(SETUP);
         self.status.set_broker(true);
-        tracing::info!(queues = ?self.settings.topology.drained_queues(), "consuming");
+        tracing::info!(?queues, "consuming");
         let session = cancel.child_token();
-        let flows: Vec<QueueFlow> = self
-            .settings
-            .topology
-            .drained_queues()
-            .into_iter()
-            .map(|queue| QueueFlow::new(queue, self.settings.scaling.min))
+        let flows: Vec<QueueFlow> = queues
+            .iter()
+            .map(|queue| QueueFlow::new(queue.as_str(), self.settings.scaling.min))
             .collect();
         let ended = {
             let pipelines = channels.into_iter().zip(&flows).map(|(channel, flow)| {
-                Box::pin(self.drain(&connection, channel, flow, &session, &dead_letters))
+                let prefetch = prefetch_of(
+                    flow.queue(),
+                    &queues,
+                    &self.settings.topology,
+                    self.settings.prefetch,
+                );
+                Box::pin(self.drain(
+                    &connection,
+                    channel,
+                    flow,
+                    prefetch,
+                    &session,
+                    &dead_letters,
+                ))
             });
             let counting = self.watch_queues(&connection, &flows);
+            // A new shard queue ends the session as shutdown does (every batch in hand stored and
+            // acknowledged), and the next one drains it too.
+            let new_shard = async {
+                self.shard_appeared(&connection, &queues).await;
+                session.cancel();
+                std::future::pending::<std::convert::Infallible>().await
+            };
             let lost = connection_lost(&connection);
             tokio::pin!(lost);
             let (first, _, others) = tokio::select! {
                 ended = futures::future::select_all(pipelines) => ended,
                 never = counting => match never {},
+                never = new_shard => match never {},
                 // A pipeline may be waiting on a frame that will never be answered; what it holds is
                 // unacknowledged and comes back to whoever consumes next.
                 () = &mut lost => (SessionEnd::ConnectionLost, 0, Vec::new()),
@@ -73,7 +94,10 @@ impl Ingest {
                 _ = futures::future::join_all(others) => {}
                 () = &mut lost => {}
             }
-            first
+            match first {
+                SessionEnd::Cancelled if !cancel.is_cancelled() => SessionEnd::ShardAppeared,
+                first => first,
+            }
         };
         // Let go of any prefetched deliveries: closing the connection returns them to the queue. On a
         // failed connection this fails harmlessly; on a channel-level failure it keeps the dead
@@ -94,6 +118,7 @@ impl Ingest {
         connection: &Connection,
         mut channel: Channel,
         flow: &QueueFlow,
+        prefetch: u16,
         cancel: &CancellationToken,
         dead_letters: &DeadLetters,
     ) -> SessionEnd {
@@ -120,14 +145,14 @@ impl Ingest {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
             // The refusal closed the channel.
-            channel = match self.queue_channel(connection, queue).await {
+            channel = match self.queue_channel(connection, queue, prefetch).await {
                 Ok(channel) => channel,
                 Err(end) => return end,
             };
         };
         self.status.accepted(queue);
         let ended = self
-            .pipeline(&mut consumer, flow, cancel, dead_letters)
+            .pipeline(&mut consumer, flow, prefetch, cancel, dead_letters)
             .await;
         let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
@@ -153,21 +178,17 @@ impl Ingest {
         &self,
         consumer: &mut Consumer,
         flow: &QueueFlow,
+        prefetch: u16,
         cancel: &CancellationToken,
         dead_letters: &DeadLetters,
     ) -> SessionEnd {
         // One batch waiting while the writers work: with the prefetch bounding what the broker sends, a
         // deeper queue would only hold more deliveries unacknowledged.
         let (ready, mut gathered) = tokio::sync::mpsc::channel::<Vec<Delivery>>(1);
-        let (batch_size, batch_bytes, linger, prefetch) = (
+        let (batch_size, batch_bytes, linger) = (
             self.settings.batch_size,
             self.settings.batch_bytes,
             self.settings.batch_linger,
-            prefetch_of(
-                flow.queue(),
-                &self.settings.topology,
-                self.settings.prefetch,
-            ),
         );
         let gather = async move {
             let end = loop {
@@ -223,25 +244,50 @@ impl Ingest {
         }
     }
 
-    /// Connects, declares the topology, and prepares a channel for every queue (its prefetch set and
-    /// the queue found), and the dead-letter connection: everything that can fail is done before any
-    /// queue is consumed, so a failure here returns no delivery to the broker. Each shard gets its
-    /// share of the configured prefetch, the other queues (`<QUEUE_NAME>` once sharded, and the
-    /// fallback queue) a small one.
-    async fn subscribe(&self) -> Result<(Connection, Vec<Channel>, DeadLetters), SessionEnd> {
+    /// Connects, declares the topology, and prepares a channel for every queue it drains (its prefetch
+    /// set and the queue found), and the dead-letter connection: everything that can fail is done before
+    /// any queue is consumed, so a failure here returns no delivery to the broker. Each shard gets its
+    /// share of the configured prefetch, the other queues (`<QUEUE_NAME>` once sharded, the fallback
+    /// queue, and shard queues a larger `QUEUE_SHARDS` left) a small one.
+    async fn subscribe(
+        &self,
+    ) -> Result<(Connection, Vec<String>, Vec<Channel>, DeadLetters), SessionEnd> {
         let properties =
             ConnectionProperties::default().with_connection_name("message-consumer".into());
         let connection = self.settings.broker.connect(properties).await?;
         let topology = &self.settings.topology;
-        let setup = connection.create_channel().await?;
-        topology.ensure(&setup).await?;
-        let _ = setup.close(200, "declared".into()).await;
+        let queues = topology.prepare(&connection).await?;
         let mut channels = Vec::new();
-        for queue in topology.drained_queues() {
-            channels.push(self.queue_channel(&connection, queue).await?);
+        for queue in &queues {
+            let prefetch = prefetch_of(queue, &queues, topology, self.settings.prefetch);
+            channels.push(self.queue_channel(&connection, queue, prefetch).await?);
         }
         let dead_letters = DeadLetters::open(&self.settings.broker, topology).await?;
-        Ok((connection, channels, dead_letters))
+        Ok((connection, queues, channels, dead_letters))
+    }
+}
+
+impl Ingest {
+    /// Resolves once a shard queue that `drained` does not name exists (declared by a publisher at a
+    /// larger `QUEUE_SHARDS` than this consumer's), looking every [`SHARD_LOOK_EVERY`] watch intervals.
+    /// A failed look is left to the session's own failure handling.
+    async fn shard_appeared(&self, connection: &Connection, drained: &[String]) {
+        let mut looks = tokio::time::interval(self.settings.watch_interval * SHARD_LOOK_EVERY);
+        // The first tick is now, and the session has just looked.
+        looks.tick().await;
+        loop {
+            looks.tick().await;
+            match self
+                .settings
+                .topology
+                .has_undrained_shard(connection, drained)
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, "could not look for new shard queues"),
+            }
+        }
     }
 
     /// A channel for `queue` with its prefetch set, once the queue is found to exist.
@@ -249,14 +295,11 @@ impl Ingest {
         &self,
         connection: &Connection,
         queue: &str,
+        prefetch: u16,
     ) -> Result<Channel, SessionEnd> {
         let channel = connection.create_channel().await?;
-        let topology = &self.settings.topology;
         channel
-            .basic_qos(
-                prefetch_of(queue, topology, self.settings.prefetch),
-                BasicQosOptions::default(),
-            )
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
         let passive = QueueDeclareOptions {
             passive: true,
@@ -294,13 +337,17 @@ async fn connection_lost(connection: &Connection) {
     }
 }
 
-/// The prefetch of `queue`: `total` split evenly over the shards, so that what the consumer holds stays
+/// The prefetch of `queue` among the drained `queues`: `total` split evenly over the shard queues (the
+/// configured shards and those a larger `QUEUE_SHARDS` left), so that what the consumer holds stays
 /// within `PREFETCH_BYTES` however many there are, and a sixteenth of it for a queue that holds messages
 /// only after something unusual (the main queue deleted, or messages from before sharding).
-fn prefetch_of(queue: &str, topology: &Topology, total: u16) -> u16 {
-    let shards = topology.shards();
-    if shards.iter().any(|shard| shard == queue) {
-        let count = u16::try_from(shards.len()).unwrap_or(u16::MAX);
+fn prefetch_of(queue: &str, queues: &[String], topology: &Topology, total: u16) -> u16 {
+    if topology.is_shard_queue(queue) {
+        let shards = queues
+            .iter()
+            .filter(|queue| topology.is_shard_queue(queue))
+            .count();
+        let count = u16::try_from(shards.max(1)).unwrap_or(u16::MAX);
         (total / count).max(1)
     } else {
         (total / FALLBACK_PREFETCH_SHARE).max(1)
@@ -313,14 +360,33 @@ mod tests {
 
     use super::*;
 
+    fn names(queues: &[&str]) -> Vec<String> {
+        queues.iter().map(|queue| (*queue).to_owned()).collect()
+    }
+
     #[test]
     fn shards_share_the_prefetch_and_the_other_queues_get_a_sixteenth() {
         let single = Topology::new("q", QueueType::Quorum, 20, 1);
-        assert_eq!(prefetch_of("q", &single, 400), 400);
-        assert_eq!(prefetch_of("q.unrouted", &single, 400), 25);
+        let queues = names(&["q", "q.unrouted"]);
+        assert_eq!(prefetch_of("q", &queues, &single, 400), 400);
+        assert_eq!(prefetch_of("q.unrouted", &queues, &single, 400), 25);
         let sharded = Topology::new("q", QueueType::Quorum, 20, 4);
-        assert_eq!(prefetch_of("q.3", &sharded, 400), 100);
-        assert_eq!(prefetch_of("q", &sharded, 400), 25);
-        assert_eq!(prefetch_of("q.0", &sharded, 3), 1);
+        let queues = names(&["q.0", "q.1", "q.2", "q.3", "q", "q.unrouted"]);
+        assert_eq!(prefetch_of("q.3", &queues, &sharded, 400), 100);
+        assert_eq!(prefetch_of("q", &queues, &sharded, 400), 25);
+        assert_eq!(prefetch_of("q.0", &queues, &sharded, 3), 1);
+    }
+
+    #[test]
+    fn shard_queues_left_by_a_larger_count_share_the_prefetch_with_the_shards() {
+        let two = Topology::new("q", QueueType::Quorum, 20, 2);
+        let queues = names(&["q.0", "q.1", "q", "q.unrouted", "q.2", "q.3"]);
+        assert_eq!(prefetch_of("q.0", &queues, &two, 400), 100);
+        assert_eq!(prefetch_of("q.3", &queues, &two, 400), 100);
+        let one = Topology::new("q", QueueType::Quorum, 20, 1);
+        let queues = names(&["q", "q.unrouted", "q.0", "q.1", "q.2"]);
+        assert_eq!(prefetch_of("q", &queues, &one, 400), 100);
+        assert_eq!(prefetch_of("q.2", &queues, &one, 400), 100);
+        assert_eq!(prefetch_of("q.unrouted", &queues, &one, 400), 25);
     }
 }

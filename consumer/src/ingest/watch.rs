@@ -55,7 +55,7 @@ impl Ingest {
         let mut ticks = tokio::time::interval(self.settings.watch_interval);
         loop {
             ticks.tick().await;
-            let depths = match self.look(connection).await {
+            let depths = match self.look(connection, flows).await {
                 Ok(depths) => depths,
                 Err(error) => {
                     tracing::debug!(%error, "could not look at the queues");
@@ -118,15 +118,18 @@ impl Ingest {
     }
 
     /// One passive declare per queue of the topology (the drained ones and the dead letters).
-    async fn look(&self, connection: &Connection) -> lapin::Result<Vec<(String, Depth)>> {
+    async fn look(
+        &self,
+        connection: &Connection,
+        flows: &[QueueFlow],
+    ) -> lapin::Result<Vec<(String, Depth)>> {
         let channel = connection.create_channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let topology = &self.settings.topology;
-        let mut queues = topology.drained_queues();
-        queues.push(topology.dead_letter_queue());
+        let mut queues: Vec<&str> = flows.iter().map(QueueFlow::queue).collect();
+        queues.push(self.settings.topology.dead_letter_queue());
         let mut depths = Vec::with_capacity(queues.len());
         for queue in queues {
             // A missing queue closes the channel; it is declared again by whoever finds it missing.

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// `GET /readyz`: 200 only while the queue subscription is live, the database answers, and no write has
-/// been running longer than `DB_STUCK_WRITE_MS`.
+/// `GET /readyz`: 200 only while the queue subscription is live, the database answers (on the read
+/// pool), and no write has been running longer than `DB_STUCK_WRITE_MS`.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let answer = readiness(&state).await;
     state
@@ -21,7 +21,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 async fn readiness(state: &AppState) -> HttpResponse {
     let broker = state.status.broker();
-    let ping = sqlx::query("SELECT 1").execute(state.store.pool());
+    // On the read pool: a saturated ingestion pool must not fail the probe, nor the probe take one of
+    // ingestion's connections.
+    let ping = sqlx::query("SELECT 1").execute(state.store.read_pool());
     let database = state.status.database()
         && matches!(
             tokio::time::timeout(Duration::from_secs(1), ping).await,

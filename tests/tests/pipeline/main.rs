@@ -3,6 +3,7 @@
 
 mod auth;
 mod batches;
+mod classic_dead_letters;
 mod confirm_order;
 mod database_faults;
 mod dead_letters;
@@ -14,6 +15,7 @@ mod least_privilege;
 mod outages;
 mod pagination;
 mod priority;
+mod probes;
 mod process;
 mod query_plan;
 mod redelivery;
@@ -21,6 +23,7 @@ mod refusals;
 mod replay;
 mod round_trip;
 mod scaling;
+mod shard_changes;
 mod shards;
 mod shutdown;
 mod slow_readers;

@@ -111,3 +111,34 @@ async fn a_message_the_database_refused_is_stored_once_when_replayed_after_the_c
     wait_dead(&stack, 0).await;
     assert_eq!(replay(&stack, 10).await, 0, "nothing left to replay");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_takes_each_dead_letter_once_even_when_it_fails_again_while_the_replay_runs() {
+    // Arrange: 200 dead letters whose cause is still there.
+    let stack = TestStack::start().await;
+    sqlx::query(
+        "ALTER TABLE messages ADD CONSTRAINT no_blocked_sender CHECK (sender <> 'blocked')",
+    )
+    .execute(&stack.db)
+    .await
+    .expect("constraint added");
+    let blocked: Vec<Value> = (0..200).map(|_| message_from("blocked")).collect();
+    stack.publish_batch_ok(&blocked).await;
+    eventually(Duration::from_secs(30), "200 dead letters", || async {
+        (stack.queue_depth(".dead").await == 200).then_some(())
+    })
+    .await;
+
+    // Act: a replay that could take many more, while each one fails again behind it.
+    let replayed = replay(&stack, 1_000).await;
+
+    // Assert: each taken and counted once; all 200 back in `.dead`, none stored.
+    assert_eq!(replayed, 200, "each dead letter replayed once");
+    eventually(
+        Duration::from_secs(30),
+        "200 dead letters again",
+        || async { (stack.queue_depth(".dead").await == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.row_count().await, 0);
+}
