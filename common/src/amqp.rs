@@ -60,6 +60,7 @@ const NODE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct BrokerAddress {
     urls: String,
     trusted_pem: Option<Arc<str>>,
+    frame_max: u32,
 }
 
 impl BrokerAddress {
@@ -68,7 +69,15 @@ impl BrokerAddress {
         Self {
             urls: urls.into(),
             trusted_pem: None,
+            frame_max: DEFAULT_FRAME_MAX,
         }
+    }
+
+    /// Proposes frames of `frame_max` bytes instead of [`DEFAULT_FRAME_MAX`] to nodes whose URL sets no
+    /// `?frame_max=`.
+    pub fn with_frame_max(mut self, frame_max: u32) -> Self {
+        self.frame_max = frame_max;
+        self
     }
 
     /// Also trusts the certificates of `pem` (one or more PEM `CERTIFICATE` blocks), as a private
@@ -111,15 +120,15 @@ impl BrokerAddress {
     /// lapin 4.12 can go on to connect after it has reported an attempt as refused (seen while a broker
     /// is starting), leaving behind a connection that nobody holds. Probing the port first keeps the
     /// attempts that can fail that way from reaching lapin.
-    /// The frame size is [`DEFAULT_FRAME_MAX`] and the heartbeat [`DEFAULT_HEARTBEAT_SECS`] unless the URL
-    /// sets its own.
+    /// The frame size is that of [`BrokerAddress::with_frame_max`] and the heartbeat
+    /// [`DEFAULT_HEARTBEAT_SECS`] unless the URL sets its own.
     async fn connect_node(
         &self,
         url: &str,
         properties: ConnectionProperties,
     ) -> lapin::Result<Connection> {
         let mut uri: AMQPUri = url.parse().map_err(|e: String| invalid_input(&e))?;
-        uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+        uri.query.frame_max.get_or_insert(self.frame_max);
         uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
         let address = (uri.authority.host.clone(), uri.authority.port);
         let probe = within(
