@@ -247,10 +247,12 @@ pub async fn admit(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     crate::metrics::record_route(&request, pattern);
     if let Access::Needs(scope) = access {
-        let authorization = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok());
+        let mut given = request.headers().get_all(header::AUTHORIZATION);
+        let authorization = given.next().and_then(|value| value.to_str().ok());
+        if tokens.enabled() && given.next().is_some() {
+            // Which of several tokens counts is not for a client to choose.
+            return Ok(request.into_response(Denied::Unknown.to_response()));
+        }
         match tokens.check(authorization, scope) {
             Ok(Some(identity)) => {
                 request.extensions_mut().insert(identity);

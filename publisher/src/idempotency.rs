@@ -20,11 +20,18 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6d65_7373_6167_652d_7175_6575_652d_696
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    /// Reads the header, if the request has one.
+    /// Reads the header, if the request has one. Given more than once it is refused: which of the
+    /// values a proxy or the service would take is not for the client to guess.
     pub fn from_request(request: &HttpRequest) -> Result<Option<Self>, PublishError> {
-        let Some(value) = request.headers().get(HEADER) else {
+        let mut values = request.headers().get_all(HEADER);
+        let Some(value) = values.next() else {
             return Ok(None);
         };
+        if values.next().is_some() {
+            return Err(PublishError::InvalidHeader(format!(
+                "{HEADER} must be given once"
+            )));
+        }
         Self::parse(value.as_bytes()).map(Some)
     }
 

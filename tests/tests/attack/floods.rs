@@ -230,3 +230,72 @@ async fn slow_headers_huge_headers_and_connection_floods_cost_honest_clients_not
     drop(idle);
     assert_eq!(publish_small(&stack, 3).await, [202; 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_and_tokens_at_their_edges() {
+    // Arrange
+    let stack = guarded_stack(|_| {}).await;
+    let publisher = address(stack.publisher_url());
+    let body = json!({ "sender": "edges" }).to_string();
+    let publish = |headers: Vec<String>| {
+        let publisher = publisher.clone();
+        let body = body.clone();
+        async move {
+            exchange(
+                &publisher,
+                &request("POST", "/message/publish", &headers, &body),
+            )
+            .await
+            .status
+        }
+    };
+    let bearer = format!("Authorization: Bearer {PUBLISH}");
+
+    // Act and assert: keys of 1 and 200 visible characters pass; empty, 201, a space, a non-ASCII
+    // byte, and a key given twice are refused naming the header.
+    for (key, expected) in [
+        ("k".to_owned(), 202),
+        ("k".repeat(200), 202),
+        (String::new(), 400),
+        ("k".repeat(201), 400),
+        ("a b".to_owned(), 400),
+        ("caf\u{e9}".to_owned(), 400),
+    ] {
+        let status = publish(vec![bearer.clone(), format!("Idempotency-Key: {key}")]).await;
+        assert_eq!(status, expected, "key {key:?}");
+    }
+    let twice = publish(vec![
+        bearer.clone(),
+        "Idempotency-Key: one".into(),
+        "Idempotency-Key: two".into(),
+    ])
+    .await;
+    assert_eq!(twice, 400, "a key given twice");
+    // Tokens: the right one in any case of the scheme passes; a 64 KiB token, the token with a byte
+    // more or less, another scope's, and two Authorization headers (one right) are refused.
+    for (authorization, expected) in [
+        (format!("bearer {PUBLISH}"), 202),
+        (format!("BEARER   {PUBLISH}"), 202),
+        (format!("Bearer {}", "t".repeat(64 * 1024)), 401),
+        (format!("Bearer {PUBLISH}x"), 401),
+        (format!("Bearer {}", &PUBLISH[..PUBLISH.len() - 1]), 401),
+        (format!("Bearer {READ}"), 403),
+        (format!("Basic {PUBLISH}"), 401),
+        ("Bearer".to_owned(), 401),
+    ] {
+        let status = publish(vec![format!("Authorization: {authorization}")]).await;
+        assert!(
+            status == expected || (expected == 401 && matches!(status, 400 | 431)),
+            "{} -> {status}",
+            &authorization[..authorization.len().min(40)]
+        );
+    }
+    let two_tokens = publish(vec![
+        "Authorization: Bearer not-a-configured-token".into(),
+        bearer.clone(),
+    ])
+    .await;
+    assert_eq!(two_tokens, 401, "two Authorization headers");
+    let two_tokens = publish(vec![bearer.clone(), bearer]).await;
+    assert_eq!(two_tokens, 401, "the right token twice");
+}
