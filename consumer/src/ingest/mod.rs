@@ -79,6 +79,8 @@ enum SessionEnd {
     ChannelClosed,
     #[error("the broker connection was lost")]
     ConnectionLost,
+    #[error("the dead-letter connection was lost")]
+    DeadLettersLost,
     #[error("a shard queue this session does not drain appeared; subscribing again")]
     ShardAppeared,
 }
