@@ -1,7 +1,7 @@
 //! Sending a delivery that can never be stored to `<QUEUE_NAME>.dead`, with the reason in a header, so
 //! that whoever inspects the dead-letter queue sees why each message is there.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, time::Duration};
 
 use common::{
     amqp::{BrokerAddress, ConfirmChannel, Confirmed},
@@ -25,9 +25,29 @@ const MAX_REASON_CHARS: usize = 1000;
 /// another client. Its copy to `.dead` keeps the properties but not the headers, so that the copy, with
 /// its reason added, always fits the frame the broker accepts.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Longest wait for the copy's confirm. Under a resource alarm the broker blocks publishing connections;
-/// past this the delivery is rejected instead, so a poison message never stalls the batch.
-const COPY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a batch waits in all for its copies' answers. Copies are sent one after another, each once
+/// the one before is answered, so that `.dead`'s length limit (checked as copies land) sees each; a copy
+/// still unanswered at the deadline stays outstanding, its original unsettled until the answer comes,
+/// and the batch's later copies are sent without waiting. Confirms take milliseconds; this only bounds
+/// what a slow broker costs a batch.
+const COPY_WAIT: Duration = Duration::from_secs(1);
+
+/// A copy's send and confirm, running: it resolves to the broker's answer for this very copy, or to an
+/// error if the channel or connection failed before that answer came.
+pub type CopyInFlight<'a> = Pin<Box<dyn Future<Output = lapin::Result<Confirmed>> + Send + 'a>>;
+
+/// What became of a copy to the dead-letter queue, which decides what is done with the original.
+pub enum Copy<'a> {
+    /// The broker took the copy: the original is acknowledged.
+    Taken,
+    /// No copy exists: none was sent, since the broker blocks the connection (a resource alarm holds
+    /// every publish until it clears), or the broker refused or returned it. The original is rejected,
+    /// and the broker dead-letters it itself (without the reason).
+    NotTaken,
+    /// The copy was sent but is not answered yet. The original stays unsettled until it is: rejecting
+    /// it now could put a second copy in `.dead` once the first is taken after all.
+    Unanswered(CopyInFlight<'a>),
+}
 
 /// A confirm-mode channel to the dead-letter exchange, on a connection of its own: the broker blocks a
 /// connection that publishes during a resource alarm, and that must never be the one that consumes.
@@ -40,8 +60,8 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub async fn open(broker: &BrokerAddress, topology: &Topology) -> lapin::Result<Self> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name("message-consumer-dead-letters".into());
+        let properties =
+            ConnectionProperties::default().with_connection_name(CONNECTION_NAME.into());
         let connection = broker.connect(properties).await?;
         let channel = ConfirmChannel::select(connection.create_channel().await?).await?;
         Ok(Self {
@@ -52,59 +72,85 @@ impl DeadLetters {
         })
     }
 
+    /// The connection, for the session to notice when it is lost.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// Closes the connection, waiting a bounded time for the broker.
     pub async fn close(&self) {
         common::amqp::close(&self.connection, "closing").await;
     }
 
+    /// The latest time a batch whose copies start now waits for their answers.
+    pub fn answer_deadline() -> tokio::time::Instant {
+        tokio::time::Instant::now() + COPY_WAIT
+    }
+
     /// Copies `delivery` (body and properties) to the dead-letter queue with `reason` and the `queue` it
-    /// came from added to its headers. Returns whether the broker confirmed the copy in time, which is
-    /// when the original may be acked.
+    /// came from added to its headers, waiting until `deadline` at most for the broker's answer. Nothing
+    /// is sent while the broker blocks the connection: lapin would hold the copy until the alarm clears.
+    /// An error means the connection or its channel failed.
     pub async fn copy(
         &self,
         delivery: &Delivery,
         reason: &str,
         queue: &str,
-    ) -> lapin::Result<bool> {
-        match tokio::time::timeout(COPY_TIMEOUT, self.copy_confirmed(delivery, reason, queue)).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Ok(false),
+        deadline: tokio::time::Instant,
+    ) -> lapin::Result<Copy<'_>> {
+        if self.connection.status().blocked() {
+            return Ok(Copy::NotTaken);
+        }
+        let properties = copy_properties(delivery, reason, queue);
+        let payload = delivery.data.clone();
+        let mut copying: CopyInFlight<'_> = Box::pin(async move {
+            self.channel
+                .publish(&self.exchange, &self.routing_key, &payload, properties)
+                .await
+        });
+        // The copy is polled once even past the deadline, which sends it.
+        match tokio::time::timeout_at(deadline, &mut copying).await {
+            Ok(answer) => Ok(answered(answer?)),
+            Err(_) => Ok(Copy::Unanswered(copying)),
         }
     }
 
-    async fn copy_confirmed(
-        &self,
-        delivery: &Delivery,
-        reason: &str,
-        queue: &str,
-    ) -> lapin::Result<bool> {
-        let mut headers = if properties_bytes(&delivery.properties) > MAX_HEADER_BYTES {
-            FieldTable::default()
-        } else {
-            delivery.properties.headers().clone().unwrap_or_default()
-        };
-        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
-        headers.insert(
-            ShortString::from(REASON_HEADER),
-            AMQPValue::LongString(LongString::from(reason)),
-        );
-        headers.insert(
-            ShortString::from(ORIGIN_HEADER),
-            AMQPValue::LongString(LongString::from(queue)),
-        );
-        let properties = delivery.properties.clone().with_headers(headers);
-        let confirmed = self
-            .channel
-            .publish(
-                &self.exchange,
-                &self.routing_key,
-                &delivery.data,
-                properties,
-            )
-            .await?;
-        Ok(confirmed == Confirmed::Acked)
+    /// Whether the connection is up; a copy that failed on a live connection was refused by the broker
+    /// (its channel closed on an error), so none exists.
+    pub fn connected(&self) -> bool {
+        self.connection.status().connected()
     }
+}
+
+/// The connection name the broker lists for the dead-letter connection.
+pub const CONNECTION_NAME: &str = "message-consumer-dead-letters";
+
+/// What the broker's answer to a copy means for the original.
+pub fn answered(confirmed: Confirmed) -> Copy<'static> {
+    match confirmed {
+        Confirmed::Acked => Copy::Taken,
+        Confirmed::Returned | Confirmed::Nacked | Confirmed::NotRequested => Copy::NotTaken,
+    }
+}
+
+/// The original's properties with `reason` and `queue` added to its headers (its own headers dropped if
+/// they are too large to travel in a frame).
+fn copy_properties(delivery: &Delivery, reason: &str, queue: &str) -> AMQPProperties {
+    let mut headers = if properties_bytes(&delivery.properties) > MAX_HEADER_BYTES {
+        FieldTable::default()
+    } else {
+        delivery.properties.headers().clone().unwrap_or_default()
+    };
+    let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+    headers.insert(
+        ShortString::from(REASON_HEADER),
+        AMQPValue::LongString(LongString::from(reason)),
+    );
+    headers.insert(
+        ShortString::from(ORIGIN_HEADER),
+        AMQPValue::LongString(LongString::from(queue)),
+    );
+    delivery.properties.clone().with_headers(headers)
 }
 
 /// The size of `properties` (headers included) as encoded in a content header frame.

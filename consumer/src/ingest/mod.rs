@@ -4,8 +4,10 @@
 //! `multiple` ack for the batch). A crash at any point leaves the unacknowledged deliveries on the
 //! broker, which redelivers them; the insert skips ids already stored, so nothing is lost or doubled.
 //! A delivery that cannot be decoded, or whose row the database refuses, is copied to
-//! `<QUEUE_NAME>.dead` with the reason in a header, then acknowledged (or, if the copy fails, rejected
-//! without requeue so the broker dead-letters it); the rest of its batch is stored as usual.
+//! `<QUEUE_NAME>.dead` with the reason in a header, then acknowledged (or, when no copy can exist, rejected
+//! without requeue so the broker dead-letters it); the rest of its batch is stored as usual. A copy the
+//! broker has not answered keeps its original unsettled until it does, so no original is ever both
+//! copied and rejected.
 //!
 //! Here: the reconnect loop. `session` holds one connection and its per-queue pipelines, `batch`
 //! gathers deliveries, `storing` writes and acknowledges a batch (`splitting` halves one that runs into the statement
@@ -79,6 +81,8 @@ enum SessionEnd {
     ChannelClosed,
     #[error("the broker connection was lost")]
     ConnectionLost,
+    #[error("the dead-letter connection was lost")]
+    DeadLettersLost,
     #[error("a shard queue this session does not drain appeared; subscribing again")]
     ShardAppeared,
 }

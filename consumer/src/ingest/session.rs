@@ -11,7 +11,12 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use futures::{stream::FuturesOrdered, StreamExt};
+use std::collections::BTreeSet;
+
+use futures::{
+    stream::{FuturesOrdered, FuturesUnordered},
+    StreamExt,
+};
 
 use super::{
     batch::next_batch, dead_letter::DeadLetters, flow::QueueFlow, storing::Written, Ingest,
@@ -20,6 +25,10 @@ use super::{
 
 /// How often a session looks at whether its connection is still up.
 const CONNECTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long a pipeline that has stopped taking batches waits for its dead-letter copies' answers. An
+/// original whose copy is still unanswered then is left unsettled, and delivered again.
+const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often, in queue-watch intervals, a session looks for a shard queue it does not drain.
 const SHARD_LOOK_EVERY: u32 = 6;
@@ -77,12 +86,23 @@ impl Ingest {
                 session.cancel();
                 std::future::pending::<std::convert::Infallible>().await
             };
+            // A lost dead-letter connection would fail every copy: the session ends as shutdown does,
+            // and the next one opens a new one.
+            let dead_letters_lost = std::sync::atomic::AtomicBool::new(false);
+            let dead_letters_gone = async {
+                connection_lost(dead_letters.connection()).await;
+                tracing::warn!("the dead-letter connection was lost; ending the session");
+                dead_letters_lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                session.cancel();
+                std::future::pending::<std::convert::Infallible>().await
+            };
             let lost = connection_lost(&connection);
             tokio::pin!(lost);
             let (first, _, others) = tokio::select! {
                 ended = futures::future::select_all(pipelines) => ended,
                 never = counting => match never {},
                 never = new_shard => match never {},
+                never = dead_letters_gone => match never {},
                 // A pipeline may be waiting on a frame that will never be answered; what it holds is
                 // unacknowledged and comes back to whoever consumes next.
                 () = &mut lost => (SessionEnd::ConnectionLost, 0, Vec::new()),
@@ -95,6 +115,9 @@ impl Ingest {
                 () = &mut lost => {}
             }
             match first {
+                _ if dead_letters_lost.load(std::sync::atomic::Ordering::Relaxed) => {
+                    SessionEnd::DeadLettersLost
+                }
                 SessionEnd::Cancelled if !cancel.is_cancelled() => SessionEnd::ShardAppeared,
                 first => first,
             }
@@ -210,20 +233,49 @@ impl Ingest {
         };
         let store = async {
             let mut writing = FuturesOrdered::new();
+            // Dead-letter copies not answered when their batch was written, and the tags of their
+            // originals, which stay unsettled until the answer comes.
+            let mut answers = FuturesUnordered::new();
+            let mut unsettled = BTreeSet::new();
             let mut open = true;
-            while open || !writing.is_empty() {
+            let mut give_up_answers = None;
+            while open || !writing.is_empty() || !answers.is_empty() {
+                if !open && writing.is_empty() && give_up_answers.is_none() {
+                    give_up_answers = Some(tokio::time::Instant::now() + ANSWER_GRACE);
+                }
                 tokio::select! {
                     // Settling first keeps acknowledgements flowing while batches keep arriving.
                     biased;
+                    Some((tag, acker, answer)) = answers.next(), if !answers.is_empty() => {
+                        self.copy_answered(&acker, answer, dead_letters).await?;
+                        unsettled.remove(&tag);
+                    }
                     Some(written) = writing.next(), if !writing.is_empty() => {
                         let written: Written = written?;
-                        self.settle(&written).await?;
+                        let lowest = unsettled
+                            .first()
+                            .into_iter()
+                            .chain(written.unanswered.iter().map(|copy| &copy.delivery_tag))
+                            .min()
+                            .copied();
+                        self.settle(&written.stored, lowest).await?;
                         flow.settled(written.count);
+                        for copy in written.unanswered {
+                            unsettled.insert(copy.delivery_tag);
+                            answers.push(async move { (copy.delivery_tag, copy.acker, copy.copy.await) });
+                        }
                     }
                     batch = gathered.recv(), if open && writing.len() < flow.writers() => match batch {
                         Some(batch) => writing.push_back(self.write(batch, flow.queue(), cancel, dead_letters)),
                         None => open = false,
                     },
+                    () = tokio::time::sleep_until(give_up_answers.unwrap_or_else(tokio::time::Instant::now)), if give_up_answers.is_some() => {
+                        tracing::warn!(
+                            unanswered = answers.len(),
+                            "dead-letter copies still unanswered at the end of the session; their originals are delivered again"
+                        );
+                        break;
+                    }
                 }
             }
             Ok(())

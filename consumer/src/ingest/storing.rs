@@ -3,20 +3,23 @@
 //! then, once every earlier batch of the queue is settled, acknowledge the rest with one `multiple` ack.
 
 use common::{backoff::retry, trace::TraceContext, QueuedMessage};
-use lapin::{message::Delivery, options::BasicAckOptions};
+use lapin::{message::Delivery, options::BasicAckOptions, types::DeliveryTag, Acker};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::{dead_letter::DeadLetters, settled, Ingest, SessionEnd, KEY_REUSED};
+use super::{
+    dead_letter::DeadLetters, poison::Unanswered, settled, Ingest, SessionEnd, KEY_REUSED,
+};
 use crate::store::{classify, is_statement_timeout, FailureKind};
 
-/// A batch whose rows are stored and whose refused deliveries are dead-lettered, waiting for its
-/// acknowledgement.
-pub(super) struct Written {
+/// A batch whose rows are stored and whose refused deliveries are dead-lettered (or their copies sent
+/// and awaiting an answer), waiting for its acknowledgement.
+pub(super) struct Written<'a> {
     /// Deliveries the batch held.
     pub count: usize,
-    /// The last stored delivery, whose `multiple` ack settles the batch; none if nothing was stored.
-    last_stored: Option<Delivery>,
+    /// The stored deliveries, in delivery order.
+    pub stored: Vec<(DeliveryTag, Acker)>,
+    /// Copies to the dead-letter queue not answered yet; their originals are still unsettled.
+    pub unanswered: Vec<Unanswered<'a>>,
 }
 
 /// The span of one message, with the trace id it was published under (empty if it carries none), so
@@ -33,21 +36,21 @@ fn message_span(delivery: &Delivery, message: &QueuedMessage) -> tracing::Span {
 impl Ingest {
     /// Decodes and stores one batch, dead-lettering what can never be stored. Batches of one queue may be
     /// written concurrently; each is then settled with [`Ingest::settle`] in delivery order.
-    pub(super) async fn write(
+    pub(super) async fn write<'a>(
         &self,
         batch: Vec<Delivery>,
         queue: &str,
         cancel: &CancellationToken,
-        dead_letters: &DeadLetters,
-    ) -> Result<Written, SessionEnd> {
+        dead_letters: &'a DeadLetters,
+    ) -> Result<Written<'a>, SessionEnd> {
         let count = batch.len();
         let mut messages = Vec::with_capacity(batch.len());
         let mut deliveries = Vec::with_capacity(batch.len());
+        let mut poison = Vec::new();
         for delivery in batch {
             if let Some(reason) = self.refuse_unseen(&delivery) {
                 tracing::warn!(%reason, delivery_tag = delivery.delivery_tag, "dead-lettering unseen");
-                self.dead_letter(&delivery, &reason, queue, dead_letters)
-                    .await?;
+                poison.push((delivery, reason));
                 continue;
             }
             match QueuedMessage::from_payload(&delivery.data) {
@@ -57,24 +60,32 @@ impl Ingest {
                 }
                 Err(error) => {
                     tracing::warn!(error = %error, delivery_tag = delivery.delivery_tag, "undecodable message; dead-lettering");
-                    let reason = format!("undecodable: {error}");
-                    self.dead_letter(&delivery, &reason, queue, dead_letters)
-                        .await?;
+                    poison.push((delivery, format!("undecodable: {error}")));
                 }
             }
         }
+        let poison = poison
+            .iter()
+            .map(|(delivery, reason)| (delivery, reason.clone()))
+            .collect();
+        let mut unanswered = self.dead_letter(poison, queue, dead_letters).await?;
         if messages.is_empty() {
             return Ok(Written {
                 count,
-                last_stored: None,
+                stored: Vec::new(),
+                unanswered,
             });
         }
         let refused = self.store_with_retry(&messages, cancel).await?;
         for (index, reason) in &refused {
-            self.dead_letter(&deliveries[*index], reason, queue, dead_letters)
-                .instrument(message_span(&deliveries[*index], &messages[*index]))
-                .await?;
+            message_span(&deliveries[*index], &messages[*index])
+                .in_scope(|| tracing::warn!(%reason, "dead-lettering"));
         }
+        let poison = refused
+            .iter()
+            .map(|(index, reason)| (&deliveries[*index], reason.clone()))
+            .collect();
+        unanswered.extend(self.dead_letter(poison, queue, dead_letters).await?);
         if tracing::enabled!(tracing::Level::DEBUG) {
             for (index, (delivery, message)) in deliveries.iter().zip(&messages).enumerate() {
                 if !refused.iter().any(|(refused, _)| *refused == index) {
@@ -82,18 +93,41 @@ impl Ingest {
                 }
             }
         }
-        let last_stored = (0..deliveries.len())
-            .rev()
-            .find(|i| !refused.iter().any(|(index, _)| index == i))
-            .and_then(|last| deliveries.into_iter().nth(last));
-        Ok(Written { count, last_stored })
+        let stored = deliveries
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !refused.iter().any(|(refused, _)| refused == index))
+            .map(|(_, delivery)| (delivery.delivery_tag, delivery.acker.clone()))
+            .collect();
+        Ok(Written {
+            count,
+            stored,
+            unanswered,
+        })
     }
 
-    /// Acknowledges a written batch. Called in delivery order, after every earlier batch of the channel
-    /// is settled, so the `multiple` ack covers only deliveries that are stored or already dead-lettered.
-    pub(super) async fn settle(&self, written: &Written) -> Result<(), SessionEnd> {
-        if let Some(last) = &written.last_stored {
-            settled(last.acker.ack(BasicAckOptions { multiple: true }).await)?;
+    /// Acknowledges the `stored` deliveries of a written batch. Called in delivery order, after every earlier batch of the channel
+    /// is settled, so that one `multiple` ack covers only deliveries that are stored or already
+    /// dead-lettered. If a delivery left unsettled for its unanswered dead-letter copy
+    /// (`lowest_unsettled`) is among those it would cover, the stored deliveries are acknowledged one
+    /// by one instead: a `multiple` ack would settle that original before its copy is known to exist.
+    pub(super) async fn settle(
+        &self,
+        stored: &[(DeliveryTag, Acker)],
+        lowest_unsettled: Option<DeliveryTag>,
+    ) -> Result<(), SessionEnd> {
+        let Some((last, last_acker)) = stored.last() else {
+            return Ok(());
+        };
+        if lowest_unsettled.is_some_and(|unsettled| unsettled < *last) {
+            let acks = stored
+                .iter()
+                .map(|(_, acker)| acker.ack(BasicAckOptions::default()));
+            for outcome in futures::future::join_all(acks).await {
+                settled(outcome)?;
+            }
+        } else {
+            settled(last_acker.ack(BasicAckOptions { multiple: true }).await)?;
         }
         Ok(())
     }

@@ -1148,3 +1148,109 @@ async fn s14_a_frozen_broker_under_the_largest_batches_keeps_the_publisher_in_it
             .unwrap();
     assert_eq!(rows, ids, "a message stored twice");
 }
+
+/// Undecodable messages reaching the consumer during a memory alarm: the broker blocks the consumer's
+/// dead-letter connection, so no copy can be confirmed until the alarm clears. Each is dead-lettered
+/// once, by the broker (rejected, without the reason) or by a copy (with it), never both, and the
+/// messages behind them are stored during the alarm rather than after a wait per poison message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "raises the machine's broker memory alarm; run by scripts/fault-suite"]
+async fn s15_poison_under_a_memory_alarm_is_dead_lettered_once_and_does_not_stall_its_queue() {
+    use end_to_end::broker_users::broker_message_count;
+    const POISON: usize = 5;
+    const GOOD: usize = 20;
+
+    // Arrange: poison, then good messages, waiting on the queue for a consumer.
+    let machine = Machine;
+    let mut pipeline = Pipeline::start().await;
+    pipeline.consumer.kill();
+    let queue = pipeline.queue().to_owned();
+    let amqp = Connection::connect(&end_to_end::amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    for n in 0..POISON {
+        end_to_end::publish_raw_on(&amqp, &queue, format!("not JSON, number {n}").as_bytes()).await;
+    }
+    let mut good = Vec::new();
+    for n in 0..GOOD {
+        let message = common::QueuedMessage {
+            id: uuid::Uuid::now_v7(),
+            received_at: chrono::Utc::now(),
+            message: serde_json::from_value(serde_json::json!({"sender": format!("behind {n}")}))
+                .unwrap(),
+            fingerprint: None,
+        };
+        end_to_end::publish_raw_on(&amqp, &queue, &message.to_payload()).await;
+        good.push(message.id);
+    }
+
+    // Act: the alarm goes off, then the consumer starts and meets the poison.
+    machine.set_memory_watermark("0.0000001");
+    // The broker tells a connection it is blocked only once it publishes: ask the broker itself.
+    end_to_end::eventually(Duration::from_secs(15), "the memory alarm", || async {
+        let alarms = tokio::task::spawn_blocking(|| {
+            std::process::Command::new("rabbitmq-diagnostics")
+                .args(["-q", "alarms"])
+                .output()
+                .expect("rabbitmq-diagnostics")
+        })
+        .await
+        .unwrap();
+        String::from_utf8_lossy(&alarms.stdout)
+            .to_lowercase()
+            .contains("memory")
+            .then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    pipeline.consumer.restart();
+    let stored_under_alarm = tokio::time::timeout(Duration::from_secs(20), async {
+        while (pipeline.stored_ids().await.len()) < GOOD {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        started.elapsed()
+    })
+    .await
+    .ok();
+    machine.set_memory_watermark("0.4");
+    // A last poison message after the alarm: its copy follows any copy held back during the alarm on
+    // the dead-letter channel, so once it is counted, every copy that will ever land has landed.
+    end_to_end::publish_raw_on(&amqp, &queue, b"not JSON, after the alarm").await;
+
+    // Assert
+    let dead = format!("{queue}.dead");
+    let depth = end_to_end::eventually(
+        Duration::from_secs(30),
+        "every poison message settled",
+        || async {
+            let dead_lettered = counter(
+                &pipeline.http,
+                &pipeline.consumer.url,
+                "consumer_messages_dead_lettered_total",
+            )
+            .await;
+            let queue = queue.clone();
+            let left = tokio::task::spawn_blocking(move || broker_message_count(&queue))
+                .await
+                .unwrap();
+            let depth = pipeline.queue_depths(std::slice::from_ref(&dead)).await[0];
+            (dead_lettered >= (POISON + 1) as f64 && left == Some(0) && depth as usize > POISON)
+                .then_some(depth)
+        },
+    )
+    .await;
+    println!(
+        "memory alarm with {POISON} poison messages ahead of {GOOD}: the {GOOD} stored {stored_under_alarm:.1?} \
+         after the consumer started under the alarm; {depth} dead letters for {} poison messages",
+        POISON + 1
+    );
+    assert_eq!(
+        depth as usize,
+        POISON + 1,
+        "each poison message dead-lettered once"
+    );
+    assert!(
+        stored_under_alarm.is_some_and(|took| took < Duration::from_secs(10)),
+        "the messages behind the poison were stored {stored_under_alarm:?} after the consumer started"
+    );
+}

@@ -6,6 +6,7 @@ mod batches;
 mod classic_dead_letters;
 mod confirm_order;
 mod database_faults;
+mod dead_letter_connection;
 mod dead_letters;
 mod fixtures;
 mod hard_input;
