@@ -16,8 +16,9 @@ pub struct Metrics {
     /// Deliveries rejected to the dead-letter queue.
     pub messages_dead_lettered: IntCounter,
     /// Copies to the dead-letter queue that the broker refused (the queue is at its length limit, or
-    /// the broker is out of resources) or did not confirm in time; the message is then rejected, and a
-    /// quorum queue keeps it until the dead-letter queue takes it.
+    /// the broker is out of resources), and originals rejected without a copy because the broker blocks
+    /// the dead-letter connection (a resource alarm); a quorum queue keeps each until the dead-letter
+    /// queue takes it.
     pub dead_letters_refused: IntCounter,
     /// Keyed messages dead-lettered because their key names a stored message with other content.
     pub key_conflicts: IntCounter,
@@ -77,7 +78,7 @@ impl Metrics {
             ),
             dead_letters_refused: counter(
                 "consumer_dead_letters_refused_total",
-                "Copies to the dead-letter queue the broker refused or did not confirm in time (a full queue); each waits in its source queue",
+                "Dead letters the broker refused to copy (a full dead-letter queue) or that were rejected without a copy while it blocked publishing (a resource alarm); each waits in its source queue",
             ),
             key_conflicts: counter(
                 "consumer_key_conflicts_total",
