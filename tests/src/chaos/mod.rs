@@ -169,17 +169,18 @@ async fn soak(world: Arc<World>, options: &Options) -> ExitCode {
     let ready_after = recovery.elapsed();
     let mut record = clients.stop().await;
     // Each publisher must take a message again: recovered, not only answering /readyz.
-    let probe = Clients::start(
-        &format!("{}-probe", world.queue),
-        world.publisher_urls(),
-        &[Kind::Keyed; 2],
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let probed = probe.stop().await;
-    if probed.accepted.is_empty() {
-        trouble.push("no publisher accepted a message after the faults".into());
+    for (i, url) in world.publisher_urls().iter().enumerate() {
+        let nonce = format!("{}-probe{i}", world.queue);
+        let body = clients::message("probe", &nonce, 0);
+        let id = clients::keyed_id(&nonce, &body, None);
+        record.attempts.insert(nonce.clone(), Some(id));
+        match probe(&http, url, &nonce, &body).await {
+            Some(answered) => {
+                record.accepted.insert(nonce, answered);
+            }
+            None => trouble.push(format!("{url} did not accept a message within 60 s")),
+        }
     }
-    record.merge(probed);
     let drained = drain(&world, Duration::from_secs(300)).await;
     if let Err(what) = &drained {
         trouble.push(what.clone());
@@ -206,6 +207,34 @@ async fn soak(world: Arc<World>, options: &Options) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Publishes `body` under the key `nonce` to the publisher at `url` until it is answered 202 (60 s at
+/// most); returns the id answered.
+async fn probe(
+    http: &reqwest::Client,
+    url: &str,
+    nonce: &str,
+    body: &serde_json::Value,
+) -> Option<uuid::Uuid> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let answer = http
+            .post(format!("{url}/message/publish"))
+            .header("Idempotency-Key", nonce)
+            .json(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        if let Ok(response) = answer.and_then(|r| r.error_for_status()) {
+            if response.status() == 202 {
+                let answer: serde_json::Value = response.json().await.ok()?;
+                return answer["id"].as_str()?.parse().ok();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
 }
 
 /// Waits until every service answers `/readyz` with 200; names the first that did not in time.
