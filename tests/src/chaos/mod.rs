@@ -202,7 +202,7 @@ async fn soak(world: Arc<World>, options: &Options) -> ExitCode {
         drained.ok(),
         &trouble,
     );
-    if outcome.exact() && trouble.is_empty() {
+    if outcome.exact() && record.unstable == 0 && trouble.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
