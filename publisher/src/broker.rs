@@ -67,12 +67,11 @@ impl Broker {
         self.readiness.get()
     }
 
-    /// A link to publish on now, or why there is none. The link goes back to the pool at once: links
-    /// are shared by the requests that took them.
+    /// A link to publish on now, or why there is none, within the pool's wait for a free slot; never
+    /// after a connection attempt (see [`links::take`]).
     async fn usable_link(&self) -> Result<Arc<Link>, Unready> {
-        let link = match self.pool.get().await {
-            Ok(object) => Arc::clone(&object),
-            Err(_) => return Err(Unready::Disconnected),
+        let Some(link) = links::take(&self.pool).await else {
+            return Err(Unready::Disconnected);
         };
         match link.blocked() {
             Some(reason) => Err(Unready::Blocked(reason)),
@@ -132,7 +131,8 @@ impl Broker {
             deadline_ms: self.confirm_timeout.as_millis(),
             reason,
         };
-        let mut link = match self.usable_link().await {
+        let first = tokio::time::timeout_at(deadline, self.usable_link()).await;
+        let mut link = match first.unwrap_or(Err(Unready::Disconnected)) {
             Ok(link) => link,
             Err(Unready::Disconnected) => return Err(PublishError::BrokerUnavailable),
             // Publishing now would only wait for a confirm that cannot come before the alarm clears.
@@ -204,7 +204,7 @@ impl Broker {
                 return None;
             }
             tokio::time::sleep_until(pause).await;
-            if let Ok(link) = self.usable_link().await {
+            if let Ok(Ok(link)) = tokio::time::timeout_at(deadline, self.usable_link()).await {
                 return Some(link);
             }
         }

@@ -30,7 +30,7 @@ use common::{
     Topology,
 };
 use deadpool::{
-    managed::{self, Hook, Pool, QueueMode, RecycleError, RecycleResult},
+    managed::{self, Hook, Pool, QueueMode, RecycleError, RecycleResult, Timeouts},
     Runtime,
 };
 use futures::StreamExt;
@@ -232,6 +232,22 @@ impl managed::Manager for LinkManager {
 
 /// The pool of links.
 pub type LinkPool = Pool<LinkManager>;
+
+/// A link for a request to publish on, handed back to the pool at once (links are shared). A request
+/// never makes a link itself: connecting can take [`CONNECT_TIMEOUT`] against a node that is frozen or
+/// cut off, and that is [`tend`]'s to wait out. With no usable link the request fails at once.
+pub async fn take(pool: &LinkPool) -> Option<Arc<Link>> {
+    let timeouts = Timeouts {
+        wait: Some(WAIT_TIMEOUT),
+        // A creation is polled once and then given up, before it has started anything.
+        create: Some(Duration::ZERO),
+        recycle: Some(WAIT_TIMEOUT),
+    };
+    pool.timeout_get(&timeouts)
+        .await
+        .ok()
+        .map(|link| Arc::clone(&link))
+}
 
 /// A pool of at most `size` links, handed out in turn.
 pub fn pool(manager: LinkManager, size: usize) -> LinkPool {
