@@ -34,7 +34,10 @@ fn check(authorization: Option<&str>, scope: Scope) {
         Ok(Some(identity)) => {
             // Admitted: the header must be `Bearer` and exactly this scope's token, give or take spaces.
             let trimmed = header.trim();
-            let (scheme, token) = (trimmed.get(..6).unwrap_or(""), trimmed.get(6..).unwrap_or(""));
+            let (scheme, token) = (
+                trimmed.get(..6).unwrap_or(""),
+                trimmed.get(6..).unwrap_or(""),
+            );
             assert!(scheme.eq_ignore_ascii_case("bearer"), "admitted {header:?}");
             assert_eq!(token.trim(), own, "admitted {header:?}");
             let digest = hex::encode(Sha256::digest(own.as_bytes()));
@@ -79,7 +82,13 @@ fuzz_target!(|data: &[u8]| {
     let scheme: String = "bearer"
         .chars()
         .zip(header.iter().chain(std::iter::repeat(&0)))
-        .map(|(c, b)| if b & 1 == 1 { c.to_ascii_uppercase() } else { c })
+        .map(|(c, b)| {
+            if b & 1 == 1 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
         .collect();
     let lead = header.get(6).copied().unwrap_or(0);
     let gap = 1 + header.get(7).copied().unwrap_or(0) % 3;

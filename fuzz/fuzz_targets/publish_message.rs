@@ -17,12 +17,18 @@ fuzz_target!(|data: &[u8]| {
         assert_renders(error);
     }
     match parse_message(body, usize::MAX) {
-        Err(_) => assert!(limited.is_err(), "accepted under a limit, refused without one"),
+        Err(_) => assert!(
+            limited.is_err(),
+            "accepted under a limit, refused without one"
+        ),
         Ok(message) => {
             let depth = message.attributes().depth() + 1;
             match &limited {
                 Ok(same) => {
-                    assert!(depth <= max_depth, "{depth} levels accepted under {max_depth}");
+                    assert!(
+                        depth <= max_depth,
+                        "{depth} levels accepted under {max_depth}"
+                    );
                     assert_eq!(same, &message);
                 }
                 Err(error) => assert!(
