@@ -25,13 +25,18 @@ struct ListParams {
     before: Option<String>,
 }
 
-/// Lists stored messages newest first.
-#[tracing::instrument(name = "list messages", skip_all)]
-pub async fn list(
-    request: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let params: ListParams = serde_urlencoded::from_str(request.query_string())
+/// The query string of `GET /message`, validated: everything but whether `before` names a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub limit: u32,
+    pub sender: Option<String>,
+    pub before: Option<Uuid>,
+}
+
+/// Parses and validates the query string of `GET /message` without touching the database, so that the
+/// parsing of untrusted query strings can be exercised on its own (the fuzz targets do).
+pub fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
+    let params: ListParams = serde_urlencoded::from_str(query)
         .map_err(|e| ApiError::InvalidParameter(format!("query string: {e}")))?;
     let limit = parse_limit(params.limit.as_deref())?;
     if let Some(sender) = params.sender.as_deref() {
@@ -41,11 +46,33 @@ pub async fn list(
             ));
         }
     }
+    let before = params
+        .before
+        .as_deref()
+        .map(|raw| parse_id("before", raw))
+        .transpose()?;
+    Ok(ListQuery {
+        limit,
+        sender: params.sender,
+        before,
+    })
+}
+
+/// Lists stored messages newest first.
+#[tracing::instrument(name = "list messages", skip_all)]
+pub async fn list(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let ListQuery {
+        limit,
+        sender,
+        before,
+    } = parse_list_query(request.query_string())?;
     let after =
-        match params.before.as_deref() {
+        match before {
             None => None,
-            Some(raw) => {
-                let id = parse_id("before", raw)?;
+            Some(id) => {
                 let cursor = state.store.cursor_of(id).await?;
                 Some(cursor.ok_or_else(|| {
                     ApiError::NotFound(format!("before: no message has the id {id}"))
@@ -53,7 +80,7 @@ pub async fn list(
             }
         };
     let page = PageRequest {
-        sender: params.sender.clone(),
+        sender: sender.clone(),
         after,
         limit,
     };
@@ -69,7 +96,7 @@ pub async fn list(
                     &request,
                     state.public_base_url.as_deref(),
                     limit,
-                    params.sender.as_deref(),
+                    sender.as_deref(),
                     last,
                 )
             ),
