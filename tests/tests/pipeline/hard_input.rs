@@ -376,6 +376,17 @@ async fn past_the_in_flight_byte_cap_a_request_is_refused_at_once_with_503_and_r
     holder.write_all(head.as_bytes()).await.unwrap();
     let held = large.len() - 10;
     holder.write_all(&large.as_bytes()[..held]).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the holder's bytes to be reserved",
+        || async {
+            let reserved = stack
+                .metric(stack.publisher_url(), "publisher_inflight_bytes")
+                .await;
+            (reserved >= held as f64).then_some(())
+        },
+    )
+    .await;
     let refused = eventually(
         Duration::from_secs(10),
         "a request to meet the cap",
