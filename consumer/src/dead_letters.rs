@@ -74,6 +74,15 @@ impl DeadLetterQueue {
         Ok((connection, channel))
     }
 
+    /// Returns `message` to `.dead`, where it stays a dead letter.
+    async fn put_back(message: &BasicGetMessage) -> lapin::Result<()> {
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        message.delivery.acker.nack(requeue).await.map(drop)
+    }
+
     /// Up to `limit` dead letters after the first `offset`, oldest first, all left where they are.
     pub async fn look(&self, offset: usize, limit: usize) -> lapin::Result<Vec<DeadLetter>> {
         let (connection, channel) = self.connect().await?;
@@ -109,14 +118,7 @@ impl DeadLetterQueue {
                 };
                 if replayed_by(&message) == Some(replay_id.as_str()) {
                     // This replay's own copy, dead-lettered again: everything before it is taken.
-                    message
-                        .delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await?;
+                    Self::put_back(&message).await?;
                     break;
                 }
                 let confirmed = channel
@@ -136,14 +138,7 @@ impl DeadLetterQueue {
                     replayed += 1;
                 } else {
                     // Not taken by the main queue: it stays a dead letter, and the replay stops here.
-                    message
-                        .delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await?;
+                    Self::put_back(&message).await?;
                     break;
                 }
             }

@@ -76,6 +76,19 @@ pub async fn metrics_text(http: &reqwest::Client, base_url: &str) -> String {
         .expect("metrics text")
 }
 
+/// Status of `GET url/readyz`, or 0 when the service did not answer within 2 s.
+pub async fn readiness(http: &reqwest::Client, url: &str) -> u16 {
+    match http
+        .get(format!("{url}/readyz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+    {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
 /// Polls `probe` every 25 ms until it returns `Some`, failing the test with `what` after `deadline`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
 where

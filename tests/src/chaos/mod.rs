@@ -241,7 +241,7 @@ async fn probe(
 async fn all_ready(http: &reqwest::Client, world: &World, within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
     for (name, url) in world.urls() {
-        while services::readiness(http, &url).await != 200 {
+        while end_to_end::readiness(http, &url).await != 200 {
             if Instant::now() > deadline {
                 return Err(name);
             }

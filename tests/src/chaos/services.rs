@@ -6,7 +6,6 @@ use std::{
     path::PathBuf,
     process::{Child, Stdio},
     sync::Arc,
-    time::Duration,
 };
 
 use anyhow::Context;
@@ -109,18 +108,5 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Status of `GET url/readyz`, or 0 when it did not answer within 2 s.
-pub async fn readiness(http: &reqwest::Client, url: &str) -> u16 {
-    match http
-        .get(format!("{url}/readyz"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-    {
-        Ok(response) => response.status().as_u16(),
-        Err(_) => 0,
     }
 }

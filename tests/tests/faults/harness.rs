@@ -132,18 +132,7 @@ impl Drop for Service {
     }
 }
 
-/// Status code of `GET url/readyz`, or 0 if it did not answer.
-pub async fn readiness(http: &reqwest::Client, url: &str) -> u16 {
-    match http
-        .get(format!("{url}/readyz"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-    {
-        Ok(response) => response.status().as_u16(),
-        Err(_) => 0,
-    }
-}
+pub use end_to_end::readiness;
 
 pub async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) {
     eventually(within, &format!("{url} to be ready"), || async {
