@@ -5,12 +5,14 @@
 //! PostgreSQL must run on their standard local ports. Every measurement uses a queue and a database of its
 //! own, removed afterwards, and is repeated (three times by default) to report the median. With
 //! `CLUSTER_AMQP_URL` set (`scripts/cluster start`, then `CLUSTER_AMQP_URL=$(scripts/cluster url)`), the
-//! shard figures are measured on the three-node cluster too. `--publisher` measures the publisher alone.
+//! shard figures are measured on the three-node cluster too. `--publisher` measures the publisher alone;
+//! `--production` the services with the production overlay's settings on that cluster.
 
 mod ceilings;
 mod fixture;
 mod http_load;
 mod latency;
+mod production;
 mod scale;
 mod services;
 mod writers;
@@ -29,6 +31,9 @@ pub struct Plan {
     publisher_only: bool,
     /// `--writers`: only the consumer's batch-writer scaler against one writer.
     writers_only: bool,
+    /// `--production`: only the services with the production overlay's settings, on the broker of
+    /// `CLUSTER_AMQP_URL`.
+    production_only: bool,
     runs: usize,
     raw_messages: usize,
     backlog: usize,
@@ -39,11 +44,13 @@ impl Plan {
     fn from_args() -> Self {
         let publisher_only = std::env::args().any(|arg| arg == "--publisher");
         let writers_only = std::env::args().any(|arg| arg == "--writers");
+        let production_only = std::env::args().any(|arg| arg == "--production");
         if std::env::args().any(|arg| arg == "--quick") {
             Self {
                 quick: true,
                 publisher_only,
                 writers_only,
+                production_only,
                 runs: 1,
                 raw_messages: 5_000,
                 backlog: 5_000,
@@ -54,6 +61,7 @@ impl Plan {
                 quick: false,
                 publisher_only,
                 writers_only,
+                production_only,
                 runs: 3,
                 raw_messages: 50_000,
                 backlog: 200_000,
@@ -135,6 +143,13 @@ async fn main() -> anyhow::Result<()> {
             writers::measure(&plan, &mut table).await?;
             continue;
         }
+        if plan.production_only {
+            let cluster = std::env::var("CLUSTER_AMQP_URL").map_err(|_| {
+                anyhow::anyhow!("--production needs CLUSTER_AMQP_URL=$(scripts/cluster url)")
+            })?;
+            production::measure(&plan, &cluster, &mut table).await?;
+            continue;
+        }
         measure_ceilings(&plan, &mut table).await?;
         measure_publisher(&plan, &mut table).await?;
         measure_consumer(&plan, &mut table).await?;
@@ -153,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
     if plan.writers_only {
         writers::print_ratios(&table);
         return Ok(());
+    }
+    if plan.production_only {
+        return production::print_summary(&table);
     }
     let ratio = |a: &str, b: &str| 100.0 * table.median(a) / table.median(b);
     println!("\nratios (medians):");

@@ -186,6 +186,11 @@ impl Tokens {
         !self.0.is_empty()
     }
 
+    /// Whether at least one token of `scope` is configured.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.0.iter().any(|token| token.scope == scope)
+    }
+
     /// Checks an `Authorization` header value for `scope`. `Ok(None)` when no token is configured.
     pub fn check(
         &self,

@@ -9,7 +9,11 @@ use std::fmt;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
-    amqp::BrokerAddress, auth::Tokens, telemetry::LogFormat, topology::QueueType, Topology,
+    amqp::BrokerAddress,
+    auth::{Scope, Tokens},
+    telemetry::LogFormat,
+    topology::QueueType,
+    Topology,
 };
 
 /// What both services read alike. It is read on its own rather than flattened into each service's
@@ -63,8 +67,12 @@ pub struct ServiceConfig {
     /// `SHUTDOWN_TIMEOUT_SECS`: longest wait for in-flight work after SIGTERM.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// `REQUIRE_TOKENS`: refuse to start unless every scope this service guards has a token, so that a
+    /// missing Secret in production stops the rollout instead of opening the API.
+    #[serde(default)]
+    pub require_tokens: bool,
     /// `PUBLISH_TOKENS`, `READ_TOKENS`, `ADMIN_TOKENS` (or their `_FILE`s): none means every route is
-    /// open. Read by [`Tokens::from_vars`], not by envy, and never written back by `environment()`.
+    /// open (unless `REQUIRE_TOKENS` is set). Read by [`Tokens::from_vars`], not by envy, and never written back by `environment()`.
     #[serde(skip)]
     pub tokens: Tokens,
 }
@@ -204,6 +212,23 @@ impl ServiceConfig {
             .map_err(|e| anyhow::anyhow!("invalid configuration: AMQP_CA_FILE {path:?} {e}"))
     }
 
+    /// With `REQUIRE_TOKENS`, fails naming the first of `scopes` that has no token.
+    fn require_tokens_for(&self, scopes: &[Scope]) -> anyhow::Result<()> {
+        if !self.require_tokens {
+            return Ok(());
+        }
+        match scopes.iter().find(|scope| !self.tokens.has(**scope)) {
+            Some(scope) => {
+                let variable = scope.variable();
+                anyhow::bail!(
+                    "invalid configuration: REQUIRE_TOKENS is set but {variable} (or {variable}_FILE) \
+                     gives no token: without it the routes it guards would be open"
+                )
+            }
+            None => Ok(()),
+        }
+    }
+
     pub fn topology(&self) -> Topology {
         let topology = Topology::new(
             &self.queue_name,
@@ -235,6 +260,7 @@ impl PublisherConfig {
     /// Reads the configuration from `vars` (name, value), as from the environment.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let config: Self = load(vars)?;
+        config.service.require_tokens_for(&[Scope::Publish])?;
         ensure(
             config.publish_channels > 0,
             "PUBLISH_CHANNELS must be at least 1",
@@ -277,6 +303,9 @@ impl ConsumerConfig {
     /// Reads the configuration from `vars` (name, value), as from the environment.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let config: Self = load(vars)?;
+        config
+            .service
+            .require_tokens_for(&[Scope::Read, Scope::Admin])?;
         ensure(config.batch_size > 0, "BATCH_SIZE must be at least 1")?;
         ensure(
             usize::from(config.prefetch) >= config.batch_size,
@@ -409,6 +438,7 @@ pub const VARIABLES: &[&str] = &[
     "QUEUE_WATCH_INTERVAL_MS",
     "HTTP_WRITE_TIMEOUT_SECS",
     "SHUTDOWN_TIMEOUT_SECS",
+    "REQUIRE_TOKENS",
     "PUBLISH_TOKENS",
     "PUBLISH_TOKENS_FILE",
     "READ_TOKENS",
@@ -737,6 +767,34 @@ mod tests {
             check_choices([("LOG_FORMAT".to_string(), "json".to_string())].into_iter()).is_ok()
         );
     }
+
+    #[test]
+    fn required_tokens_stop_each_service_naming_the_scope_it_lacks() {
+        let required = ("REQUIRE_TOKENS", "true");
+        let err = PublisherConfig::from_vars(pairs(&[required])).unwrap_err();
+        assert!(err.to_string().contains("PUBLISH_TOKENS"), "{err}");
+        let err = ConsumerConfig::from_vars(pairs(&[required, ("READ_TOKENS", READ)])).unwrap_err();
+        assert!(err.to_string().contains("ADMIN_TOKENS"), "{err}");
+        let err =
+            ConsumerConfig::from_vars(pairs(&[required, ("ADMIN_TOKENS", ADMIN)])).unwrap_err();
+        assert!(err.to_string().contains("READ_TOKENS"), "{err}");
+        // A publisher does not need the consumer's scopes, nor the consumer the publisher's.
+        assert!(
+            PublisherConfig::from_vars(pairs(&[required, ("PUBLISH_TOKENS", PUBLISH)])).is_ok()
+        );
+        assert!(ConsumerConfig::from_vars(pairs(&[
+            required,
+            ("READ_TOKENS", READ),
+            ("ADMIN_TOKENS", ADMIN)
+        ]))
+        .is_ok());
+        // Without the setting, no token is needed.
+        assert!(PublisherConfig::from_vars(pairs(&[])).is_ok());
+    }
+
+    const PUBLISH: &str = "publish-token-secret-0001";
+    const READ: &str = "read-token-secret-000001";
+    const ADMIN: &str = "admin-token-secret-00001";
 
     #[test]
     fn a_configuration_read_back_from_its_environment_is_the_same() {
