@@ -22,6 +22,7 @@ mod query_plan;
 mod redelivery;
 mod refusals;
 mod replay;
+mod required_tokens;
 mod round_trip;
 mod scaling;
 mod shard_changes;
