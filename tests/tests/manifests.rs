@@ -632,18 +632,6 @@ fn broker_pod_of(objects: &[Value]) -> (String, Endpoint) {
     (name, endpoint)
 }
 
-/// The keys of the Secret `<cluster>-default-user` the RabbitMQ Cluster Operator writes (its
-/// `internal/resource/default_user_secret.go`); `host` is `<cluster>.<namespace>.svc`, a bare host name.
-const OPERATOR_SECRET_KEYS: [&str; 7] = [
-    "username",
-    "password",
-    "host",
-    "port",
-    "default_user.conf",
-    "provider",
-    "type",
-];
-
 /// Whether RabbitMQ's management API lists `queue` for the `name` regex KEDA sends with `use_regex`: the
 /// broker matches with Erlang's `re` (PCRE), unanchored and caseless, which `grep -P -i` reproduces.
 fn rabbitmq_lists(regex: &str, queue: &str) -> bool {
@@ -877,7 +865,10 @@ fn the_keda_overlay_reads_the_management_api_over_tls_as_a_monitoring_user_of_it
             target["name"].as_str().unwrap(),
             target["key"].as_str().unwrap(),
         );
-        assert_ne!(secret, operator_secret, "KEDA does not log in as the administrator");
+        assert_ne!(
+            secret, operator_secret,
+            "KEDA does not log in as the administrator"
+        );
         let exists = (secret == credentials && ["username", "password"].contains(&key))
             || (secret == tls_secret && key == "ca.crt");
         assert!(exists, "Secret {secret} has no key {key}");
@@ -934,8 +925,14 @@ fn the_keda_overlay_reads_the_management_api_over_tls_as_a_monitoring_user_of_it
         Some(&format!("{tls_secret}/ca.crt")),
         "KEDA trusts the broker's authority"
     );
-    assert_eq!(parameters.get("username"), Some(&format!("{credentials}/username")));
-    assert_eq!(parameters.get("password"), Some(&format!("{credentials}/password")));
+    assert_eq!(
+        parameters.get("username"),
+        Some(&format!("{credentials}/username"))
+    );
+    assert_eq!(
+        parameters.get("password"),
+        Some(&format!("{credentials}/password"))
+    );
 }
 
 /// Two autoscalers on one Deployment fight over its replica count: in the KEDA overlay the consumer is
@@ -1041,7 +1038,10 @@ fn the_network_policies_let_keda_read_the_brokers_management_api() {
     };
 
     assert!(flow_allowed(&policies, &keda, &broker, 15671, "TCP"));
-    assert!(!flow_allowed(&policies, &keda, &broker, 15672, "TCP"), "no plaintext HTTP");
+    assert!(
+        !flow_allowed(&policies, &keda, &broker, 15672, "TCP"),
+        "no plaintext HTTP"
+    );
     assert!(flow_allowed(&policies, &consumer, &broker, 5671, "TCP"));
     assert!(flow_allowed(&policies, &publisher, &broker, 5671, "TCP"));
     assert!(flow_allowed(&policies, &consumer, &database, 5432, "TCP"));
@@ -1156,7 +1156,10 @@ fn the_production_network_policies_let_into_the_operators_pods_exactly_the_flows
         flow(&rabbitmq_operator, &broker, 15671),
         "the Messaging Topology Operator reaches the management API over HTTPS"
     );
-    assert!(!flow(&rabbitmq_operator, &broker, 15672), "no plaintext HTTP");
+    assert!(
+        !flow(&rabbitmq_operator, &broker, 15672),
+        "no plaintext HTTP"
+    );
     assert!(flow(&broker, &other_broker, 25672));
     assert!(flow(&other_broker, &broker, 25672));
     assert!(flow(&primary, &replica, 5432));
@@ -1852,9 +1855,10 @@ fn container_environment(
     }
     for variable in container["env"].as_array().into_iter().flatten() {
         let value = if let Some(literal) = variable["value"].as_str() {
-            env.iter().fold(literal.to_owned(), |value, (earlier, known)| {
-                value.replace(&format!("$({earlier})"), known)
-            })
+            env.iter()
+                .fold(literal.to_owned(), |value, (earlier, known)| {
+                    value.replace(&format!("$({earlier})"), known)
+                })
         } else {
             let reference = &variable["valueFrom"]["secretKeyRef"];
             secret_value(
@@ -1938,7 +1942,9 @@ fn production_dials(root: &Path, broker_ca: &str, database_ca: &str) -> Producti
         match (secret, key) {
             (_, "username") | (_, "password") => "guest".to_owned(),
             (_, "host") => format!("rabbitmq.{namespace}.svc"),
-            (_, "uri") => format!("postgresql://postgres:x@{database}-rw.{namespace}:5432/postgres"),
+            (_, "uri") => {
+                format!("postgresql://postgres:x@{database}-rw.{namespace}:5432/postgres")
+            }
             _ => panic!("no test value for {secret}/{key}"),
         }
     };
@@ -2063,7 +2069,12 @@ fn private_loopback() -> std::net::Ipv4Addr {
 /// Runs the `dial` helper on `plan` in a mount namespace of its own, whose /etc/hosts (a bind mount of
 /// a file written here) resolves every host of `hosts` to `address`: the system's file is not touched.
 /// Returns its lines, `ok <target>` or `error <target>: <why>`.
-fn dial_in_namespace(root: &Path, plan: &[Value], hosts: &[String], address: std::net::Ipv4Addr) -> Vec<String> {
+fn dial_in_namespace(
+    root: &Path,
+    plan: &[Value],
+    hosts: &[String],
+    address: std::net::Ipv4Addr,
+) -> Vec<String> {
     let plan_file = root.join("plan.json");
     std::fs::write(&plan_file, serde_json::to_vec(plan).unwrap()).unwrap();
     let hosts_file = root.join("hosts");
@@ -2111,7 +2122,9 @@ async fn production_listeners(
 ) -> Vec<end_to_end::tls::TlsListener> {
     use end_to_end::tls::{TlsListener, Upstream};
     use std::net::SocketAddr;
-    let names = |names: &[String]| names.iter().map(String::as_str).collect::<Vec<_>>();
+    fn names(names: &[String]) -> Vec<&str> {
+        names.iter().map(String::as_str).collect()
+    }
     let rabbitmq = SocketAddr::from(([127, 0, 0, 1], 5672));
     let postgresql = SocketAddr::from(([127, 0, 0, 1], 5432));
     let mut listeners = Vec::new();
@@ -2145,13 +2158,17 @@ async fn production_listeners(
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
 async fn production_tls_is_accepted_by_the_services_own_code_for_every_host_they_dial() {
     // Arrange
-    let root = std::env::temp_dir().join(format!("manifests-tls-{}", uuid::Uuid::new_v4().simple()));
+    let root =
+        std::env::temp_dir().join(format!("manifests-tls-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&root).unwrap();
     let broker = end_to_end::tls::TestAuthority::new("message-queue-ca");
     let database = end_to_end::tls::TestAuthority::new("postgresql-ca");
     let dials = production_dials(&root, &broker.pem(), &database.pem());
     assert!(
-        dials.broker_names.iter().all(|name| !name.contains("NAMESPACE")),
+        dials
+            .broker_names
+            .iter()
+            .all(|name| !name.contains("NAMESPACE")),
         "the namespace is filled into {:?}",
         dials.broker_names
     );
@@ -2171,7 +2188,10 @@ async fn production_tls_is_accepted_by_the_services_own_code_for_every_host_they
         assert!(line.starts_with("ok "), "{line}\n(all: {lines:#?})");
     }
     let handshakes: usize = listeners.iter().map(|l| l.handshakes()).sum();
-    assert!(handshakes >= lines.len(), "every dial went through a listener");
+    assert!(
+        handshakes >= lines.len(),
+        "every dial went through a listener"
+    );
     drop(listeners);
 
     // Act: the certificate the overlay had before.
@@ -2285,7 +2305,11 @@ fn production_api_requires_tokens_and_is_reached_only_through_the_tls_ingress() 
         }
         for service in of_kind(&objects, "Service") {
             let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
-            assert_eq!(kind, "ClusterIP", "{overlay}: {}", service["metadata"]["name"]);
+            assert_eq!(
+                kind, "ClusterIP",
+                "{overlay}: {}",
+                service["metadata"]["name"]
+            );
         }
     }
 
@@ -2303,8 +2327,10 @@ fn production_api_requires_tokens_and_is_reached_only_through_the_tls_ingress() 
             .as_array()
             .into_iter()
             .flatten()
-            .any(|tls| tls["hosts"].as_array().unwrap().iter().any(|h| h == host)
-                && tls["secretName"].is_string()),
+            .any(
+                |tls| tls["hosts"].as_array().unwrap().iter().any(|h| h == host)
+                    && tls["secretName"].is_string()
+            ),
         "TLS for {host}"
     );
     let paths = rule["http"]["paths"].as_array().expect("paths");
@@ -2331,7 +2357,9 @@ fn production_api_requires_tokens_and_is_reached_only_through_the_tls_ingress() 
         ("message-consumer", "consumer/openapi.yaml"),
     ] {
         let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(document),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(document),
         )
         .unwrap();
         let openapi: Value = serde_yaml_ng::from_str(&text).unwrap();
@@ -2345,7 +2373,10 @@ fn production_api_requires_tokens_and_is_reached_only_through_the_tls_ingress() 
                 assert_eq!(routed.as_deref(), Some(service), "{path}");
             }
         }
-        for p in paths.iter().filter(|p| p["backend"]["service"]["name"] == service) {
+        for p in paths
+            .iter()
+            .filter(|p| p["backend"]["service"]["name"] == service)
+        {
             let port = &p["backend"]["service"]["port"]["name"];
             assert!(
                 backend["spec"]["ports"]
@@ -2409,8 +2440,8 @@ fn production_broker_has_a_disruption_budget_pinned_images_and_one_namespace() {
         assert!(exact(image), "{image} is not an exact version");
     }
 
-    let namespace = &named(&objects, "Deployment", "message-consumer").unwrap()["metadata"]
-        ["namespace"];
+    let namespace =
+        &named(&objects, "Deployment", "message-consumer").unwrap()["metadata"]["namespace"];
     assert!(namespace.is_string());
     for object in objects.iter().chain(render("kube/overlays/keda").iter()) {
         assert_eq!(
@@ -2481,7 +2512,11 @@ fn production_database_archives_wal_and_backs_up_nightly_to_the_object_store() {
         "barman-cloud.cloudnative-pg.io"
     );
     assert_eq!(
-        backup["spec"]["schedule"].as_str().unwrap().split(' ').count(),
+        backup["spec"]["schedule"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count(),
         6,
         "CloudNativePG's schedules start with seconds"
     );
@@ -2520,7 +2555,10 @@ fn single_node_stack_uses_dynamic_volumes_and_keeps_a_consumer_through_a_drain()
         .find_map(|line| line.strip_prefix("KUBERNETES_VERSION="))
         .expect("check-manifests names the Kubernetes version");
     let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
-    assert!(!uses_sleep || minor >= 30, "preStop sleep needs 1.30, checked against {version}");
+    assert!(
+        !uses_sleep || minor >= 30,
+        "preStop sleep needs 1.30, checked against {version}"
+    );
 }
 
 /// The DNS policy assumes kube-dns pods in kube-system; each component of kube/components/ for other
@@ -2528,8 +2566,30 @@ fn single_node_stack_uses_dynamic_volumes_and_keeps_a_consumer_through_a_drain()
 #[test]
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
 fn each_dns_component_lets_every_pod_resolve_names_on_its_kind_of_cluster() {
-    let root = std::env::temp_dir().join(format!("manifests-dns-{}", uuid::Uuid::new_v4().simple()));
-    let kube = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kube").canonicalize().unwrap();
+    // kustomize takes relative paths only: the kustomizations are written under the target directory,
+    // which shares the repository's root with kube/.
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .canonicalize()
+        .unwrap()
+        .join(format!("manifests-dns-{}", uuid::Uuid::new_v4().simple()));
+    let kube = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kube")
+        .canonicalize()
+        .unwrap();
+    let relative = |from: &Path, to: &Path| {
+        let common = from
+            .components()
+            .zip(to.components())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let ups = from.components().count() - common;
+        let mut path = std::path::PathBuf::new();
+        for _ in 0..ups {
+            path.push("..");
+        }
+        path.extend(to.components().skip(common));
+        path
+    };
     for (component, dns, port) in [
         (
             "dns-nodelocal",
@@ -2542,7 +2602,11 @@ fn each_dns_component_lets_every_pod_resolve_names_on_its_kind_of_cluster() {
         ),
         (
             "dns-openshift",
-            synthetic_pod("dns-default", "openshift-dns", &[("dns.operator.openshift.io/daemonset-dns", "default")]),
+            synthetic_pod(
+                "dns-default",
+                "openshift-dns",
+                &[("dns.operator.openshift.io/daemonset-dns", "default")],
+            ),
             5353,
         ),
     ] {
@@ -2552,8 +2616,8 @@ fn each_dns_component_lets_every_pod_resolve_names_on_its_kind_of_cluster() {
             dir.join("kustomization.yaml"),
             format!(
                 "resources:\n  - {}\ncomponents:\n  - {}\n",
-                kube.display(),
-                kube.join("components").join(component).display()
+                relative(&dir, &kube).display(),
+                relative(&dir, &kube.join("components").join(component)).display()
             ),
         )
         .unwrap();
@@ -2562,7 +2626,11 @@ fn each_dns_component_lets_every_pod_resolve_names_on_its_kind_of_cluster() {
             .arg(&dir)
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let objects: Vec<Value> =
             serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&output.stdout).unwrap())
                 .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -2570,20 +2638,36 @@ fn each_dns_component_lets_every_pod_resolve_names_on_its_kind_of_cluster() {
                 .collect();
         let policies = of_kind(&objects, "NetworkPolicy");
         let dns_policy = named(&objects, "NetworkPolicy", "dns-egress").unwrap();
-        for pod in ["message-publisher", "message-consumer", "rabbitmq", "postgresql"] {
+        for pod in [
+            "message-publisher",
+            "message-consumer",
+            "rabbitmq",
+            "postgresql",
+        ] {
             let pod = pod_of(&objects, pod);
             // An ipBlock peer (node-local DNS) is not a pod: checked on the policy itself.
             let allowed = if dns.namespace.is_none() {
-                dns_policy["spec"]["egress"].as_array().unwrap().iter().any(|rule| {
-                    rule["to"][0]["ipBlock"]["cidr"] == "169.254.20.10/32"
-                        && rule["ports"].as_array().unwrap().iter().any(|p| p["port"] == port)
-                })
+                dns_policy["spec"]["egress"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|rule| {
+                        rule["to"][0]["ipBlock"]["cidr"] == "169.254.20.10/32"
+                            && rule["ports"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|p| p["port"] == port)
+                    })
             } else {
                 flow_allowed(&policies, &pod, &dns, port, "UDP")
             };
             assert!(allowed, "{component}: {} cannot resolve names", pod.name);
             if dns.namespace.is_some() {
-                assert!(!flow_allowed(&policies, &pod, &dns, 443, "TCP"), "{component}");
+                assert!(
+                    !flow_allowed(&policies, &pod, &dns, 443, "TCP"),
+                    "{component}"
+                );
             }
         }
     }

@@ -88,7 +88,9 @@ async fn dial(target: Target) -> Vec<(String, anyhow::Result<()>)> {
     }
 }
 
-async fn timed(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+async fn timed(
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     tokio::time::timeout(ATTEMPT, future)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {ATTEMPT:?}"))?
