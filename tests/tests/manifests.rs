@@ -2194,7 +2194,9 @@ async fn production_tls_is_accepted_by_the_services_own_code_for_every_host_they
     );
     drop(listeners);
 
-    // Act: the certificate the overlay had before.
+    // Act: the certificate the overlay had before, on another address (the listeners above close
+    // their sockets only once their tasks have stopped).
+    let address = private_loopback();
     let old_names = ["rabbitmq".to_owned(), "*.rabbitmq-nodes".to_owned()];
     let listeners = production_listeners(&dials, address, &broker, &old_names, &database).await;
     let lines = dial_in_namespace(&root, &dials.plan, &dials.hosts, address);
