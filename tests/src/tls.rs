@@ -104,6 +104,18 @@ pub struct TlsListener {
 impl TlsListener {
     /// Starts listening; connections are served until the listener is dropped.
     pub async fn start(identity: ServerIdentity, protocol: Upstream, upstream: SocketAddr) -> Self {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_at(identity, protocol, upstream, any_port).await
+    }
+
+    /// Like [`TlsListener::start`], on `address` (a port a manifest names, on a loopback address of
+    /// the test's own).
+    pub async fn start_at(
+        identity: ServerIdentity,
+        protocol: Upstream,
+        upstream: SocketAddr,
+        address: SocketAddr,
+    ) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -112,7 +124,7 @@ impl TlsListener {
             .with_single_cert(vec![identity.certificate], identity.key)
             .expect("server certificate");
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(address).await.expect("bind");
         let address = listener.local_addr().expect("address");
         let handshakes = Arc::new(AtomicUsize::new(0));
         let counted = handshakes.clone();

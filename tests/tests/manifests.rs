@@ -90,10 +90,20 @@ fn environment(objects: &[Value], deployment: &Value) -> BTreeMap<String, Option
                     }
                 }
             }
-            None => assert_eq!(
-                reference["optional"], true,
-                "{kind} {name} is missing and not optional"
-            ),
+            None => match USER_MADE_SECRETS
+                .iter()
+                .find(|(secret, _)| kind == "Secret" && *secret == name)
+            {
+                Some((_, keys)) => {
+                    for (key, value) in keys.iter() {
+                        env.insert((*key).to_owned(), Some((*value).to_owned()));
+                    }
+                }
+                None => assert_eq!(
+                    reference["optional"], true,
+                    "{kind} {name} is missing and not optional"
+                ),
+            },
         }
     }
     for variable in container["env"].as_array().into_iter().flatten() {
@@ -622,18 +632,6 @@ fn broker_pod_of(objects: &[Value]) -> (String, Endpoint) {
     (name, endpoint)
 }
 
-/// The keys of the Secret `<cluster>-default-user` the RabbitMQ Cluster Operator writes (its
-/// `internal/resource/default_user_secret.go`); `host` is `<cluster>.<namespace>.svc`, a bare host name.
-const OPERATOR_SECRET_KEYS: [&str; 7] = [
-    "username",
-    "password",
-    "host",
-    "port",
-    "default_user.conf",
-    "provider",
-    "type",
-];
-
 /// Whether RabbitMQ's management API lists `queue` for the `name` regex KEDA sends with `use_regex`: the
 /// broker matches with Erlang's `re` (PCRE), unanchored and caseless, which `grep -P -i` reproduces.
 fn rabbitmq_lists(regex: &str, queue: &str) -> bool {
@@ -804,12 +802,13 @@ fn the_keda_overlay_scales_the_consumer_on_every_queue_it_drains_but_not_on_dead
 }
 
 /// KEDA's operator runs in its own namespace and reads the broker's management API: it needs the
-/// broker's fully qualified address and credentials, all of which must come from what the cluster really
-/// holds (a Secret of this overlay, or the one the RabbitMQ Cluster Operator writes), never from a value
-/// someone has to remember to fill in.
+/// broker's fully qualified address, over HTTPS with the broker's authority to trust, and credentials of
+/// a user of its own that may only monitor, all of which must come from what the cluster really holds
+/// (Secrets the operators write), never from a value someone has to remember to fill in; and never the
+/// administrator's.
 #[test]
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
-fn the_keda_overlay_reaches_the_management_api_with_the_operators_credentials() {
+fn the_keda_overlay_reads_the_management_api_over_tls_as_a_monitoring_user_of_its_own() {
     let objects = render("kube/overlays/keda");
     let (cluster, _) = broker_pod_of(&objects);
     let operator_secret = format!("{cluster}-default-user");
@@ -828,7 +827,35 @@ fn the_keda_overlay_reaches_the_management_api_with_the_operators_credentials() 
     )
     .expect("the TriggerAuthentication it names exists");
 
-    let mut parameters = Vec::new();
+    // The user KEDA logs in as: the Messaging Topology Operator's User, tagged monitoring, with a
+    // Permission that grants nothing but access to the vhost, and its generated Secret.
+    let users: Vec<&Value> = of_kind(&objects, "User")
+        .into_iter()
+        .filter(|u| {
+            u["spec"]["tags"]
+                .as_array()
+                .is_some_and(|tags| tags.iter().any(|t| t == "monitoring"))
+        })
+        .collect();
+    assert_eq!(users.len(), 1, "one monitoring user");
+    let user = users[0]["metadata"]["name"].as_str().unwrap();
+    assert_eq!(users[0]["spec"]["tags"], serde_json::json!(["monitoring"]));
+    let permission = of_kind(&objects, "Permission")
+        .into_iter()
+        .find(|p| p["spec"]["userReference"]["name"] == user)
+        .expect("a Permission for KEDA's user");
+    assert_eq!(permission["spec"]["vhost"], "/");
+    for grant in ["configure", "write", "read"] {
+        assert_eq!(permission["spec"]["permissions"][grant], "^$", "{grant}");
+    }
+    let credentials = format!("{user}-user-credentials");
+
+    let tls_secret = named(&objects, "RabbitmqCluster", &cluster).unwrap()["spec"]["tls"]
+        ["secretName"]
+        .as_str()
+        .expect("the broker has TLS")
+        .to_owned();
+    let mut parameters = BTreeMap::new();
     for target in authentication["spec"]["secretTargetRef"]
         .as_array()
         .into_iter()
@@ -838,14 +865,17 @@ fn the_keda_overlay_reaches_the_management_api_with_the_operators_credentials() 
             target["name"].as_str().unwrap(),
             target["key"].as_str().unwrap(),
         );
-        let exists = match named(&objects, "Secret", secret) {
-            Some(object) => ["data", "stringData"]
-                .iter()
-                .any(|field| !object[field][key].is_null()),
-            None => secret == operator_secret && OPERATOR_SECRET_KEYS.contains(&key),
-        };
+        assert_ne!(
+            secret, operator_secret,
+            "KEDA does not log in as the administrator"
+        );
+        let exists = (secret == credentials && ["username", "password"].contains(&key))
+            || (secret == tls_secret && key == "ca.crt");
         assert!(exists, "Secret {secret} has no key {key}");
-        parameters.push(target["parameter"].as_str().unwrap());
+        parameters.insert(
+            target["parameter"].as_str().unwrap().to_owned(),
+            format!("{secret}/{key}"),
+        );
     }
 
     let consumer = named(&objects, "Deployment", "message-consumer").unwrap();
@@ -857,7 +887,6 @@ fn the_keda_overlay_reaches_the_management_api_with_the_operators_credentials() 
             format!("<{secret}/{key}>")
         }
     };
-    let mut host = None;
     for variable in authentication["spec"]["env"]
         .as_array()
         .into_iter()
@@ -881,21 +910,28 @@ fn the_keda_overlay_reaches_the_management_api_with_the_operators_credentials() 
             !value.contains("$("),
             "{name} = {value} refers to a later or unknown variable"
         );
-        if variable["parameter"] == "host" {
-            host = Some(value);
-        }
-        parameters.push(variable["parameter"].as_str().unwrap());
+        parameters.insert(variable["parameter"].as_str().unwrap().to_owned(), value);
     }
 
-    // The operator's Service `<cluster>` serves the management API on 15672; "%2F" is the vhost "/".
+    // The operator's Service `<cluster>` serves the management API over HTTPS on 15671; "%2F" is "/".
     assert_eq!(
-        host.as_deref(),
-        Some(format!("http://{cluster}.NAMESPACE.svc:15672/%2F").as_str()),
+        parameters.get("host").map(String::as_str),
+        Some(format!("https://{cluster}.NAMESPACE.svc:15671/%2F").as_str()),
         "the management API's URL, by the name KEDA's namespace can resolve"
     );
-    assert!(
-        parameters.contains(&"username") && parameters.contains(&"password"),
-        "the credentials: {parameters:?}"
+    assert_eq!(parameters.get("tls").map(String::as_str), Some("enable"));
+    assert_eq!(
+        parameters.get("ca"),
+        Some(&format!("{tls_secret}/ca.crt")),
+        "KEDA trusts the broker's authority"
+    );
+    assert_eq!(
+        parameters.get("username"),
+        Some(&format!("{credentials}/username"))
+    );
+    assert_eq!(
+        parameters.get("password"),
+        Some(&format!("{credentials}/password"))
     );
 }
 
@@ -1001,15 +1037,19 @@ fn the_network_policies_let_keda_read_the_brokers_management_api() {
         labels: BTreeMap::from([("cnpg.io/cluster".to_owned(), "postgresql".to_owned())]),
     };
 
-    assert!(flow_allowed(&policies, &keda, &broker, 15672, "TCP"));
+    assert!(flow_allowed(&policies, &keda, &broker, 15671, "TCP"));
+    assert!(
+        !flow_allowed(&policies, &keda, &broker, 15672, "TCP"),
+        "no plaintext HTTP"
+    );
     assert!(flow_allowed(&policies, &consumer, &broker, 5671, "TCP"));
     assert!(flow_allowed(&policies, &publisher, &broker, 5671, "TCP"));
     assert!(flow_allowed(&policies, &consumer, &database, 5432, "TCP"));
-    assert!(!flow_allowed(&policies, &consumer, &broker, 15672, "TCP"));
+    assert!(!flow_allowed(&policies, &consumer, &broker, 15671, "TCP"));
     assert!(!flow_allowed(&policies, &publisher, &database, 5432, "TCP"));
     // Only KEDA's operator: another pod of its namespace, or the operator on another port, stays out.
     let neighbour = synthetic_pod("keda-neighbour", "keda", &[("app", "other")]);
-    assert!(!flow_allowed(&policies, &neighbour, &broker, 15672, "TCP"));
+    assert!(!flow_allowed(&policies, &neighbour, &broker, 15671, "TCP"));
     assert!(!flow_allowed(&policies, &keda, &broker, 5671, "TCP"));
 }
 
@@ -1065,9 +1105,9 @@ fn operators_pods(objects: &[Value]) -> [Endpoint; 4] {
 
 /// Every port the broker, the database and the services open, with both ends of the CLI tools' range and
 /// its neighbours outside it.
-const SYSTEM_PORTS: [u16; 16] = [
-    5671, 5672, 15672, 15692, 4369, 25672, 35671, 35672, 35677, 35682, 35683, 5432, 8000, 9187,
-    8080, 8081,
+const SYSTEM_PORTS: [u16; 17] = [
+    5671, 5672, 15671, 15672, 15692, 4369, 25672, 35671, 35672, 35677, 35682, 35683, 5432, 8000,
+    9187, 8080, 8081,
 ];
 
 /// The operators label their pods with labels of their own, not those of the custom resource, so a policy
@@ -1112,14 +1152,21 @@ fn the_production_network_policies_let_into_the_operators_pods_exactly_the_flows
     assert!(!flow(&unrelated, &broker, 5671));
     assert!(!flow(&unrelated, &broker, 15672));
     assert!(!flow(&unrelated, &primary, 5432));
-    assert!(flow(&rabbitmq_operator, &broker, 15672));
+    assert!(
+        flow(&rabbitmq_operator, &broker, 15671),
+        "the Messaging Topology Operator reaches the management API over HTTPS"
+    );
+    assert!(
+        !flow(&rabbitmq_operator, &broker, 15672),
+        "no plaintext HTTP"
+    );
     assert!(flow(&broker, &other_broker, 25672));
     assert!(flow(&other_broker, &broker, 25672));
     assert!(flow(&primary, &replica, 5432));
     assert!(flow(&replica, &primary, 5432));
     assert!(flow(&cnpg_operator, &primary, 8000));
     assert!(
-        !flow(&keda, &broker, 15672),
+        !flow(&keda, &broker, 15671),
         "KEDA is let in by its overlay alone"
     );
 
@@ -1131,7 +1178,7 @@ fn the_production_network_policies_let_into_the_operators_pods_exactly_the_flows
         match from.name {
             "message-publisher" => to_broker && port == 5671,
             "message-consumer" => to_broker && port == 5671 || to_instance && port == 5432,
-            "rabbitmq-operator" => to_broker && port == 15672,
+            "rabbitmq-operator" => to_broker && port == 15671,
             "cnpg-operator" => to_instance && [8000, 5432].contains(&port),
             name if brokers.contains(&name) => {
                 to_broker && ([4369, 25672].contains(&port) || (35672..=35682).contains(&port))
@@ -1554,16 +1601,6 @@ fn production_services_log_in_as_users_with_exactly_the_permissions_the_code_nee
     assert_eq!(policy["spec"]["definition"], expected.definition);
 }
 
-/// Whether the certificate name `pattern` (possibly `*.domain`) covers `host`.
-fn certificate_covers(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(domain) => host
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == domain),
-        None => pattern == host,
-    }
-}
-
 /// The file a container reads at `path`: the Secret key behind the volume mounted above it.
 fn mounted_secret_key(deployment: &Value, container: &Value, path: &str) -> (String, String) {
     let mount = container["volumeMounts"]
@@ -1592,9 +1629,8 @@ fn mounted_secret_key(deployment: &Value, container: &Value, path: &str) -> (Str
 }
 
 /// Under the production overlay every connection to the broker is `amqps://` on its TLS port, trusting
-/// the `ca.crt` of the very Secret that holds the broker's certificate, whose names cover every host the
-/// services dial; and the consumer reaches PostgreSQL with `sslmode=verify-full` against CloudNativePG's
-/// authority.
+/// the `ca.crt` of the very Secret that holds the broker's certificate; and the consumer reaches
+/// PostgreSQL with `sslmode=verify-full` against CloudNativePG's authority.
 #[test]
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
 fn production_connections_use_tls_that_verifies_the_servers() {
@@ -1607,12 +1643,7 @@ fn production_connections_use_tls_that_verifies_the_servers() {
         .into_iter()
         .find(|c| c["spec"]["secretName"] == tls_secret)
         .expect("cert-manager issues that Secret");
-    let names: Vec<&str> = certificate["spec"]["dnsNames"]
-        .as_array()
-        .expect("dnsNames")
-        .iter()
-        .map(|n| n.as_str().unwrap())
-        .collect();
+    assert!(certificate["spec"]["dnsNames"].is_array());
 
     let mut connections = 0;
     for (deployment, container) in [
@@ -1628,13 +1659,8 @@ fn production_connections_use_tls_that_verifies_the_servers() {
             let uri: lapin::uri::AMQPUri = node.parse().expect("an AMQP URL");
             assert_eq!(uri.scheme, lapin::uri::AMQPScheme::AMQPS, "{node}");
             assert_eq!(uri.authority.port, 5671, "{node}");
-            assert!(
-                names
-                    .iter()
-                    .any(|name| certificate_covers(name, &uri.authority.host)),
-                "the certificate names {} ({names:?})",
-                uri.authority.host
-            );
+            // Whether the certificate's names cover this host is proven by the services' own code:
+            // production_tls_is_accepted_by_the_services_own_code_for_every_host_they_dial.
             connections += 1;
         }
         let ca_file = resolved_variable(container, "AMQP_CA_FILE", |_, _| String::new())
@@ -1771,4 +1797,881 @@ fn single_node_services_log_in_as_users_with_exactly_the_permissions_the_code_ne
         broker_env["RABBITMQ_DEFAULT_PASS"].as_deref(),
         Some(admin.authority.userinfo.password.as_str())
     );
+}
+
+/// The Secrets a platform engineer makes before applying the production overlay (docs/production.md),
+/// with the keys the services read from them, given test values here.
+const USER_MADE_SECRETS: [(&str, &[(&str, &str)]); 2] = [
+    (
+        "message-publisher",
+        &[("PUBLISH_TOKENS", "test-publish-token-0000000000001")],
+    ),
+    (
+        "message-consumer",
+        &[
+            ("READ_TOKENS", "test-read-token-00000000000000001"),
+            ("ADMIN_TOKENS", "test-admin-token-0000000000000001"),
+        ],
+    ),
+];
+
+/// Every variable container `name` of `deployment` gets, as the kubelet works it out: the ConfigMaps and
+/// Secrets of `envFrom` (Secrets the cluster makes or a person makes, from `secret_value`), then `env` in
+/// order, each `$(VAR)` replaced by a variable defined before it.
+fn container_environment(
+    objects: &[Value],
+    deployment: &Value,
+    name: &str,
+    secret_value: &dyn Fn(&str, &str) -> String,
+) -> BTreeMap<String, String> {
+    let container = container_named(deployment, name);
+    let mut env = BTreeMap::new();
+    for source in container["envFrom"].as_array().into_iter().flatten() {
+        let (kind, reference) = if source["configMapRef"].is_object() {
+            ("ConfigMap", &source["configMapRef"])
+        } else {
+            ("Secret", &source["secretRef"])
+        };
+        let object_name = reference["name"].as_str().unwrap();
+        if let Some(object) = named(objects, kind, object_name) {
+            for field in ["data", "stringData"] {
+                for (key, value) in object[field].as_object().into_iter().flatten() {
+                    env.insert(key.clone(), value.as_str().unwrap_or_default().to_owned());
+                }
+            }
+        } else if let Some((_, keys)) = USER_MADE_SECRETS
+            .iter()
+            .find(|(secret, _)| kind == "Secret" && *secret == object_name)
+        {
+            for (key, value) in keys.iter() {
+                env.insert((*key).to_owned(), (*value).to_owned());
+            }
+        } else {
+            assert_eq!(
+                reference["optional"], true,
+                "{kind} {object_name} is neither rendered nor made by a person, and not optional"
+            );
+        }
+    }
+    for variable in container["env"].as_array().into_iter().flatten() {
+        let value = if let Some(literal) = variable["value"].as_str() {
+            env.iter()
+                .fold(literal.to_owned(), |value, (earlier, known)| {
+                    value.replace(&format!("$({earlier})"), known)
+                })
+        } else {
+            let reference = &variable["valueFrom"]["secretKeyRef"];
+            secret_value(
+                reference["name"].as_str().unwrap(),
+                reference["key"].as_str().unwrap(),
+            )
+        };
+        env.insert(variable["name"].as_str().unwrap().to_owned(), value);
+    }
+    env
+}
+
+/// The names CloudNativePG puts on its server certificate for Cluster `cluster` in `namespace`
+/// (`GetClusterAltDNSNames` in its api/v1 cluster types): each of its three Services (`-rw`, `-r`,
+/// `-ro`), short, with the namespace, with `.svc`, and with the cluster domain.
+fn cloudnative_pg_server_names(cluster: &str, namespace: &str) -> Vec<String> {
+    ["rw", "r", "ro"]
+        .iter()
+        .flat_map(|suffix| {
+            let service = format!("{cluster}-{suffix}");
+            [
+                service.clone(),
+                format!("{service}.{namespace}"),
+                format!("{service}.{namespace}.svc"),
+                format!("{service}.{namespace}.svc.cluster.local"),
+            ]
+        })
+        .collect()
+}
+
+/// What the production overlay makes the cluster dial over TLS, with everything a dial needs.
+struct ProductionDials {
+    namespace: String,
+    broker_names: Vec<String>,
+    database_names: Vec<String>,
+    /// The plan for the `dial` helper, with the files it reads under `root`.
+    plan: Vec<Value>,
+    /// Every host dialled, and the ports dialled on each kind of listener.
+    hosts: Vec<String>,
+    amqp_ports: Vec<u16>,
+    https_ports: Vec<u16>,
+    postgres_ports: Vec<u16>,
+}
+
+/// Reads the rendered production and KEDA overlays: the services' and the setup step's AMQP_URL nodes,
+/// the consumer's DATABASE_URL, and the management API as the Messaging Topology Operator (documented:
+/// `https://<cluster>.<namespace>.svc:15671` once the RabbitmqCluster has TLS) and KEDA (its
+/// TriggerAuthentication's `host`) reach it. The files the containers read at the paths their mounts
+/// give are written under `root` (the Secret's `ca.crt` each mount names) and the variables point there.
+fn production_dials(root: &Path, broker_ca: &str, database_ca: &str) -> ProductionDials {
+    let objects = render("kube/overlays/production");
+    let keda = render("kube/overlays/keda");
+    let consumer = named(&objects, "Deployment", "message-consumer").expect("the consumer");
+    let namespace = consumer["metadata"]["namespace"]
+        .as_str()
+        .expect("the overlay sets a namespace")
+        .to_owned();
+    let cluster = named(&objects, "RabbitmqCluster", "rabbitmq").expect("the broker");
+    let tls_secret = cluster["spec"]["tls"]["secretName"]
+        .as_str()
+        .expect("the broker has TLS")
+        .to_owned();
+    let certificate = of_kind(&objects, "Certificate")
+        .into_iter()
+        .find(|c| c["spec"]["secretName"] == tls_secret.as_str())
+        .expect("cert-manager issues the broker's Secret");
+    let broker_names: Vec<String> = certificate["spec"]["dnsNames"]
+        .as_array()
+        .expect("dnsNames")
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    let database = of_kind(&objects, "Cluster")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let database_names = cloudnative_pg_server_names(&database, &namespace);
+    // What the operators' Secrets hold: the broker's `host` as its operator writes it; CloudNativePG's
+    // `uri` as it writes it (`<cluster>-rw.<namespace>:5432`), with a role the test's server trusts.
+    let operator_secret = |secret: &str, key: &str| -> String {
+        match (secret, key) {
+            (_, "username") | (_, "password") => "guest".to_owned(),
+            (_, "host") => format!("rabbitmq.{namespace}.svc"),
+            (_, "uri") => {
+                format!("postgresql://postgres:x@{database}-rw.{namespace}:5432/postgres")
+            }
+            _ => panic!("no test value for {secret}/{key}"),
+        }
+    };
+    let ca_of = |secret: &str| -> &str {
+        if secret == tls_secret {
+            broker_ca
+        } else if secret == format!("{database}-ca") {
+            database_ca
+        } else {
+            panic!("a mount of an unknown authority {secret}")
+        }
+    };
+
+    let mut plan = Vec::new();
+    let (mut hosts, mut amqp_ports, mut postgres_ports) = (Vec::new(), Vec::new(), Vec::new());
+    for (deployment_name, container, service) in [
+        ("message-publisher", "publisher", "publisher"),
+        ("message-consumer", "consumer", "consumer"),
+        ("message-consumer", "declare-topology", "consumer"),
+    ] {
+        let deployment = named(&objects, "Deployment", deployment_name).expect("the Deployment");
+        let mut env = container_environment(&objects, deployment, container, &operator_secret);
+        // The trust files: where the container's mounts put a Secret's key, written under root.
+        let spec = container_named(deployment, container);
+        for mount in spec["volumeMounts"].as_array().into_iter().flatten() {
+            let mount_path = mount["mountPath"].as_str().unwrap();
+            for value in env.values_mut() {
+                let Some(at) = value.find(mount_path) else {
+                    continue;
+                };
+                let file = value[at..]
+                    .split(['&', ' ', ','])
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                let (secret, key) = mounted_secret_key(deployment, spec, &file);
+                assert_eq!(key, "ca.crt", "{file} is an authority's certificate");
+                let local = root.join(file.trim_start_matches('/'));
+                std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+                std::fs::write(&local, ca_of(&secret)).unwrap();
+                *value = value.replace(&file, local.to_str().unwrap());
+            }
+        }
+        for node in common::amqp::node_urls(&env["AMQP_URL"]) {
+            let uri: lapin::uri::AMQPUri = node.parse().expect("an AMQP URL");
+            assert_eq!(uri.scheme, lapin::uri::AMQPScheme::AMQPS, "{node}");
+            hosts.push(uri.authority.host.clone());
+            amqp_ports.push(uri.authority.port);
+        }
+        plan.push(serde_json::json!({"amqp": {"service": service, "env": env}}));
+        if container == "consumer" {
+            let options: sqlx::postgres::PgConnectOptions =
+                env["DATABASE_URL"].parse().expect("a PostgreSQL URL");
+            assert!(
+                matches!(
+                    options.get_ssl_mode(),
+                    sqlx::postgres::PgSslMode::VerifyFull
+                ),
+                "the consumer verifies the database's certificate and name"
+            );
+            hosts.push(options.get_host().to_owned());
+            postgres_ports.push(options.get_port());
+            plan.push(serde_json::json!({"postgres": {"env": env}}));
+        }
+    }
+
+    // The management API over HTTPS, as the Messaging Topology Operator and KEDA dial it.
+    let broker_ca_file = root.join("management-ca.crt");
+    std::fs::write(&broker_ca_file, broker_ca).unwrap();
+    let mut https = vec![(format!("rabbitmq.{namespace}.svc"), 15671_u16)];
+    let keda_consumer = named(&keda, "Deployment", "message-consumer").expect("the consumer");
+    let keda_env = container_environment(&keda, keda_consumer, "consumer", &operator_secret);
+    let authentication = named(&keda, "TriggerAuthentication", "message-consumer-rabbitmq")
+        .expect("KEDA's TriggerAuthentication");
+    let host_variable = authentication["spec"]["env"]
+        .as_array()
+        .expect("env parameters")
+        .iter()
+        .find(|p| p["parameter"] == "host")
+        .expect("a host parameter")["name"]
+        .as_str()
+        .unwrap();
+    let management = keda_env[host_variable]
+        .strip_prefix("https://")
+        .expect("KEDA reads the management API over TLS");
+    let authority = management.split('/').next().unwrap();
+    let (host, port) = authority.rsplit_once(':').expect("an explicit port");
+    https.push((host.to_owned(), port.parse().expect("a port")));
+    let mut https_ports = Vec::new();
+    for (host, port) in https {
+        hosts.push(host.clone());
+        https_ports.push(port);
+        plan.push(serde_json::json!({"tls": {
+            "host": host, "port": port, "ca_file": broker_ca_file.to_str().unwrap()
+        }}));
+    }
+    for ports in [&mut amqp_ports, &mut https_ports, &mut postgres_ports] {
+        ports.sort_unstable();
+        ports.dedup();
+    }
+    hosts.sort();
+    hosts.dedup();
+    ProductionDials {
+        namespace,
+        broker_names,
+        database_names,
+        plan,
+        hosts,
+        amqp_ports,
+        https_ports,
+        postgres_ports,
+    }
+}
+
+/// A loopback address of this test's own, so that its listeners can take the ports the manifests name
+/// (5671, 15671, 5432) without meeting anything else on this machine.
+fn private_loopback() -> std::net::Ipv4Addr {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    std::net::Ipv4Addr::new(127, 100 + bytes[0] % 100, bytes[1], 1 + bytes[2] % 250)
+}
+
+/// Runs the `dial` helper on `plan` in a mount namespace of its own, whose /etc/hosts (a bind mount of
+/// a file written here) resolves every host of `hosts` to `address`: the system's file is not touched.
+/// Returns its lines, `ok <target>` or `error <target>: <why>`.
+fn dial_in_namespace(
+    root: &Path,
+    plan: &[Value],
+    hosts: &[String],
+    address: std::net::Ipv4Addr,
+) -> Vec<String> {
+    let plan_file = root.join("plan.json");
+    std::fs::write(&plan_file, serde_json::to_vec(plan).unwrap()).unwrap();
+    let hosts_file = root.join("hosts");
+    let mut table = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for host in hosts {
+        table.push_str(&format!("{address} {host}\n"));
+    }
+    std::fs::write(&hosts_file, table).unwrap();
+    let mut unshare = Command::new("unshare");
+    // As root (here and in CI) a mount namespace alone; otherwise one owned by a new user namespace.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unshare.arg("--map-root-user");
+    }
+    let output = unshare
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /etc/hosts && exec "$2" "$3""#)
+        .arg("sh")
+        .arg(&hosts_file)
+        .arg(env!("CARGO_BIN_EXE_dial"))
+        .arg(&plan_file)
+        .output()
+        .expect("unshare (util-linux) is installed");
+    assert!(
+        output.status.success(),
+        "the dial helper failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Starts, at `address`, the listeners a production cluster would answer on: AMQP over TLS in front of
+/// the machine's RabbitMQ, HTTPS (TLS in front of anything), and PostgreSQL's TLS in front of the
+/// machine's PostgreSQL, presenting `broker` and `database` certificates.
+async fn production_listeners(
+    dials: &ProductionDials,
+    address: std::net::Ipv4Addr,
+    broker: &end_to_end::tls::TestAuthority,
+    broker_names: &[String],
+    database: &end_to_end::tls::TestAuthority,
+) -> Vec<end_to_end::tls::TlsListener> {
+    use end_to_end::tls::{TlsListener, Upstream};
+    use std::net::SocketAddr;
+    fn names(names: &[String]) -> Vec<&str> {
+        names.iter().map(String::as_str).collect()
+    }
+    let rabbitmq = SocketAddr::from(([127, 0, 0, 1], 5672));
+    let postgresql = SocketAddr::from(([127, 0, 0, 1], 5432));
+    let mut listeners = Vec::new();
+    for (ports, protocol, upstream) in [
+        (&dials.amqp_ports, Upstream::Amqp, rabbitmq),
+        (&dials.https_ports, Upstream::Amqp, rabbitmq),
+        (&dials.postgres_ports, Upstream::Postgres, postgresql),
+    ] {
+        for port in ports {
+            let identity = if protocol == Upstream::Postgres {
+                database.issue(&names(&dials.database_names))
+            } else {
+                broker.issue(&names(broker_names))
+            };
+            let at = SocketAddr::from((address, *port));
+            listeners.push(TlsListener::start_at(identity, protocol, upstream, at).await);
+        }
+    }
+    listeners
+}
+
+/// The production overlay's TLS works the first time: a certificate issued for exactly the names of the
+/// rendered broker Certificate is accepted, by the services' own code (`ServiceConfig::broker()` and
+/// lapin over rustls, reading AMQP_CA_FILE as mounted), by every node of every AMQP_URL the publisher,
+/// the consumer and the setup step are given, with the host names and ports as rendered; and the same
+/// authority verifies the management API's name as the Messaging Topology Operator and KEDA dial it. The
+/// consumer's `sslmode=verify-full` connection (its own pool) accepts a server certificate bearing the
+/// names CloudNativePG gives its own. The broker certificate the overlay had (`rabbitmq` and
+/// `*.rabbitmq-nodes`) is refused by the same code: rustls takes no wildcard before a single label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+async fn production_tls_is_accepted_by_the_services_own_code_for_every_host_they_dial() {
+    // Arrange
+    let root =
+        std::env::temp_dir().join(format!("manifests-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&root).unwrap();
+    let broker = end_to_end::tls::TestAuthority::new("message-queue-ca");
+    let database = end_to_end::tls::TestAuthority::new("postgresql-ca");
+    let dials = production_dials(&root, &broker.pem(), &database.pem());
+    assert!(
+        dials
+            .broker_names
+            .iter()
+            .all(|name| !name.contains("NAMESPACE")),
+        "the namespace is filled into {:?}",
+        dials.broker_names
+    );
+    assert!(dials
+        .broker_names
+        .contains(&format!("rabbitmq.{}.svc", dials.namespace)));
+    let address = private_loopback();
+
+    // Act: the certificate of the rendered names.
+    let listeners =
+        production_listeners(&dials, address, &broker, &dials.broker_names, &database).await;
+    let lines = dial_in_namespace(&root, &dials.plan, &dials.hosts, address);
+
+    // Assert: three containers, three nodes each; the database; the management API twice.
+    assert_eq!(lines.len(), 9 + 1 + 2, "{lines:#?}");
+    for line in &lines {
+        assert!(line.starts_with("ok "), "{line}\n(all: {lines:#?})");
+    }
+    let handshakes: usize = listeners.iter().map(|l| l.handshakes()).sum();
+    assert!(
+        handshakes >= lines.len(),
+        "every dial went through a listener"
+    );
+    drop(listeners);
+
+    // Act: the certificate the overlay had before, on another address (the listeners above close
+    // their sockets only once their tasks have stopped).
+    let address = private_loopback();
+    let old_names = ["rabbitmq".to_owned(), "*.rabbitmq-nodes".to_owned()];
+    let listeners = production_listeners(&dials, address, &broker, &old_names, &database).await;
+    let lines = dial_in_namespace(&root, &dials.plan, &dials.hosts, address);
+    drop(listeners);
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // Assert: every broker dial is refused for the name, the database still verifies.
+    for line in &lines {
+        if line.contains("postgres") {
+            assert!(line.starts_with("ok "), "{line}");
+        } else {
+            assert!(
+                line.starts_with("error ") && line.contains("not valid for name"),
+                "{line}"
+            );
+        }
+    }
+}
+
+/// The production consumer's settings obey the rules the code and the README state, read with the
+/// consumer's own configuration (`ConsumerConfig::from_vars`, `effective_prefetch`, the topology's
+/// drained queues): each shard's share of the prefetch fills a whole batch even at the most writers
+/// (a batch is at most `prefetch / (writers + 1)`, consumer/src/ingest/flow.rs); the writers of every
+/// drained queue fit the ingestion pool (README: "keep WRITERS_MAX × queues within DB_POOL_SIZE"); and
+/// the most pods that can run, with their pools, fit PostgreSQL's max_connections.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn production_consumer_settings_obey_the_rules_of_the_code_and_the_readme() {
+    for overlay in ["kube/overlays/production", "kube/overlays/keda"] {
+        let objects = render(overlay);
+        let config = consumer_config(&objects);
+        let topology = config.service.topology();
+        let shards = u16::try_from(topology.shards().len()).unwrap();
+        assert!(shards > 1, "{overlay}: sharded");
+        // The split of consumer/src/ingest/session.rs (prefetch_of): shards share it evenly.
+        let per_shard = usize::from(config.effective_prefetch() / shards);
+        let batch_at_most_writers = per_shard / (config.writers_max + 1);
+        assert!(
+            batch_at_most_writers >= config.batch_size,
+            "{overlay}: a shard's prefetch of {per_shard} fills batches of {batch_at_most_writers} \
+             with {} writers, below BATCH_SIZE {}",
+            config.writers_max,
+            config.batch_size
+        );
+        let queues = topology.drained_queues().len();
+        assert!(
+            config.writers_max * queues <= config.db_pool_size as usize,
+            "{overlay}: WRITERS_MAX {} x {queues} queues exceeds DB_POOL_SIZE {}",
+            config.writers_max,
+            config.db_pool_size
+        );
+
+        let consumer = named(&objects, "Deployment", "message-consumer").unwrap();
+        let surge = consumer["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+            .as_u64()
+            .unwrap_or(1);
+        let most_pods = match named(&objects, "HorizontalPodAutoscaler", "message-consumer") {
+            Some(hpa) => hpa["spec"]["maxReplicas"].as_u64().unwrap(),
+            None => the_scaled_object(&objects)["spec"]["maxReplicaCount"]
+                .as_u64()
+                .unwrap(),
+        } + surge;
+        let per_pod = u64::from(config.db_pool_size + config.db_read_pool_size);
+        let cluster = of_kind(&objects, "Cluster")[0];
+        let max_connections: u64 = cluster["spec"]["postgresql"]["parameters"]["max_connections"]
+            .as_str()
+            .unwrap_or("100")
+            .parse()
+            .unwrap();
+        // PostgreSQL keeps superuser_reserved_connections (3) and CloudNativePG's own sessions aside.
+        assert!(
+            most_pods * per_pod + 10 <= max_connections,
+            "{overlay}: {most_pods} pods x {per_pod} connections exceed max_connections {max_connections}"
+        );
+    }
+}
+
+/// In production the API is closed by default: both services are told to refuse to start without their
+/// tokens, the token Secrets are required, no Service opens a port on every node, and the example
+/// Ingress serves TLS and routes every API path to the service that serves it (from each service's
+/// OpenAPI document), but no probe, metrics or OpenAPI path.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn production_api_requires_tokens_and_is_reached_only_through_the_tls_ingress() {
+    for overlay in ["kube/overlays/production", "kube/overlays/keda"] {
+        let objects = render(overlay);
+        for (name, secret) in [
+            ("message-publisher", "message-publisher"),
+            ("message-consumer", "message-consumer"),
+        ] {
+            let deployment = named(&objects, "Deployment", name).unwrap();
+            let env = environment(&objects, deployment);
+            assert_eq!(
+                env.get("REQUIRE_TOKENS").cloned().flatten().as_deref(),
+                Some("true"),
+                "{overlay}: {name}"
+            );
+            let reference = first_container(deployment)["envFrom"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|source| source["secretRef"]["name"] == secret)
+                .expect("the token Secret is loaded");
+            assert_ne!(
+                reference["secretRef"]["optional"], true,
+                "{overlay}: {name} starts without its tokens"
+            );
+        }
+        for service in of_kind(&objects, "Service") {
+            let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            assert_eq!(
+                kind, "ClusterIP",
+                "{overlay}: {}",
+                service["metadata"]["name"]
+            );
+        }
+    }
+
+    let production = render("kube/overlays/production");
+    let ingress_objects = render("kube/examples/ingress");
+    let ingress = of_kind(&ingress_objects, "Ingress")[0];
+    assert_eq!(
+        ingress["metadata"]["namespace"],
+        named(&production, "Deployment", "message-consumer").unwrap()["metadata"]["namespace"]
+    );
+    let rule = &ingress["spec"]["rules"][0];
+    let host = rule["host"].as_str().expect("a host");
+    assert!(
+        ingress["spec"]["tls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(
+                |tls| tls["hosts"].as_array().unwrap().iter().any(|h| h == host)
+                    && tls["secretName"].is_string()
+            ),
+        "TLS for {host}"
+    );
+    let paths = rule["http"]["paths"].as_array().expect("paths");
+    // The longest matching path wins; Prefix matches whole path elements.
+    let route = |request: &str| -> Option<String> {
+        paths
+            .iter()
+            .filter(|p| {
+                let path = p["path"].as_str().unwrap();
+                match p["pathType"].as_str().unwrap() {
+                    "Exact" => request == path,
+                    _ => {
+                        request == path
+                            || request.starts_with(&format!("{}/", path.trim_end_matches('/')))
+                    }
+                }
+            })
+            .max_by_key(|p| p["path"].as_str().unwrap().len())
+            .map(|p| p["backend"]["service"]["name"].as_str().unwrap().to_owned())
+    };
+    let internal = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+    for (service, document) in [
+        ("message-publisher", "publisher/openapi.yaml"),
+        ("message-consumer", "consumer/openapi.yaml"),
+    ] {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(document),
+        )
+        .unwrap();
+        let openapi: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let backend = named(&production, "Service", service).expect("the Service");
+        for path in openapi["paths"].as_object().unwrap().keys() {
+            let request = path.replace("{id}", "0198c8f0-0000-7000-8000-000000000000");
+            let routed = route(&request);
+            if internal.contains(&path.as_str()) {
+                assert!(routed.is_none(), "{path} is reachable from outside");
+            } else {
+                assert_eq!(routed.as_deref(), Some(service), "{path}");
+            }
+        }
+        for p in paths
+            .iter()
+            .filter(|p| p["backend"]["service"]["name"] == service)
+        {
+            let port = &p["backend"]["service"]["port"]["name"];
+            assert!(
+                backend["spec"]["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|sp| sp["name"] == *port),
+                "{service} has no port {port}"
+            );
+        }
+    }
+}
+
+/// The production broker keeps a majority through voluntary disruptions (the Cluster Operator makes no
+/// disruption budget of its own), the operators reach the management API's name on the broker's
+/// certificate with the broker's authority (the patch for the Messaging Topology Operator), the images
+/// are exact versions, and both overlays share one namespace.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn production_broker_has_a_disruption_budget_pinned_images_and_one_namespace() {
+    let objects = render("kube/overlays/production");
+    let (_, broker) = broker_pod_of(&objects);
+    let budgets: Vec<&Value> = of_kind(&objects, "PodDisruptionBudget")
+        .into_iter()
+        .filter(|pdb| selector_selects(&pdb["spec"]["selector"], &broker.labels))
+        .collect();
+    assert_eq!(budgets.len(), 1, "one budget for the broker's pods");
+    assert_eq!(budgets[0]["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        named(&objects, "RabbitmqCluster", "rabbitmq").unwrap()["spec"]["replicas"],
+        3
+    );
+
+    let exact = |image: &str| {
+        let tag = image.rsplit_once(':').map_or("", |(_, tag)| tag);
+        let version = tag.split('-').next().unwrap_or_default();
+        version.split('.').count() >= 2 && version.split('.').all(|p| p.parse::<u32>().is_ok())
+    };
+    let rabbitmq = named(&objects, "RabbitmqCluster", "rabbitmq").unwrap()["spec"]["image"]
+        .as_str()
+        .expect("the broker's image is set, not the operator's default");
+    assert!(exact(rabbitmq) && rabbitmq.contains(":4."), "{rabbitmq}");
+    let postgresql = of_kind(&objects, "Cluster")[0]["spec"]["imageName"]
+        .as_str()
+        .expect("the database's image is set, not the operator's default");
+    assert!(exact(postgresql), "{postgresql}");
+    for container in of_kind(&render("kube"), "Deployment")
+        .into_iter()
+        .flat_map(|d| {
+            let spec = &d["spec"]["template"]["spec"];
+            spec["initContainers"]
+                .as_array()
+                .into_iter()
+                .chain(spec["containers"].as_array())
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    {
+        let image = container["image"].as_str().unwrap();
+        assert!(exact(image), "{image} is not an exact version");
+    }
+
+    let namespace =
+        &named(&objects, "Deployment", "message-consumer").unwrap()["metadata"]["namespace"];
+    assert!(namespace.is_string());
+    for object in objects.iter().chain(render("kube/overlays/keda").iter()) {
+        assert_eq!(
+            &object["metadata"]["namespace"], namespace,
+            "{} {}",
+            object["kind"], object["metadata"]["name"]
+        );
+    }
+
+    let patch: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../kube/operators/messaging-topology-operator-ca-patch.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(patch["metadata"]["name"], "messaging-topology-operator");
+    assert_eq!(patch["metadata"]["namespace"], "rabbitmq-system");
+    let spec = &patch["spec"]["template"]["spec"];
+    let mount = &spec["containers"][0]["volumeMounts"][0];
+    assert_eq!(spec["containers"][0]["name"], "manager");
+    assert!(mount["mountPath"]
+        .as_str()
+        .unwrap()
+        .starts_with("/etc/ssl/certs/"));
+    let volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    assert_eq!(volume["secret"]["items"][0]["key"], mount["subPath"]);
+    assert_eq!(mount["subPath"], "ca.crt");
+}
+
+/// WAL is archived and base backups are taken to an object store whose credentials a Secret gives:
+/// the Cluster archives through the Barman Cloud plugin to the ObjectStore of the overlay, and a
+/// ScheduledBackup of that cluster uses the same plugin.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn production_database_archives_wal_and_backs_up_nightly_to_the_object_store() {
+    let objects = render("kube/overlays/production");
+    let cluster = named(&objects, "Cluster", "postgresql").unwrap();
+    let plugin = cluster["spec"]["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["name"] == "barman-cloud.cloudnative-pg.io")
+        .expect("the Barman Cloud plugin");
+    assert_eq!(plugin["isWALArchiver"], true);
+    let store_name = plugin["parameters"]["barmanObjectName"].as_str().unwrap();
+    let store = named(&objects, "ObjectStore", store_name).expect("the ObjectStore it names");
+    let configuration = &store["spec"]["configuration"];
+    assert!(configuration["destinationPath"].is_string());
+    for key in ["accessKeyId", "secretAccessKey"] {
+        assert_eq!(
+            configuration["s3Credentials"][key]["name"], "postgresql-backup-credentials",
+            "{key}"
+        );
+    }
+    assert!(store["spec"]["retentionPolicy"].is_string());
+    let backup = of_kind(&objects, "ScheduledBackup")[0];
+    assert_eq!(backup["spec"]["cluster"]["name"], "postgresql");
+    assert_eq!(backup["spec"]["method"], "plugin");
+    assert_eq!(
+        backup["spec"]["pluginConfiguration"]["name"],
+        "barman-cloud.cloudnative-pg.io"
+    );
+    assert_eq!(
+        backup["spec"]["schedule"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count(),
+        6,
+        "CloudNativePG's schedules start with seconds"
+    );
+}
+
+/// The single-node stack can run twice in one cluster and survives a drain: no cluster-wide
+/// PersistentVolume, claims on the default StorageClass, two consumers of which a drain leaves one, and
+/// the `preStop` `sleep` action checked against a Kubernetes version that has it (1.30 or later).
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn single_node_stack_uses_dynamic_volumes_and_keeps_a_consumer_through_a_drain() {
+    let objects = render("kube");
+    assert!(of_kind(&objects, "PersistentVolume").is_empty());
+    for claim in of_kind(&objects, "PersistentVolumeClaim") {
+        assert!(claim["spec"]["storageClassName"].is_null(), "{claim}");
+        assert!(claim["spec"]["volumeName"].is_null(), "{claim}");
+    }
+    let hpa = named(&objects, "HorizontalPodAutoscaler", "message-consumer").unwrap();
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+    let pdb = named(&objects, "PodDisruptionBudget", "message-consumer").unwrap();
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+
+    let uses_sleep = of_kind(&objects, "Deployment").iter().any(|d| {
+        d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["lifecycle"]["preStop"]["sleep"].is_object())
+    });
+    let script = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check-manifests"),
+    )
+    .unwrap();
+    let version = script
+        .lines()
+        .find_map(|line| line.strip_prefix("KUBERNETES_VERSION="))
+        .expect("check-manifests names the Kubernetes version");
+    let minor: u32 = version.split('.').nth(1).unwrap().parse().unwrap();
+    assert!(
+        !uses_sleep || minor >= 30,
+        "preStop sleep needs 1.30, checked against {version}"
+    );
+}
+
+/// The DNS policy assumes kube-dns pods in kube-system; each component of kube/components/ for other
+/// setups renders on top of the stack and lets every pod reach its DNS, and still nothing else.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn each_dns_component_lets_every_pod_resolve_names_on_its_kind_of_cluster() {
+    // kustomize takes relative paths only: the kustomizations are written under the target directory,
+    // which shares the repository's root with kube/.
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .canonicalize()
+        .unwrap()
+        .join(format!("manifests-dns-{}", uuid::Uuid::new_v4().simple()));
+    let kube = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kube")
+        .canonicalize()
+        .unwrap();
+    let relative = |from: &Path, to: &Path| {
+        let common = from
+            .components()
+            .zip(to.components())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let ups = from.components().count() - common;
+        let mut path = std::path::PathBuf::new();
+        for _ in 0..ups {
+            path.push("..");
+        }
+        path.extend(to.components().skip(common));
+        path
+    };
+    for (component, dns, port) in [
+        (
+            "dns-nodelocal",
+            Endpoint {
+                name: "node-local-dns",
+                namespace: None,
+                labels: BTreeMap::new(),
+            },
+            53,
+        ),
+        (
+            "dns-openshift",
+            synthetic_pod(
+                "dns-default",
+                "openshift-dns",
+                &[("dns.operator.openshift.io/daemonset-dns", "default")],
+            ),
+            5353,
+        ),
+    ] {
+        let dir = root.join(component);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("kustomization.yaml"),
+            format!(
+                "resources:\n  - {}\ncomponents:\n  - {}\n",
+                relative(&dir, &kube).display(),
+                relative(&dir, &kube.join("components").join(component)).display()
+            ),
+        )
+        .unwrap();
+        let output = Command::new("kubectl")
+            .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let objects: Vec<Value> =
+            serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&output.stdout).unwrap())
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .filter(|v: &Value| !v.is_null())
+                .collect();
+        let policies = of_kind(&objects, "NetworkPolicy");
+        let dns_policy = named(&objects, "NetworkPolicy", "dns-egress").unwrap();
+        for pod in [
+            "message-publisher",
+            "message-consumer",
+            "rabbitmq",
+            "postgresql",
+        ] {
+            let pod = pod_of(&objects, pod);
+            // An ipBlock peer (node-local DNS) is not a pod: checked on the policy itself.
+            let allowed = if dns.namespace.is_none() {
+                dns_policy["spec"]["egress"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|rule| {
+                        rule["to"][0]["ipBlock"]["cidr"] == "169.254.20.10/32"
+                            && rule["ports"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|p| p["port"] == port)
+                    })
+            } else {
+                flow_allowed(&policies, &pod, &dns, port, "UDP")
+            };
+            assert!(allowed, "{component}: {} cannot resolve names", pod.name);
+            if dns.namespace.is_some() {
+                assert!(
+                    !flow_allowed(&policies, &pod, &dns, 443, "TCP"),
+                    "{component}"
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&root).unwrap();
 }
