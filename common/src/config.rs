@@ -212,8 +212,10 @@ impl ServiceConfig {
             .map_err(|e| anyhow::anyhow!("invalid configuration: AMQP_CA_FILE {path:?} {e}"))
     }
 
-    /// With `REQUIRE_TOKENS`, fails naming the first of `scopes` that has no token.
-    fn require_tokens_for(&self, scopes: &[Scope]) -> anyhow::Result<()> {
+    /// With `REQUIRE_TOKENS`, fails naming the first of `scopes` that has no token. Called where a
+    /// service builds the HTTP server that guards those scopes, not when the configuration is read: a
+    /// setup step (`consumer declare-topology`) shares the service's settings but serves nothing.
+    pub fn require_tokens_for(&self, scopes: &[Scope]) -> anyhow::Result<()> {
         if !self.require_tokens {
             return Ok(());
         }
@@ -260,7 +262,6 @@ impl PublisherConfig {
     /// Reads the configuration from `vars` (name, value), as from the environment.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let config: Self = load(vars)?;
-        config.service.require_tokens_for(&[Scope::Publish])?;
         ensure(
             config.publish_channels > 0,
             "PUBLISH_CHANNELS must be at least 1",
@@ -303,9 +304,6 @@ impl ConsumerConfig {
     /// Reads the configuration from `vars` (name, value), as from the environment.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let config: Self = load(vars)?;
-        config
-            .service
-            .require_tokens_for(&[Scope::Read, Scope::Admin])?;
         ensure(config.batch_size > 0, "BATCH_SIZE must be at least 1")?;
         ensure(
             usize::from(config.prefetch) >= config.batch_size,
@@ -771,25 +769,29 @@ mod tests {
     #[test]
     fn required_tokens_stop_each_service_naming_the_scope_it_lacks() {
         let required = ("REQUIRE_TOKENS", "true");
-        let err = PublisherConfig::from_vars(pairs(&[required])).unwrap_err();
+        let publisher = |vars: &[(&str, &str)]| {
+            PublisherConfig::from_vars(pairs(vars))
+                .unwrap()
+                .service
+                .require_tokens_for(&[Scope::Publish])
+        };
+        let consumer = |vars: &[(&str, &str)]| {
+            ConsumerConfig::from_vars(pairs(vars))
+                .unwrap()
+                .service
+                .require_tokens_for(&[Scope::Read, Scope::Admin])
+        };
+        let err = publisher(&[required]).unwrap_err();
         assert!(err.to_string().contains("PUBLISH_TOKENS"), "{err}");
-        let err = ConsumerConfig::from_vars(pairs(&[required, ("READ_TOKENS", READ)])).unwrap_err();
+        let err = consumer(&[required, ("READ_TOKENS", READ)]).unwrap_err();
         assert!(err.to_string().contains("ADMIN_TOKENS"), "{err}");
-        let err =
-            ConsumerConfig::from_vars(pairs(&[required, ("ADMIN_TOKENS", ADMIN)])).unwrap_err();
+        let err = consumer(&[required, ("ADMIN_TOKENS", ADMIN)]).unwrap_err();
         assert!(err.to_string().contains("READ_TOKENS"), "{err}");
         // A publisher does not need the consumer's scopes, nor the consumer the publisher's.
-        assert!(
-            PublisherConfig::from_vars(pairs(&[required, ("PUBLISH_TOKENS", PUBLISH)])).is_ok()
-        );
-        assert!(ConsumerConfig::from_vars(pairs(&[
-            required,
-            ("READ_TOKENS", READ),
-            ("ADMIN_TOKENS", ADMIN)
-        ]))
-        .is_ok());
+        assert!(publisher(&[required, ("PUBLISH_TOKENS", PUBLISH)]).is_ok());
+        assert!(consumer(&[required, ("READ_TOKENS", READ), ("ADMIN_TOKENS", ADMIN)]).is_ok());
         // Without the setting, no token is needed.
-        assert!(PublisherConfig::from_vars(pairs(&[])).is_ok());
+        assert!(publisher(&[]).is_ok() && consumer(&[]).is_ok());
     }
 
     const PUBLISH: &str = "publish-token-secret-0001";

@@ -41,6 +41,9 @@ pub struct Application {
 impl Application {
     /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares everything; connects to nothing yet.
     pub fn build(config: &ConsumerConfig) -> anyhow::Result<Self> {
+        config
+            .service
+            .require_tokens_for(&[common::auth::Scope::Read, common::auth::Scope::Admin])?;
         let (listener, port) = http::bind(&config.service.http_host, config.http_port)?;
         let session = database::SessionSettings {
             statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),

@@ -26,6 +26,9 @@ pub struct Application {
 impl Application {
     /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares the server.
     pub fn build(config: &PublisherConfig) -> anyhow::Result<Self> {
+        config
+            .service
+            .require_tokens_for(&[common::auth::Scope::Publish])?;
         let (listener, port) = http::bind(&config.service.http_host, config.http_port)?;
         let metrics = Arc::new(Metrics::new());
         let broker = Arc::new(Broker::new(

@@ -2229,10 +2229,18 @@ fn production_consumer_settings_obey_the_rules_of_the_code_and_the_readme() {
         let objects = render(overlay);
         let config = consumer_config(&objects);
         let topology = config.service.topology();
-        let shards = u16::try_from(topology.shards().len()).unwrap();
-        assert!(shards > 1, "{overlay}: sharded");
-        // The split of consumer/src/ingest/session.rs (prefetch_of): shards share it evenly.
-        let per_shard = usize::from(config.effective_prefetch() / shards);
+        assert!(topology.shards().len() > 1, "{overlay}: sharded");
+        let queues: Vec<String> = topology
+            .drained_queues()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let per_shard = usize::from(consumer::ingest::prefetch_of(
+            &topology.shards()[0],
+            &queues,
+            &topology,
+            config.effective_prefetch(),
+        ));
         let batch_at_most_writers = per_shard / (config.writers_max + 1);
         assert!(
             batch_at_most_writers >= config.batch_size,
@@ -2241,7 +2249,7 @@ fn production_consumer_settings_obey_the_rules_of_the_code_and_the_readme() {
             config.writers_max,
             config.batch_size
         );
-        let queues = topology.drained_queues().len();
+        let queues = queues.len();
         assert!(
             config.writers_max * queues <= config.db_pool_size as usize,
             "{overlay}: WRITERS_MAX {} x {queues} queues exceeds DB_POOL_SIZE {}",

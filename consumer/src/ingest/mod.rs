@@ -24,6 +24,8 @@ mod splitting;
 mod storing;
 mod watch;
 
+pub use session::prefetch_of;
+
 use std::{sync::Arc, time::Duration};
 
 use common::{amqp::BrokerAddress, backoff::retry, Topology};

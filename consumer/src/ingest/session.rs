@@ -393,7 +393,7 @@ async fn connection_lost(connection: &Connection) {
 /// configured shards and those a larger `QUEUE_SHARDS` left), so that what the consumer holds stays
 /// within `PREFETCH_BYTES` however many there are, and a sixteenth of it for a queue that holds messages
 /// only after something unusual (the main queue deleted, or messages from before sharding).
-fn prefetch_of(queue: &str, queues: &[String], topology: &Topology, total: u16) -> u16 {
+pub fn prefetch_of(queue: &str, queues: &[String], topology: &Topology, total: u16) -> u16 {
     if topology.is_shard_queue(queue) {
         let shards = queues
             .iter()
