@@ -72,28 +72,28 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# Starts the newest installed cluster. On a systemd machine the package started it when it was installed,
-# and pg_ctlcluster answers a start of a running cluster with exit code 2: that counts as started.
+# Starts the cluster that listens on 5432. On a systemd machine the package started it when it was
+# installed, and pg_ctlcluster answers a start of a running cluster with exit code 2: that counts as started.
 start_postgresql_package() {
   if [ -z "$(sbin_tool pg_ctlcluster)" ]; then apt_install postgresql; fi
-  local version status=0 port
-  version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$version" ] || die "PostgreSQL is installed but has no cluster in /etc/postgresql"
-  if pg_ctlcluster "$version" main status >/dev/null 2>&1; then
-    say "PostgreSQL $version is already running"
-  else
-    say "starting PostgreSQL $version from the distribution's package"
-    # Where systemd runs, pg_ctlcluster hands the start to the cluster's unit itself.
-    as_root pg_ctlcluster "$version" main start || status=$?
-    case $status in
-      0) ;;
-      2) say "PostgreSQL $version was already running" ;;
-      *) die "pg_ctlcluster $version main start failed (exit $status); see /var/log/postgresql/postgresql-$version-main.log" ;;
-    esac
+  local version cluster status=0
+  read -r version cluster < <(pg_lsclusters -h 2>/dev/null | awk '$3 == 5432 { print $1, $2; exit }') || true
+  if [ -z "${version:-}" ]; then
+    [ -n "$(pg_lsclusters -h 2>/dev/null)" ] || die "PostgreSQL is installed but has no cluster (pg_lsclusters lists none)"
+    die "no PostgreSQL cluster of this machine is set to port 5432 (see pg_lsclusters): start yours, and name its port in DATABASE_URL and TEST_DATABASE_URL"
   fi
-  port=$(pg_lsclusters -h 2>/dev/null | awk -v v="$version" '$1 == v && $2 == "main" { print $3 }')
-  [ -z "$port" ] || [ "$port" = 5432 ] ||
-    die "PostgreSQL $version listens on port $port, not 5432: name that port in DATABASE_URL and TEST_DATABASE_URL"
+  if pg_ctlcluster "$version" "$cluster" status >/dev/null 2>&1; then
+    say "PostgreSQL $version/$cluster is already running"
+    return 0
+  fi
+  say "starting PostgreSQL $version/$cluster from the distribution's package"
+  # Where systemd runs, pg_ctlcluster hands the start to the cluster's unit itself.
+  as_root pg_ctlcluster "$version" "$cluster" start || status=$?
+  case $status in
+    0) ;;
+    2) say "PostgreSQL $version/$cluster was already running" ;;
+    *) die "pg_ctlcluster $version $cluster start failed (exit $status); see /var/log/postgresql/postgresql-$version-$cluster.log" ;;
+  esac
 }
 
 # Starts the package's broker, unless its node is already up or booting (on a systemd machine the package
@@ -195,7 +195,8 @@ ensure_rabbitmq_plugins() {
     say "cannot check $plugin on the local RabbitMQ: rabbitmq-plugins needs root. QUEUE_SHARDS > 1 needs it: sudo rabbitmq-plugins enable $plugin"
     return 0
   fi
-  if as_root "$plugins" -q list -e "$plugin" 2>/dev/null | grep -q "$plugin"; then return 0; fi
+  # Read whole before grep looks: grep -q leaving early would fail the pipe under pipefail.
+  if grep -q "$plugin" <<<"$(as_root "$plugins" -q list -e "$plugin" 2>/dev/null)"; then return 0; fi
   say "enabling $plugin on the local RabbitMQ"
   as_root "$plugins" -q enable "$plugin" >/dev/null ||
     say "could not enable $plugin: QUEUE_SHARDS > 1 will fail until it is enabled"
@@ -274,7 +275,8 @@ check_postgres_login() {
   command -v psql >/dev/null || return 0
   local url error
   for url in "${DATABASE_URL:-$DEFAULT_DATABASE_URL}" ${TEST_DATABASE_URL:+"$TEST_DATABASE_URL"}; do
-    if error=$(PGCONNECT_TIMEOUT=5 psql "$url" -Atqc 'select 1' 2>&1 >/dev/null) ||
+    # -w: psql would otherwise stop and ask for the password at the terminal.
+    if error=$(PGCONNECT_TIMEOUT=5 psql -w "$url" -Atqc 'select 1' 2>&1 >/dev/null) ||
       grep -q 'database ".*" does not exist' <<<"$error"; then
       continue
     fi
