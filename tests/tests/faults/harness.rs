@@ -208,6 +208,15 @@ impl Machine {
         );
     }
 
+    /// Puts back the watermark `scripts/fault-suite` found (`BROKER_MEMORY_WATERMARK`: a fraction, or
+    /// `absolute <bytes>`), or RabbitMQ's default 0.4 when run without it.
+    pub fn restore_memory_watermark(&self) {
+        let found = std::env::var("BROKER_MEMORY_WATERMARK").unwrap_or_else(|_| "0.4".into());
+        let mut args = vec!["set_vm_memory_high_watermark"];
+        args.extend(found.split_whitespace());
+        assert!(run("rabbitmqctl", &args), "watermark {found} put back");
+    }
+
     pub fn set_memory_watermark(&self, fraction: &str) {
         assert!(run(
             "rabbitmqctl",
@@ -218,7 +227,7 @@ impl Machine {
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        self.set_memory_watermark("0.4");
+        self.restore_memory_watermark();
         // Running, or only the app stopped (start it), or the whole node down (start the node).
         if !run("rabbitmqctl", &["await_startup", "--timeout", "2"])
             && !run("rabbitmqctl", &["start_app"])

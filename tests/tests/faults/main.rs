@@ -465,7 +465,7 @@ async fn s7_under_a_broker_memory_alarm_the_publisher_refuses_with_503_and_stays
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await; // five seconds of clients under the alarm
     let rss_during = pipeline.publisher.rss_kib();
-    machine.set_memory_watermark("0.4");
+    machine.restore_memory_watermark();
     let back = Instant::now();
     load.wait_accepted(500, Duration::from_secs(60)).await;
     let recovered = back.elapsed();
@@ -1212,7 +1212,7 @@ async fn s15_poison_under_a_memory_alarm_is_dead_lettered_once_and_does_not_stal
     })
     .await
     .ok();
-    machine.set_memory_watermark("0.4");
+    machine.restore_memory_watermark();
     // A last poison message after the alarm: its copy follows any copy held back during the alarm on
     // the dead-letter channel, so once it is counted, every copy that will ever land has landed.
     end_to_end::publish_raw_on(&amqp, &queue, b"not JSON, after the alarm").await;
