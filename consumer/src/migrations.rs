@@ -37,6 +37,11 @@ pub const LAST_RELEASED: i64 = 20261201000000;
 /// How often a migration that is still running says so.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
+/// How long connecting may take, and how long past its server-side bound a statement may go unanswered
+/// before the connection is given up: a server that vanished without a reset never answers, and sqlx
+/// has no client-side timeout of its own.
+const UNANSWERED: Duration = Duration::from_secs(30);
+
 /// How migrations run.
 #[derive(Debug, Clone, Copy)]
 pub struct MigrationSettings {
@@ -99,8 +104,8 @@ pub async fn apply(
     settings: &MigrationSettings,
     migrator: &Migrator,
 ) -> Result<(), MigrationError> {
-    let mut connection = connect(database_url, settings)
-        .await
+    let mut connection = within(UNANSWERED, connect(database_url, settings))
+        .await?
         .context("Failed to open the migration connection")?;
     let applied = apply_on(&mut connection, settings, migrator).await;
     // Ending the session releases the advisory lock and rolls back anything open, on success or not.
@@ -137,28 +142,27 @@ async fn apply_on(
 ) -> Result<(), MigrationError> {
     // The same advisory lock as sqlx's Migrator takes, so replicas of this and of earlier versions
     // starting together apply each migration once.
-    with_progress(connection.lock(), settings.progress_every, |waited| {
+    let locked = with_progress(connection.lock(), settings.progress_every, |waited| {
         tracing::info!(
             waited_secs = waited.as_secs(),
             "waiting for another replica to finish applying migrations"
         );
-    })
-    .await
-    .context("Failed to take the migration lock")?;
-    sqlx::query(&format!(
+    });
+    within(settings.statement_timeout + UNANSWERED, locked)
+        .await?
+        .context("Failed to take the migration lock")?;
+    let set = format!(
         "SET lock_timeout = '{}ms'",
         settings.lock_timeout.as_millis()
-    ))
-    .execute(&mut *connection)
-    .await
-    .context("Failed to set the migration lock timeout")?;
-    connection
-        .ensure_migrations_table()
-        .await
+    );
+    within(UNANSWERED, sqlx::query(&set).execute(&mut *connection))
+        .await?
+        .context("Failed to set the migration lock timeout")?;
+    within(UNANSWERED, connection.ensure_migrations_table())
+        .await?
         .context("Failed to create the migrations table")?;
-    let applied: HashSet<i64> = connection
-        .list_applied_migrations()
-        .await
+    let applied: HashSet<i64> = within(UNANSWERED, connection.list_applied_migrations())
+        .await?
         .context("Failed to list the applied migrations")?
         .into_iter()
         .map(|m| m.version)
@@ -183,9 +187,8 @@ async fn apply_on(
     for migration in pending {
         apply_one(connection, settings, migrator, migration).await?;
     }
-    connection
-        .unlock()
-        .await
+    within(UNANSWERED, connection.unlock())
+        .await?
         .context("Failed to release the migration lock")?;
     Ok(())
 }
@@ -219,8 +222,8 @@ async fn apply_one(
                 elapsed_secs = elapsed.as_secs(),
                 "still applying migration"
             );
-        })
-        .await;
+        });
+        let result = within(settings.statement_timeout + UNANSWERED, result).await?;
         let elapsed = started.elapsed();
         match result {
             Ok(()) => {
@@ -274,6 +277,14 @@ fn sqlstate(error: &MigrateError) -> Option<&str> {
     let code = database.code()?;
     // `code()` borrows from the error; the two codes looked for are static.
     ["55P03", "57014"].into_iter().find(|c| *c == code)
+}
+
+/// `work`, or an error once `limit` has passed without an answer (the connection is then dropped,
+/// which closes its socket).
+async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, work).await.map_err(|_| {
+        anyhow::anyhow!("PostgreSQL did not answer within {limit:?}; giving up this connection")
+    })
 }
 
 /// Runs `work`, calling `report` with the time spent every `every` until it finishes.
