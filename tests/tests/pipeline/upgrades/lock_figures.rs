@@ -2,7 +2,10 @@
 //! in `UPGRADE_ROWS` (default 1 and 3 million rows): on demand, by scripts/upgrade-check, which prints
 //! these figures for docs/upgrades.md.
 
+use std::time::{Duration, Instant};
+
 use consumer::migrations::{self, LAST_RELEASED};
+use end_to_end::{eventually, readiness, spawn_consumer, StackConfig};
 use sqlx::migrate::Migrator;
 
 use super::{
@@ -62,4 +65,52 @@ async fn lock_durations_of_an_upgrade_from_each_earlier_release() {
             );
         }
     }
+}
+
+/// The consumer itself on a first-release table of `UPGRADE_CONSUMER_ROWS` rows (default 6 million),
+/// with the default settings (a 10 s statement timeout on its pools): it applies the rewrite once and
+/// becomes ready, where the earlier releases' consumer cancelled it and retried for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fills a table of millions of rows: scripts/upgrade-check"]
+async fn a_consumer_upgrades_a_large_first_release_table_and_becomes_ready() {
+    // Arrange
+    let rows: u64 = std::env::var("UPGRADE_CONSUMER_ROWS")
+        .map(|n| n.parse().expect("UPGRADE_CONSUMER_ROWS: a row count"))
+        .unwrap_or(6_000_000);
+    let mut config = StackConfig::unique();
+    let database = ScratchDatabase::with_schema(&migrations::through(FIRST_RELEASE)).await;
+    fill(&database, rows).await;
+    config.database = database.name.clone();
+    config.consumer.database_url = database.url.clone();
+    let started = Instant::now();
+
+    // Act
+    let consumer = spawn_consumer(&config.consumer);
+    let http = reqwest::Client::new();
+    eventually(
+        Duration::from_secs(900),
+        "the consumer to be ready",
+        || async { (readiness(&http, &consumer.url).await == 200).then_some(()) },
+    )
+    .await;
+
+    // Assert
+    let ready = started.elapsed();
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let (count, column): (i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM messages), (SELECT data_type FROM information_schema.columns \
+         WHERE table_name = 'messages' AND column_name = 'message_attributes')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((count, column.as_str()), (rows as i64, "json"));
+    println!(
+        "UPGRADE the consumer on a first-release table of {rows} rows: ready after {:.1} s, migrated \
+         once",
+        ready.as_secs_f64()
+    );
+    pool.close().await;
+    consumer.stop().await.unwrap();
+    end_to_end::remove_resources(&config.queue, &config.database).await;
 }
