@@ -194,6 +194,16 @@ pub struct ConsumerConfig {
     /// How often the queues are looked at (depths, consumers, rates) and the writer counts decided.
     #[serde(default = "default_queue_watch_interval_ms")]
     pub queue_watch_interval_ms: u64,
+    /// `DB_MIGRATION_TIMEOUT_SECS`: longest one migration may run at start-up (its `statement_timeout`,
+    /// on a connection of its own, not the 10 s of the ingest pool). A migration past it is rolled back
+    /// and the consumer stops naming this variable, rather than locking the table again and again.
+    #[serde(default = "default_db_migration_timeout_secs")]
+    pub db_migration_timeout_secs: u64,
+    /// `DB_MIGRATION_LOCK_TIMEOUT_MS`: longest a migration waits for a table lock (`lock_timeout`)
+    /// before it gives up and tries again later: while it waits, every reader and writer of that table
+    /// queues behind it.
+    #[serde(default = "default_db_migration_lock_timeout_ms")]
+    pub db_migration_lock_timeout_ms: u64,
 }
 
 impl ServiceConfig {
@@ -337,6 +347,10 @@ impl ConsumerConfig {
             config.db_write_timeout_ms > 0 && config.db_statement_timeout_ms > 0,
             "DB_WRITE_TIMEOUT_MS and DB_STATEMENT_TIMEOUT_MS must be at least 1",
         )?;
+        ensure(
+            config.db_migration_timeout_secs > 0 && config.db_migration_lock_timeout_ms > 0,
+            "DB_MIGRATION_TIMEOUT_SECS and DB_MIGRATION_LOCK_TIMEOUT_MS must be at least 1",
+        )?;
         Ok(config)
     }
 
@@ -434,6 +448,8 @@ pub const VARIABLES: &[&str] = &[
     "SCALE_TARGET_DRAIN_SECS",
     "SCALE_COOLDOWN_SECS",
     "QUEUE_WATCH_INTERVAL_MS",
+    "DB_MIGRATION_TIMEOUT_SECS",
+    "DB_MIGRATION_LOCK_TIMEOUT_MS",
     "HTTP_WRITE_TIMEOUT_SECS",
     "SHUTDOWN_TIMEOUT_SECS",
     "REQUIRE_TOKENS",
@@ -669,6 +685,12 @@ fn default_scale_cooldown_secs() -> u64 {
 }
 fn default_queue_watch_interval_ms() -> u64 {
     5_000
+}
+fn default_db_migration_timeout_secs() -> u64 {
+    3600
+}
+fn default_db_migration_lock_timeout_ms() -> u64 {
+    1000
 }
 fn default_db_read_pool_size() -> u32 {
     4

@@ -11,8 +11,13 @@ use crate::message::Message;
 ///
 /// The id is fixed before publishing, so a redelivery or a client retry with the same
 /// `Idempotency-Key` maps to the same row and is stored once.
+///
+/// Fields of the envelope that this version does not know are ignored, so that during a rollout a
+/// consumer reads what a newer publisher sends (the release before this one refused the then-new
+/// `fingerprint` and dead-lettered keyed messages). A new envelope field whose meaning matters for
+/// storing must therefore reach the consumers a release before any publisher sends it (see
+/// docs/upgrades.md). The message inside keeps its own strict rules: an unknown field there is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct QueuedMessage {
     pub id: Uuid,
     pub received_at: DateTime<Utc>,
@@ -82,6 +87,28 @@ mod tests {
         ] {
             assert_ne!(a, fingerprint(&message(other)), "{other}");
         }
+    }
+
+    #[test]
+    fn an_envelope_field_from_a_newer_publisher_is_ignored() {
+        let id = Uuid::now_v7();
+        let payload = format!(
+            r#"{{"id":"{id}","received_at":"2024-01-01T00:00:00Z","message":{{"sender":"s"}},"fingerprint":"ab","trace":{{"x":1}},"schema":2}}"#
+        );
+        let queued = QueuedMessage::from_payload(payload.as_bytes()).unwrap();
+        assert_eq!(queued.id, id);
+        assert_eq!(queued.fingerprint.as_deref(), Some("ab"));
+        assert_eq!(queued.message.sender().as_str(), "s");
+    }
+
+    #[test]
+    fn an_unknown_field_inside_the_message_is_still_refused() {
+        let payload = format!(
+            r#"{{"id":"{}","received_at":"2024-01-01T00:00:00Z","message":{{"sender":"s","colour":"red"}}}}"#,
+            Uuid::now_v7()
+        );
+        let error = QueuedMessage::from_payload(payload.as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("colour"), "{error}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The PostgreSQL pool, and preparing the database at start-up: create it if missing, then apply the
-//! migrations (sqlx takes an advisory lock, so replicas starting together apply them once).
+//! The PostgreSQL pool, and preparing the database at start-up: create it if missing, check its
+//! encoding, then apply the migrations (see [`crate::migrations`] for how they run).
 
 use std::{str::FromStr, time::Duration};
 
@@ -11,6 +11,8 @@ use sqlx::{
     PgPool, Postgres,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::migrations::{self, MigrationError, MigrationSettings, MIGRATOR};
 
 /// The host of `database_url` when it is not this machine and its `sslmode` does not require TLS (the
 /// default, `prefer`, goes on in plaintext when the server offers none), as sqlx reads the URL.
@@ -82,30 +84,55 @@ pub fn lazy_pool(
 #[error("the database's encoding is {0}, not UTF8: it cannot store every sender and attribute a client may send; create the database with ENCODING 'UTF8'")]
 pub struct NotUtf8(pub String);
 
+/// Why the consumer stops instead of trying to prepare the database again.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error(transparent)]
+    NotUtf8(#[from] NotUtf8),
+    /// Trying again would hold the table's lock for as long again, and fail again.
+    #[error(transparent)]
+    MigrationTooLong(MigrationError),
+}
+
 /// Creates the database if needed, checks its encoding and migrates it, retrying with backoff until it
 /// works or `cancel` fires. Returns whether the database is ready, or the reason it can never be.
 pub async fn prepare(
     database_url: &str,
     pool: &PgPool,
+    migrations: &MigrationSettings,
     cancel: &CancellationToken,
-) -> Result<bool, NotUtf8> {
+) -> Result<bool, Unusable> {
     let prepared = retry(
         "database not ready",
         cancel.cancelled(),
-        || try_prepare(database_url, pool),
-        |error| error.is::<NotUtf8>(),
+        || try_prepare(database_url, pool, migrations),
+        |error| matches!(error, Prepare::Unusable(_)),
     )
     .await;
     match prepared {
         None => Ok(false),
         Some(Ok(())) => Ok(true),
-        Some(Err(error)) => Err(error.downcast::<NotUtf8>().expect("the only final error")),
+        Some(Err(Prepare::Unusable(unusable))) => Err(unusable),
+        Some(Err(Prepare::Retry(_))) => unreachable!("retried until it is final"),
     }
+}
+
+/// The outcome of one attempt to prepare the database.
+#[derive(Debug, thiserror::Error)]
+enum Prepare {
+    #[error(transparent)]
+    Unusable(#[from] Unusable),
+    #[error(transparent)]
+    Retry(#[from] anyhow::Error),
 }
 
 /// Checks and migrates the database, creating it first only if PostgreSQL says it does not exist: a
 /// managed database's user often cannot reach the maintenance database that an existence check needs.
-async fn try_prepare(database_url: &str, pool: &PgPool) -> anyhow::Result<()> {
+async fn try_prepare(
+    database_url: &str,
+    pool: &PgPool,
+    migrations: &MigrationSettings,
+) -> Result<(), Prepare> {
     match encoding(pool).await {
         Err(error) if is_missing(&error) => {
             // Another replica may create it at the same moment; only a failure that leaves it missing counts.
@@ -114,21 +141,35 @@ async fn try_prepare(database_url: &str, pool: &PgPool) -> anyhow::Result<()> {
                     .await
                     .unwrap_or(false)
                 {
-                    return Err(create).context("Failed to create the database");
+                    return Err(anyhow::Error::new(create)
+                        .context("Failed to create the database")
+                        .into());
                 }
             }
             tracing::info!("created the database");
         }
-        Err(error) => return Err(error).context("Failed to read the database's encoding"),
+        Err(error) => {
+            return Err(anyhow::Error::new(error)
+                .context("Failed to read the database's encoding")
+                .into())
+        }
         Ok(_) => {}
     }
     let encoding = encoding(pool)
         .await
         .context("Failed to read the database's encoding")?;
     if encoding != "UTF8" {
-        return Err(NotUtf8(encoding).into());
+        return Err(Unusable::from(NotUtf8(encoding)).into());
     }
-    migrate(pool).await.context("Failed to apply migrations")
+    match migrations::apply(database_url, migrations, &MIGRATOR).await {
+        Ok(()) => Ok(()),
+        Err(error @ MigrationError::TimedOut { .. }) => {
+            Err(Unusable::MigrationTooLong(error).into())
+        }
+        Err(MigrationError::Other(error)) => {
+            Err(error.context("Failed to apply migrations").into())
+        }
+    }
 }
 
 async fn encoding(pool: &PgPool) -> Result<String, sqlx::Error> {
@@ -141,10 +182,6 @@ async fn encoding(pool: &PgPool) -> Result<String, sqlx::Error> {
 
 fn is_missing(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000"))
-}
-
-async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("../migrations").run(pool).await
 }
 
 #[cfg(test)]

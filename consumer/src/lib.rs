@@ -10,6 +10,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod migrations;
 pub mod monitor;
 pub mod routes;
 pub mod scaling;

@@ -16,6 +16,7 @@ use crate::{
     database,
     ingest::{Ingest, IngestSettings},
     metrics::Metrics,
+    migrations::MigrationSettings,
     monitor::{self, Board},
     routes,
     scaling::ScalingSettings,
@@ -35,6 +36,7 @@ pub struct Application {
     store: MessageStore,
     status: Arc<PeerStatus>,
     database_url: String,
+    migrations: MigrationSettings,
     shutdown_timeout: Duration,
 }
 
@@ -143,6 +145,12 @@ impl Application {
             store,
             status,
             database_url: config.database_url.clone(),
+            migrations: MigrationSettings {
+                statement_timeout: Duration::from_secs(config.db_migration_timeout_secs),
+                lock_timeout: Duration::from_millis(config.db_migration_lock_timeout_ms),
+                progress_every: crate::migrations::PROGRESS_EVERY,
+                tcp_keepalive_secs: config.db_tcp_keepalive_secs,
+            },
             shutdown_timeout: Duration::from_secs(config.service.shutdown_timeout_secs),
         })
     }
@@ -159,20 +167,21 @@ impl Application {
     /// with an error naming why.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
-        let unusable = Arc::new(std::sync::Mutex::new(None::<database::NotUtf8>));
+        let unusable = Arc::new(std::sync::Mutex::new(None::<database::Unusable>));
         let stopping = CancellationToken::new();
         let mut ingest = tokio::spawn({
             let cancel = cancel.clone();
             let stopping = stopping.clone();
             let unusable = unusable.clone();
-            let (ingest, store, status, url) = (
+            let (ingest, store, status, url, migrations) = (
                 self.ingest,
                 self.store.clone(),
                 self.status,
                 self.database_url,
+                self.migrations,
             );
             async move {
-                match database::prepare(&url, store.pool(), &cancel).await {
+                match database::prepare(&url, store.pool(), &migrations, &cancel).await {
                     Ok(true) => {
                         status.set_database(true);
                         ingest.run(cancel).await;

@@ -33,4 +33,5 @@ mod statement_timeout;
 mod stuck_writer;
 mod subscription_refused;
 mod tls;
+mod upgrades;
 mod volume;
