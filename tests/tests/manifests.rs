@@ -2683,3 +2683,55 @@ fn each_dns_component_lets_every_pod_resolve_names_on_its_kind_of_cluster() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// The example Ingress lets through the largest request the production publisher accepts, so that the
+/// publisher answers a batch (or refuses it with its own problem body), never the controller's own page.
+/// The limit is read with the publisher's own configuration from the overlay's environment.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_ingress_lets_through_the_largest_batch_the_production_publisher_takes() {
+    let production = render("kube/overlays/production");
+    let publisher = named(&production, "Deployment", "message-publisher").unwrap();
+    let known = environment(&production, publisher)
+        .into_iter()
+        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)));
+    let config =
+        common::config::PublisherConfig::from_vars(known).expect("the publisher's configuration");
+    let ingress_objects = render("kube/examples/ingress");
+    let ingress = of_kind(&ingress_objects, "Ingress")[0];
+    let limit = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+        .as_str()
+        .expect("a body size: ingress-nginx's default is 1m");
+    let (number, unit) = limit.split_at(limit.len() - 1);
+    let bytes = number.parse::<usize>().unwrap()
+        * match unit {
+            "k" => 1 << 10,
+            "m" => 1 << 20,
+            "g" => 1 << 30,
+            other => panic!("unit {other}"),
+        };
+    assert!(
+        bytes >= config.max_batch_bytes,
+        "proxy-body-size {limit} is below the publisher's MAX_BATCH_BYTES {}",
+        config.max_batch_bytes
+    );
+}
+
+/// The production broker opens no plaintext listener: TLS on, and the plaintext ones disabled, so that
+/// nothing but the NetworkPolicies would otherwise keep 5672 and 15672 closed.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_production_broker_opens_no_plaintext_listener() {
+    for overlay in ["kube/overlays/production", "kube/overlays/keda"] {
+        let objects = render(overlay);
+        let cluster = of_kind(&objects, "RabbitmqCluster")[0];
+        assert!(
+            cluster["spec"]["tls"]["secretName"].is_string(),
+            "{overlay}"
+        );
+        assert_eq!(
+            cluster["spec"]["tls"]["disableNonTLSListeners"], true,
+            "{overlay}"
+        );
+    }
+}
