@@ -11,8 +11,9 @@ use std::{
 };
 
 use lapin::{
-    options::BasicPublishOptions,
+    options::{BasicPublishOptions, QueueDeclareOptions},
     tcp::OwnedTLSConfig,
+    types::FieldTable,
     uri::{AMQPScheme, AMQPUri},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
 };
@@ -96,6 +97,20 @@ impl BrokerAddress {
         &self.urls
     }
 
+    /// Connects as `name` (the connection name the broker's management UI and `rabbitmqctl
+    /// list_connections` show), to a node that answers, as [`BrokerAddress::connect`] does.
+    pub async fn connect_as(&self, name: &str) -> lapin::Result<Connection> {
+        self.connect(ConnectionProperties::default().with_connection_name(name.into()))
+            .await
+    }
+
+    /// [`BrokerAddress::connect_as`], and a channel on the new connection.
+    pub async fn channel_as(&self, name: &str) -> lapin::Result<(Connection, Channel)> {
+        let connection = self.connect_as(name).await?;
+        let channel = connection.create_channel().await?;
+        Ok((connection, channel))
+    }
+
     /// Connects to a node that answers, trying each in turn, starting after the node the previous
     /// connection tried first. Fails with the last node's error when none answers.
     pub async fn connect(&self, properties: ConnectionProperties) -> lapin::Result<Connection> {
@@ -107,7 +122,7 @@ impl BrokerAddress {
             match self.connect_node(url, properties.clone()).await {
                 Ok(connection) => return Ok(connection),
                 Err(error) => {
-                    tracing::debug!(%error, node = %redacted(url), "broker node did not answer");
+                    tracing::debug!(%error, node = %crate::redact::url(url), "broker node did not answer");
                     last_error = Some(error);
                 }
             }
@@ -208,13 +223,28 @@ fn invalid_input(message: &str) -> lapin::Error {
     ))
 }
 
-/// `url` without its password, for logs.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+/// Looks at `queue` without declaring it (a passive declaration, which needs no permission): its
+/// message and consumer counts. A missing queue is the broker's `NOT_FOUND`, which closes `channel`.
+pub async fn look_at(channel: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+}
+
+/// Whether `queue` exists, asked on a channel of its own so that the answer "no" closes nothing else.
+pub async fn queue_exists(connection: &Connection, queue: &str) -> lapin::Result<bool> {
+    let channel = connection.create_channel().await?;
+    match look_at(&channel, queue).await {
+        Ok(_) => {
+            let _ = channel.close(200, "looked".into()).await;
+            Ok(true)
         }
-        _ => url.to_owned(),
+        Err(error) if crate::topology::is_not_found(&error) => Ok(false),
+        Err(error) => Err(error),
     }
 }
 
@@ -347,8 +377,8 @@ mod tests {
     #[test]
     fn a_logged_url_hides_its_password() {
         assert_eq!(
-            redacted("amqp://user:secret@host:5672/%2f"),
-            "amqp://…@host:5672/%2f"
+            crate::redact::url("amqp://user:secret@host:5672/%2f"),
+            "amqp://user:***@host:5672/%2f"
         );
     }
 }

@@ -210,26 +210,13 @@ impl Topology {
         } else {
             0
         };
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
         let mut leftovers = Vec::new();
         for index in first..usize::from(MAX_SHARDS) {
             let name = format!("{}.{index}", self.queue);
-            // A missing queue closes the channel: each look gets its own.
-            let channel = connection.create_channel().await?;
-            match channel
-                .queue_declare(name.as_str().into(), passive, FieldTable::default())
-                .await
-            {
-                Ok(_) => {
-                    let _ = channel.close(200, "looked".into()).await;
-                    leftovers.push(name);
-                }
-                Err(error) if is_not_found(&error) => break,
-                Err(error) => return Err(error),
+            if !crate::amqp::queue_exists(connection, &name).await? {
+                break;
             }
+            leftovers.push(name);
         }
         Ok(leftovers)
     }
@@ -248,22 +235,7 @@ impl Topology {
         else {
             return Ok(false);
         };
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let channel = connection.create_channel().await?;
-        match channel
-            .queue_declare(next.as_str().into(), passive, FieldTable::default())
-            .await
-        {
-            Ok(_) => {
-                let _ = channel.close(200, "looked".into()).await;
-                Ok(true)
-            }
-            Err(error) if is_not_found(&error) => Ok(false),
-            Err(error) => Err(error),
-        }
+        crate::amqp::queue_exists(connection, &next).await
     }
 
     /// Unbinds `leftovers` from `<queue>.shards`, and, with one queue, `<queue>.shards` from
@@ -305,10 +277,6 @@ impl Topology {
             passive: true,
             ..ExchangeDeclareOptions::default()
         };
-        let passive_queue = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
         let mut exchanges = vec![
             (self.exchange(), ExchangeKind::Direct),
             (self.dead_letter_exchange(), ExchangeKind::Direct),
@@ -332,9 +300,7 @@ impl Topology {
             .into_iter()
             .chain([self.dead_letter_queue()])
         {
-            channel
-                .queue_declare(queue.into(), passive_queue, FieldTable::default())
-                .await?;
+            crate::amqp::look_at(channel, queue).await?;
         }
         Ok(())
     }
@@ -669,7 +635,7 @@ fn durable_exchange() -> ExchangeDeclareOptions {
 }
 
 /// Whether the broker answered that the object does not exist.
-fn is_not_found(error: &lapin::Error) -> bool {
+pub(crate) fn is_not_found(error: &lapin::Error) -> bool {
     matches!(
         error.kind(),
         lapin::ErrorKind::ProtocolError(amqp)

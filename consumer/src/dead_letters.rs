@@ -20,9 +20,9 @@ use common::{
 };
 use lapin::{
     message::BasicGetMessage,
-    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions},
     types::{AMQPValue, FieldTable},
-    Channel, Connection, ConnectionProperties,
+    Channel, Connection,
 };
 use serde::Serialize;
 
@@ -67,11 +67,9 @@ impl DeadLetterQueue {
     }
 
     async fn connect(&self) -> lapin::Result<(Connection, Channel)> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name("message-consumer-dead-letter-admin".into());
-        let connection = self.broker.connect(properties).await?;
-        let channel = connection.create_channel().await?;
-        Ok((connection, channel))
+        self.broker
+            .channel_as("message-consumer-dead-letter-admin")
+            .await
     }
 
     /// Returns `message` to `.dead`, where it stays a dead letter.
@@ -151,16 +149,7 @@ impl DeadLetterQueue {
 
     /// Messages ready in `.dead` now.
     async fn waiting(&self, channel: &Channel) -> lapin::Result<usize> {
-        let declared = channel
-            .queue_declare(
-                self.topology.dead_letter_queue().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let declared = common::amqp::look_at(channel, self.topology.dead_letter_queue()).await?;
         Ok(usize::try_from(declared.message_count()).unwrap_or(usize::MAX))
     }
 

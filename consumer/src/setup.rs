@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use common::{backoff::retry, config::ConsumerConfig};
-use lapin::ConnectionProperties;
 
 /// How long the setup step keeps trying to reach a broker that is still starting.
 const SETUP_DEADLINE: Duration = Duration::from_secs(300);
@@ -24,9 +23,7 @@ pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
     // `declare`, not `ensure`: the setup step declares whatever DECLARE_TOPOLOGY says.
     let topology = config.service.topology();
     let attempt = || async {
-        let properties =
-            ConnectionProperties::default().with_connection_name("message-queue-setup".into());
-        let connection = broker.connect(properties).await?;
+        let connection = broker.connect_as("message-queue-setup").await?;
         let declared = topology.declare_and_retire(&connection).await;
         common::amqp::close(&connection, "declared").await;
         declared

@@ -34,9 +34,7 @@ use deadpool::{
     Runtime,
 };
 use futures::StreamExt;
-use lapin::{
-    options::QueueDeclareOptions, types::FieldTable, Connection, ConnectionProperties, Event,
-};
+use lapin::{Connection, Event};
 
 use crate::metrics::Metrics;
 
@@ -161,9 +159,7 @@ impl LinkManager {
     }
 
     async fn connect(&self) -> lapin::Result<Link> {
-        let properties =
-            ConnectionProperties::default().with_connection_name("message-publisher".into());
-        let connection = self.address.connect(properties).await?;
+        let connection = self.address.connect_as("message-publisher").await?;
         let mut channels = Vec::with_capacity(self.channel_count);
         for _ in 0..self.channel_count {
             channels.push(ConfirmChannel::select(connection.create_channel().await?).await?);
@@ -420,25 +416,14 @@ async fn redeclare_missing_queues(pool: &LinkPool) {
     let Ok(link) = pool.get().await else { return };
     let topology = &pool.manager().topology;
     let check = async {
-        let options = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
         for queue in topology.shards() {
-            // A missing queue closes the channel: each look gets its own.
-            let channel = link.connection.create_channel().await?;
-            if channel
-                .queue_declare(queue.as_str().into(), options, FieldTable::default())
-                .await
-                .is_err()
-            {
+            if !common::amqp::queue_exists(&link.connection, queue).await? {
                 tracing::warn!(%queue, "a queue is missing; declaring the topology again");
                 let channel = link.connection.create_channel().await?;
                 topology.ensure(&channel).await?;
                 let _ = channel.close(200, "declared".into()).await;
                 return Ok(());
             }
-            let _ = channel.close(200, "checked".into()).await;
         }
         Ok::<_, lapin::Error>(())
     };

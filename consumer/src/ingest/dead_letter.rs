@@ -11,7 +11,7 @@ use lapin::{
     message::Delivery,
     protocol::basic::{gen_properties, AMQPProperties},
     types::{AMQPValue, FieldTable, LongString, ShortString},
-    Connection, ConnectionProperties,
+    Connection,
 };
 
 /// The header that carries why a message was dead-lettered.
@@ -60,10 +60,8 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub async fn open(broker: &BrokerAddress, topology: &Topology) -> lapin::Result<Self> {
-        let properties =
-            ConnectionProperties::default().with_connection_name(CONNECTION_NAME.into());
-        let connection = broker.connect(properties).await?;
-        let channel = ConfirmChannel::select(connection.create_channel().await?).await?;
+        let (connection, channel) = broker.channel_as(CONNECTION_NAME).await?;
+        let channel = ConfirmChannel::select(channel).await?;
         Ok(Self {
             connection,
             channel,

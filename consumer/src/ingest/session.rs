@@ -5,9 +5,9 @@
 use common::{amqp::CLOSE_TIMEOUT, backoff::Backoff, Topology};
 use lapin::{
     message::Delivery,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
-    Channel, Connection, ConnectionProperties, Consumer,
+    Channel, Connection, Consumer,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -304,9 +304,7 @@ impl Ingest {
     async fn subscribe(
         &self,
     ) -> Result<(Connection, Vec<String>, Vec<Channel>, DeadLetters), SessionEnd> {
-        let properties =
-            ConnectionProperties::default().with_connection_name("message-consumer".into());
-        let connection = self.settings.broker.connect(properties).await?;
+        let connection = self.settings.broker.connect_as("message-consumer").await?;
         let topology = &self.settings.topology;
         let queues = topology.prepare(&connection).await?;
         let mut channels = Vec::new();
@@ -353,13 +351,7 @@ impl Ingest {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await?;
+        common::amqp::look_at(&channel, queue).await?;
         Ok(channel)
     }
 }

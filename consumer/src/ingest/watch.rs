@@ -10,7 +10,7 @@
 
 use std::{convert::Infallible, time::Instant};
 
-use lapin::{options::QueueDeclareOptions, types::FieldTable, Connection};
+use lapin::Connection;
 
 use super::{flow::QueueFlow, Ingest};
 use crate::{
@@ -124,18 +124,12 @@ impl Ingest {
         flows: &[QueueFlow],
     ) -> lapin::Result<Vec<(String, Depth)>> {
         let channel = connection.create_channel().await?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
         let mut queues: Vec<&str> = flows.iter().map(QueueFlow::queue).collect();
         queues.push(self.settings.topology.dead_letter_queue());
         let mut depths = Vec::with_capacity(queues.len());
         for queue in queues {
             // A missing queue closes the channel; it is declared again by whoever finds it missing.
-            let declared = channel
-                .queue_declare(queue.into(), passive, FieldTable::default())
-                .await?;
+            let declared = common::amqp::look_at(&channel, queue).await?;
             depths.push((
                 queue.to_owned(),
                 Depth {
