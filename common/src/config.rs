@@ -733,15 +733,16 @@ mod tests {
         assert_eq!(publisher.service.queue_type, QueueType::Quorum);
     }
 
-    /// The README's configuration table is what users read: every variable, with its real default.
+    /// The configuration table of docs/configuration.md is what users read: every variable, with its
+    /// real default.
     #[test]
-    fn the_readme_documents_every_variable_with_its_default() {
-        let readme = include_str!("../../README.md");
-        let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
+    fn the_configuration_page_documents_every_variable_with_its_default() {
+        let page = include_str!("../../docs/configuration.md");
+        let rows: Vec<&str> = page.lines().filter(|l| l.starts_with("| `")).collect();
         let row = |variable: &str| {
             rows.iter()
                 .find(|l| l.starts_with(&format!("| `{variable}` |")))
-                .unwrap_or_else(|| panic!("README has no row for {variable}"))
+                .unwrap_or_else(|| panic!("docs/configuration.md has no row for {variable}"))
                 .to_string()
         };
         for variable in VARIABLES {
@@ -761,7 +762,7 @@ mod tests {
             let line = row(&variable);
             assert!(
                 line.contains(&format!("`{default}`")),
-                "README default of {variable} should be {default}: {line}"
+                "docs/configuration.md default of {variable} should be {default}: {line}"
             );
         }
     }

@@ -9,7 +9,7 @@ pub fn warn_about_plaintext_amqp(amqp_url: &str) {
         tracing::warn!(
             %host,
             "AMQP_URL speaks plaintext AMQP to a host off this machine: credentials and messages are \
-             readable on the network; use amqps:// (README, \"TLS that cannot fall back\")"
+             readable on the network; use amqps:// (docs/security.md, \"TLS that cannot fall back\")"
         );
     }
 }

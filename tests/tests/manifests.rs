@@ -1353,9 +1353,9 @@ fn minutes(duration: &str) -> f64 {
     total
 }
 
-/// The alerts README and on-call rely on exist in the production overlay with a severity and words for a
-/// person, and their promtool unit tests (scripts/check-alerts) show each one quiet while its condition
-/// is young, firing, and quiet again after.
+/// The alerts docs/operations.md lists and on-call relies on exist in the production overlay with a
+/// severity and words for a person, and their promtool unit tests (scripts/check-alerts) show each one
+/// quiet while its condition is young, firing, and quiet again after.
 #[test]
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
 fn the_production_overlay_carries_the_seven_alerts_each_tested_firing_and_clearing() {
@@ -2216,12 +2216,13 @@ async fn production_tls_is_accepted_by_the_services_own_code_for_every_host_they
     }
 }
 
-/// The production consumer's settings obey the rules the code and the README state, read with the
-/// consumer's own configuration (`ConsumerConfig::from_vars`, `effective_prefetch`, the topology's
-/// drained queues): each shard's share of the prefetch fills a whole batch even at the most writers
-/// (a batch is at most `prefetch / (writers + 1)`, consumer/src/ingest/flow.rs); the writers of every
-/// drained queue fit the ingestion pool (README: "keep WRITERS_MAX × queues within DB_POOL_SIZE"); and
-/// the most pods that can run, with their pools, fit PostgreSQL's max_connections.
+/// The production consumer's settings obey the rules the code and docs/configuration.md state, read
+/// with the consumer's own configuration (`ConsumerConfig::from_vars`, `effective_prefetch`, the
+/// topology's drained queues): each shard's share of the prefetch fills a whole batch even at the most
+/// writers (a batch is at most `prefetch / (writers + 1)`, consumer/src/ingest/flow.rs); the writers of
+/// every drained queue fit the ingestion pool (docs/configuration.md: "keep `WRITERS_MAX` × queues
+/// within `DB_POOL_SIZE`"); and the most pods that can run, with their pools, fit PostgreSQL's
+/// max_connections.
 #[test]
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
 fn production_consumer_settings_obey_the_rules_of_the_code_and_the_readme() {

@@ -150,7 +150,7 @@ async fn the_monitor_shows_what_the_database_holds_updates_live_and_escapes_send
         .await
         .expect("cleared");
 
-    // A screenshot for the README, under target/, once every sender is listed again.
+    // A screenshot for docs/operations.md (docs/monitor.png), under target/, once every sender is listed again.
     eventually(
         Duration::from_secs(15),
         "every sender listed again",
