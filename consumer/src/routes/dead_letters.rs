@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::bounded;
 use crate::{error::ApiError, state::AppState};
 
 /// Most dead letters one look returns, and how deep a look may reach (`offset + limit`).
@@ -23,24 +24,6 @@ pub struct PageQuery {
 #[derive(Debug, Deserialize)]
 pub struct ReplayQuery {
     limit: Option<String>,
-}
-
-fn bounded(
-    name: &str,
-    raw: Option<&str>,
-    default: usize,
-    range: (usize, usize),
-) -> Result<usize, ApiError> {
-    let Some(raw) = raw else { return Ok(default) };
-    raw.parse::<usize>()
-        .ok()
-        .filter(|n| (range.0..=range.1).contains(n))
-        .ok_or_else(|| {
-            ApiError::InvalidParameter(format!(
-                "{name} must be an integer from {} to {}, got {raw:?}",
-                range.0, range.1
-            ))
-        })
 }
 
 /// `GET /dead-letters?limit=&offset=`: oldest first, each with its reason, origin queue, time and the

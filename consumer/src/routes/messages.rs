@@ -121,17 +121,13 @@ pub async fn get(
 }
 
 fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
-    let Some(raw) = raw else {
-        return Ok(DEFAULT_LIMIT);
-    };
-    raw.parse::<u32>()
-        .ok()
-        .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-        .ok_or_else(|| {
-            ApiError::InvalidParameter(format!(
-                "limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}"
-            ))
-        })
+    let limit = super::bounded(
+        "limit",
+        raw,
+        DEFAULT_LIMIT as usize,
+        (1, MAX_LIMIT as usize),
+    )?;
+    Ok(u32::try_from(limit).expect("at most MAX_LIMIT"))
 }
 
 fn parse_id(name: &str, raw: &str) -> Result<Uuid, ApiError> {
