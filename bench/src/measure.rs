@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{fixture::Scratch, services::Service};
+use crate::{
+    ceilings,
+    fixture::Scratch,
+    services::{self, Service},
+};
 use consumer::store::MessageStore;
 
 use crate::table::{Plan, Table};

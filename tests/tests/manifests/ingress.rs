@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use common::config::PublisherConfig;
 use serde_json::Value;
 
 use crate::render::{environment, first_container, named, of_kind, render};

@@ -4,9 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::render::{
-    first_container, labels, named, of_kind, render, selector_selects, selects, SERVICES,
-};
+use crate::render::{first_container, labels, named, of_kind, render, selector_selects, SERVICES};
 
 /// The Prometheus Operator scrapes both services through the ServiceMonitor of the production overlay;
 /// a Prometheus that discovers pods by annotation finds the same endpoint. minikube, without the

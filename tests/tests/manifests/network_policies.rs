@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::policy::{
     broker_pod_of, flow_allowed, operators_pods, pod_of, synthetic_pod, Endpoint, SYSTEM_PORTS,
 };
-use crate::render::{labels, named, of_kind, render};
+use crate::render::{named, of_kind, render};
 
 #[test]
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]

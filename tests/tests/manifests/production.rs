@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::policy::broker_pod_of;
 use crate::render::{
-    environment, labels, named, of_kind, render, selector_selects, NEEDS_KUBECTL, SERVICES,
+    environment, named, of_kind, render, selector_selects, NEEDS_KUBECTL, SERVICES,
 };
 
 #[test]

@@ -12,5 +12,5 @@ pub use end_to_end::readiness;
 pub use load::{Load, LoadReport};
 pub use machine::{Cluster, Machine};
 pub use pipeline::Pipeline;
-pub use retrying::{RetryingLoad, RetryingReport};
-pub use service::{wait_ready, Service};
+pub use retrying::RetryingLoad;
+pub use service::wait_ready;

@@ -46,10 +46,6 @@ impl Service {
         self.process = Some(process);
     }
 
-    pub fn pid(&self) -> u32 {
-        self.process.as_ref().expect("running").pid()
-    }
-
     /// SIGKILL: nothing of the service's own shutdown runs.
     pub fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
