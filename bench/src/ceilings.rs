@@ -107,6 +107,23 @@ pub async fn publish(
     Ok(rate)
 }
 
+/// Publishes `payloads` (with [`WIDE_WINDOW`]) while draining them into `store`, as the two services run
+/// together. Returns msg/s: what was stored over the time from the first publish to the last ack.
+pub async fn publish_and_drain(
+    scratch: &Scratch,
+    payloads: &[Vec<u8>],
+    store: &MessageStore,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let (published, drained) = tokio::join!(
+        publish(scratch, payloads, WIDE_WINDOW),
+        drain(scratch, payloads.len(), Some(store)),
+    );
+    published?;
+    drained?;
+    Ok(payloads.len() as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Drains `count` messages from every shard at once, each shard on a connection of its own, with manual
 /// acks (one `multiple` ack per batch), optionally storing each batch in PostgreSQL first, as the
 /// consumer does. The shards drain until `count` have been taken from all of them together, so this

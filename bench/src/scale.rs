@@ -161,17 +161,10 @@ pub async fn measure(
     // And both at once, as the two services run: stored over the time from the first publish to the
     // last ack.
     let flowing = ceilings::payloads(plan.raw_messages);
-    let started = Instant::now();
-    let (published, drained) = tokio::join!(
-        ceilings::publish(&scratch, &flowing, ceilings::WIDE_WINDOW),
-        ceilings::drain(&scratch, flowing.len(), Some(&store)),
-    );
-    published?;
-    drained?;
     table.record(
         figure(RAW_END_TO_END),
         "msg/s",
-        flowing.len() as f64 / started.elapsed().as_secs_f64(),
+        ceilings::publish_and_drain(&scratch, &flowing, &store).await?,
     );
     store.pool().close().await;
 

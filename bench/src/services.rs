@@ -2,12 +2,12 @@
 //! and what `/proc` says each process spent.
 
 use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
+pub use end_to_end::process::cpu_seconds;
+use end_to_end::process::{release_binary, ServiceProcess, SERVICE_LOG};
 use futures::future::join_all;
 
 use crate::{
@@ -15,9 +15,9 @@ use crate::{
     http_load::{run_client, Client, Request},
 };
 
-/// A service binary running as a child process.
+/// A release binary of the workspace running as a child process.
 pub struct Service {
-    child: Child,
+    process: ServiceProcess,
     /// `127.0.0.1:<port>` of its HTTP server.
     pub address: String,
 }
@@ -28,35 +28,26 @@ impl Service {
     }
 
     /// [`Service::start`] with `env` set on top of the scratch's settings (a `DATABASE_URL` through a
-    /// proxy, a writer count).
+    /// proxy, a writer count). Returns once it answers `/readyz` with 200.
     pub async fn start_with(
         name: &str,
         scratch: &Scratch,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/release")
-            .join(name);
-        anyhow::ensure!(
-            binary.exists(),
-            "{} is missing: cargo build --release",
-            binary.display()
-        );
-        let child = Command::new(binary)
+        let mut command = Command::new(release_binary(name)?);
+        command
             .env("AMQP_URL", &scratch.amqp_url)
             .env("QUEUE_SHARDS", scratch.shards.to_string())
             .env("QUEUE_NAME", &scratch.queue)
             .env("DATABASE_URL", scratch.database_url())
-            .env("HTTP_HOST", "127.0.0.1")
-            .env("HTTP_PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-            .stdout(Stdio::null())
-            .spawn()?;
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())));
+        // The service says which port it took; reading that blocks, so not on the runtime's threads.
+        let process =
+            tokio::task::spawn_blocking(move || ServiceProcess::spawn(command, None, SERVICE_LOG))
+                .await?;
         let service = Self {
-            child,
-            address: format!("127.0.0.1:{port}"),
+            address: format!("127.0.0.1:{}", process.port()),
+            process,
         };
         let readyz = Request::get(&service.address, "/readyz");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -85,57 +76,25 @@ impl Service {
             .unwrap_or(0.0))
     }
 
-    fn proc_status(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
     /// Resident memory now, in MiB.
     pub fn rss_mib(&self) -> f64 {
-        self.proc_status("VmRSS:") as f64 / 1024.0
+        self.process.proc_status_kib("VmRSS:").unwrap_or(0) as f64 / 1024.0
     }
 
     /// Highest resident memory so far, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        self.proc_status("VmHWM:") as f64 / 1024.0
+        self.process.proc_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0
     }
 
     /// CPU time (user + system) spent so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&self.child.id().to_string())
+        self.process.cpu_seconds()
     }
 }
 
 /// CPU seconds per 10,000 messages, from `cpu` seconds spent on `messages`.
 pub fn per_10k(cpu: f64, messages: usize) -> f64 {
     cpu * 10_000.0 / messages.max(1) as f64
-}
-
-/// CPU time (user + system) that process `pid` (or `self`) has spent so far, in seconds.
-pub fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    // SAFETY: a read-only query of a system constant.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What an HTTP load measured.

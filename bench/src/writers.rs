@@ -8,8 +8,9 @@ use crate::{
     ceilings,
     fixture::Scratch,
     latency::LatencyProxy,
+    measure::STORED_METRIC,
     services::{self, Service},
-    Plan, Table, STORED_METRIC,
+    Plan, Table,
 };
 
 /// The writer settings compared.

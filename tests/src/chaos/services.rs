@@ -1,16 +1,13 @@
 //! The publishers and consumers: release binaries run as processes, each inside its own network namespace
-//! on a fixed port, restartable there after a SIGKILL. Their logs are appended to `<run dir>/<name>.log`.
+//! on a fixed port, restartable there after a SIGKILL, and killed when dropped. Their logs are appended to
+//! `<run dir>/<name>.log`.
 
-use std::{
-    fs::OpenOptions,
-    path::PathBuf,
-    process::{Child, Stdio},
-    sync::Arc,
-};
+use std::{fs::OpenOptions, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 
 use super::net::Netns;
+use end_to_end::process::{ServiceProcess, SERVICE_LOG};
 
 pub struct Service {
     pub name: String,
@@ -19,7 +16,7 @@ pub struct Service {
     env: Vec<(String, String)>,
     port: u16,
     log: PathBuf,
-    child: Option<Child>,
+    process: Option<ServiceProcess>,
 }
 
 impl Service {
@@ -38,7 +35,7 @@ impl Service {
             env,
             port,
             log,
-            child: None,
+            process: None,
         };
         service.spawn()?;
         Ok(service)
@@ -49,20 +46,14 @@ impl Service {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = self
+        let mut command = self
             .netns
-            .command(self.binary.to_str().context("a UTF-8 path")?)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("HTTP_HOST", "0.0.0.0")
-            .env("HTTP_PORT", self.port.to_string())
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn,publisher=info,consumer=info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.name))?;
-        self.child = Some(child);
+            .command(self.binary.to_str().context("a UTF-8 path")?);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let process =
+            ServiceProcess::spawn_logging_to(command, "0.0.0.0", self.port, SERVICE_LOG, log)
+                .with_context(|| format!("starting {}", self.name))?;
+        self.process = Some(process);
         Ok(())
     }
 
@@ -71,27 +62,23 @@ impl Service {
     }
 
     pub fn signal(&self, signal: i32) {
-        if let Some(child) = &self.child {
-            // SAFETY: signalling a child this struct owns and has not reaped.
-            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        if let Some(process) = &self.process {
+            process.signal(signal);
         }
     }
 
     /// SIGKILL (after SIGCONT, so a frozen process dies too), then reaped.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: as in `signal`.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
     /// Whether the process runs (it may be stopped).
     pub fn is_running(&mut self) -> bool {
-        self.child
+        self.process
             .as_mut()
-            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+            .is_some_and(ServiceProcess::is_running)
     }
 
     /// Continued if stopped, started again if it is not running.
@@ -102,11 +89,5 @@ impl Service {
             self.spawn()?;
         }
         Ok(())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -4,7 +4,10 @@
 
 use std::{process::Command, time::Duration};
 
-use end_to_end::{eventually, process::LogLines};
+use end_to_end::{
+    eventually,
+    process::{LogLines, ServiceProcess},
+};
 
 const AMQP_PASSWORD: &str = "amqp-password-never-logged";
 const DB_PASSWORD: &str = "db-password-never-logged";
@@ -45,8 +48,9 @@ fn services_with_unreachable_peers_log_no_password_and_no_token() {
     ] {
         let mut command = Command::new(binary);
         command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        let (child, _, logs) = end_to_end::process::spawn_logged(command, None, log);
-        processes.push((binary, child, logs));
+        let process = ServiceProcess::spawn(command, None, log);
+        let logs = process.logs().clone();
+        processes.push((binary, process, logs));
     }
     // Both fail to connect and say so, more than once, with backoff.
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -65,9 +69,8 @@ fn services_with_unreachable_peers_log_no_password_and_no_token() {
             },
         ));
     }
-    for (binary, mut child, logs) in processes {
-        let _ = child.kill();
-        let _ = child.wait();
+    for (binary, mut process, logs) in processes {
+        process.kill();
         let all = lines(&logs).join("\n");
         assert!(!all.is_empty(), "{binary} logged nothing");
         assert_clean(&all, binary);

@@ -6,14 +6,18 @@ use std::{
     time::Duration,
 };
 
-use end_to_end::{eventually, process::LogLines, StackConfig};
+use end_to_end::{
+    eventually,
+    process::{LogLines, ServiceProcess},
+    StackConfig,
+};
 use serde_json::Value;
 use sqlx::{postgres::PgPoolOptions, PgPool};
 use uuid::Uuid;
 
 /// One service process.
 pub struct Process {
-    child: Child,
+    process: ServiceProcess,
     pub url: String,
     pub logs: LogLines,
 }
@@ -22,31 +26,19 @@ impl Process {
     fn spawn(binary: &str, env: Vec<(String, String)>, rust_log: &str) -> Self {
         let mut command = Command::new(binary);
         command.envs(env).env("HTTP_WORKERS", "1");
-        let (child, port, logs) = end_to_end::process::spawn_logged(command, None, rust_log);
+        let process = ServiceProcess::spawn(command, None, rust_log);
         Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            logs,
+            url: process.url(),
+            logs: process.logs().clone(),
+            process,
         }
     }
-}
 
-impl Process {
     /// The highest resident memory of the process so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("proc status")
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        self.process
+            .proc_status_kib("VmHWM:")
             .expect("VmHWM in /proc status")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -155,8 +147,7 @@ impl Services {
 impl Drop for Services {
     fn drop(&mut self) {
         for process in [&mut self.publisher, &mut self.consumer] {
-            let _ = process.child.kill();
-            let _ = process.child.wait();
+            process.process.kill();
         }
         end_to_end::remove_resources_blocking(&self.queue, &self.database);
     }

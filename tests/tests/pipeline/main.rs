@@ -9,6 +9,7 @@ mod database_faults;
 mod dead_letter_connection;
 mod dead_letters;
 mod fixtures;
+mod hard_conditions;
 mod hard_input;
 mod huge_headers;
 mod idempotency;

@@ -2,13 +2,12 @@
 //! versions side by side as during a rollout. On demand, by scripts/upgrade-check, which builds that
 //! release and names its binaries' folder in `PREVIOUS_RELEASE_BIN`.
 
-use std::{
-    process::{Child, Command},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use end_to_end::{
-    eventually, process::spawn_logged, readiness, spawn_consumer, StackConfig, TestStack,
+    eventually,
+    process::{LogLines, ServiceProcess},
+    readiness, spawn_consumer, StackConfig, TestStack,
 };
 use uuid::Uuid;
 
@@ -16,9 +15,9 @@ use super::{next_release_expand, stall::settings, with_extra};
 
 /// A service of the previous release, running as a process until dropped.
 struct Previous {
-    child: Child,
+    process: ServiceProcess,
     url: String,
-    logs: end_to_end::process::LogLines,
+    logs: LogLines,
 }
 
 impl Previous {
@@ -29,11 +28,11 @@ impl Previous {
         );
         let mut command = Command::new(format!("{folder}/{binary}"));
         command.envs(environment);
-        let (child, port, logs) = spawn_logged(command, None, "info");
+        let process = ServiceProcess::spawn(command, None, "info");
         Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            logs,
+            url: process.url(),
+            logs: process.logs().clone(),
+            process,
         }
     }
 }
@@ -41,8 +40,9 @@ impl Previous {
 impl Drop for Previous {
     fn drop(&mut self) {
         // SIGTERM, as Kubernetes stops a pod; the services exit within their shutdown timeout.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        if self.process.signal(libc::SIGTERM) {
+            self.process.wait();
+        }
     }
 }
 
