@@ -1,4 +1,4 @@
-//! The production consumer's sizing against the rules of the code and the README.
+//! The production consumer's sizing against the rules of the code and docs/configuration.md.
 
 use crate::render::{consumer_config, named, of_kind, render, the_scaled_object};
 
