@@ -34,6 +34,14 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut table = Table::default();
     let brokers = brokers(&plan);
+    let production = if plan.production_only {
+        let cluster = std::env::var("CLUSTER_AMQP_URL").map_err(|_| {
+            anyhow::anyhow!("--production needs CLUSTER_AMQP_URL=$(scripts/cluster url)")
+        })?;
+        Some((cluster, production::Settings::render()?))
+    } else {
+        None
+    };
     for run in 1..=plan.runs {
         eprintln!("run {run} of {}", plan.runs);
         if plan.publisher_only {
@@ -44,11 +52,8 @@ async fn main() -> anyhow::Result<()> {
             writers::measure(&plan, &mut table).await?;
             continue;
         }
-        if plan.production_only {
-            let cluster = std::env::var("CLUSTER_AMQP_URL").map_err(|_| {
-                anyhow::anyhow!("--production needs CLUSTER_AMQP_URL=$(scripts/cluster url)")
-            })?;
-            production::measure(&plan, &cluster, &mut table).await?;
+        if let Some((cluster, settings)) = &production {
+            production::measure(&plan, cluster, settings, &mut table).await?;
             continue;
         }
         measure_ceilings(&plan, &mut table).await?;
@@ -70,8 +75,9 @@ async fn main() -> anyhow::Result<()> {
         writers::print_ratios(&table);
         return Ok(());
     }
-    if plan.production_only {
-        return production::print_summary(&table);
+    if let Some((_, settings)) = &production {
+        production::print_summary(&table, settings);
+        return Ok(());
     }
     let ratio = |a: &str, b: &str| 100.0 * table.median(a) / table.median(b);
     println!("\nratios (medians):");

@@ -46,8 +46,24 @@ pub struct Rendered {
     pub resources: BTreeMap<String, String>,
 }
 
-/// Renders the production overlay and reads `deployment`'s settings.
-pub fn rendered(deployment: &str) -> anyhow::Result<Rendered> {
+/// Both services' settings, from one rendering of the production overlay.
+pub struct Settings {
+    publisher: Rendered,
+    consumer: Rendered,
+}
+
+impl Settings {
+    /// Renders the production overlay (`kubectl kustomize`) and reads both Deployments' settings.
+    pub fn render() -> anyhow::Result<Self> {
+        let objects = render_overlay()?;
+        Ok(Self {
+            publisher: rendered(&objects, "message-publisher")?,
+            consumer: rendered(&objects, "message-consumer")?,
+        })
+    }
+}
+
+fn render_overlay() -> anyhow::Result<Vec<Value>> {
     let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kube/overlays/production");
     let output = Command::new("kubectl")
         .arg("kustomize")
@@ -60,9 +76,13 @@ pub fn rendered(deployment: &str) -> anyhow::Result<Rendered> {
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8(output.stdout)?;
-    let objects: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+    Ok(serde_yaml_ng::Deserializer::from_str(&text)
         .map(serde::Deserialize::deserialize)
-        .collect::<Result<Vec<Value>, _>>()?;
+        .collect::<Result<Vec<Value>, _>>()?)
+}
+
+/// `deployment`'s settings and resources among the rendered `objects`.
+fn rendered(objects: &[Value], deployment: &str) -> anyhow::Result<Rendered> {
     let find = |kind: &str, name: &str| {
         objects
             .iter()
@@ -115,20 +135,23 @@ fn cores(before: f64, after: f64, elapsed: Duration) -> f64 {
 }
 
 /// Measures both services with the production overlay's settings on the broker of `amqp_url`.
-pub async fn measure(plan: &Plan, amqp_url: &str, table: &mut Table) -> anyhow::Result<()> {
-    let publisher_settings = rendered("message-publisher")?;
-    let consumer_settings = rendered("message-consumer")?;
+pub async fn measure(
+    plan: &Plan,
+    amqp_url: &str,
+    settings: &Settings,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let (publisher_settings, consumer_settings) = (&settings.publisher, &settings.consumer);
     let shards: u16 = consumer_settings
         .env
         .get("QUEUE_SHARDS")
         .map_or(Ok(1), |value| value.parse())
         .context("QUEUE_SHARDS of the production consumer")?;
     let scratch = Scratch::on(amqp_url, shards).await?;
-    let publisher =
-        Service::start_with("publisher", &scratch, &env_of(&publisher_settings)).await?;
+    let publisher = Service::start_with("publisher", &scratch, &env_of(publisher_settings)).await?;
 
     // The two services together: what a pod of each costs while the queue does not grow.
-    let consumer = Service::start_with("consumer", &scratch, &env_of(&consumer_settings)).await?;
+    let consumer = Service::start_with("consumer", &scratch, &env_of(consumer_settings)).await?;
     let (publisher_cpu, consumer_cpu) = (publisher.cpu_seconds(), consumer.cpu_seconds());
     let before = f64::from(scratch.queue_depth().await?);
     let started = Instant::now();
@@ -167,7 +190,7 @@ pub async fn measure(plan: &Plan, amqp_url: &str, table: &mut Table) -> anyhow::
     services::load(&publisher, 64, 100, plan.http_duration, None).await?;
     let backlog = scratch.queue_depth().await?;
     let started = Instant::now();
-    let consumer = Service::start_with("consumer", &scratch, &env_of(&consumer_settings)).await?;
+    let consumer = Service::start_with("consumer", &scratch, &env_of(consumer_settings)).await?;
     let consumer_cpu = consumer.cpu_seconds();
     wait_until_drained(&scratch).await?;
     let elapsed = started.elapsed();
@@ -207,12 +230,11 @@ const PUBLISHER_PEAK: &str = "production settings: publisher peak RSS";
 const CONSUMER_PEAK: &str = "production settings: consumer peak RSS (flowing, then a backlog)";
 
 /// The settings measured, and the peaks beside the overlay's requests and limits.
-pub fn print_summary(table: &Table) -> anyhow::Result<()> {
-    for (deployment, peak) in [
-        ("message-publisher", PUBLISHER_PEAK),
-        ("message-consumer", CONSUMER_PEAK),
+pub fn print_summary(table: &Table, settings: &Settings) {
+    for (deployment, settings, peak) in [
+        ("message-publisher", &settings.publisher, PUBLISHER_PEAK),
+        ("message-consumer", &settings.consumer, CONSUMER_PEAK),
     ] {
-        let settings = rendered(deployment)?;
         let env: Vec<String> = settings
             .env
             .iter()
@@ -225,5 +247,4 @@ pub fn print_summary(table: &Table) -> anyhow::Result<()> {
             settings.resources
         );
     }
-    Ok(())
 }

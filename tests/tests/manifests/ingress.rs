@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::render::{environment, first_container, named, of_kind, render};
+use crate::render::{environment, first_container, named, of_kind, publisher_config, render};
 
 /// In production the API is closed by default: both services are told to refuse to start without their
 /// tokens, the token Secrets are required, no Service opens a port on every node, and the example
@@ -130,13 +130,7 @@ fn production_api_requires_tokens_and_is_reached_only_through_the_tls_ingress() 
 #[test]
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
 fn the_ingress_lets_through_the_largest_batch_the_production_publisher_takes() {
-    let production = render("kube/overlays/production");
-    let publisher = named(&production, "Deployment", "message-publisher").unwrap();
-    let known = environment(&production, publisher)
-        .into_iter()
-        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)));
-    let config =
-        common::config::PublisherConfig::from_vars(known).expect("the publisher's configuration");
+    let config = publisher_config(&render("kube/overlays/production"));
     let ingress_objects = render("kube/examples/ingress");
     let ingress = of_kind(&ingress_objects, "Ingress")[0];
     let limit = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]

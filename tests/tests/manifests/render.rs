@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
-use common::config::ConsumerConfig;
+use common::config::{ConsumerConfig, PublisherConfig};
 use serde_json::Value;
 
 pub const NEEDS_KUBECTL: &str = "renders kube/ with kubectl; run by scripts/check-manifests";
@@ -165,12 +165,24 @@ pub fn the_scaled_object(objects: &[Value]) -> &Value {
     scaled_objects[0]
 }
 
-pub fn consumer_config(objects: &[Value]) -> ConsumerConfig {
-    let consumer = named(objects, "Deployment", "message-consumer").expect("the consumer");
-    let known = environment(objects, consumer)
+/// The variables of `deployment` whose value the manifests give literally (not a Secret's, nor a
+/// `$(VAR)` expanded in the pod).
+fn known_environment(objects: &[Value], deployment: &str) -> Vec<(String, String)> {
+    let deployment = named(objects, "Deployment", deployment).expect("the Deployment");
+    environment(objects, deployment)
         .into_iter()
-        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)));
-    ConsumerConfig::from_vars(known).expect("the consumer's configuration parses")
+        .filter_map(|(k, v)| v.filter(|v| !v.contains("$(")).map(|v| (k, v)))
+        .collect()
+}
+
+pub fn consumer_config(objects: &[Value]) -> ConsumerConfig {
+    ConsumerConfig::from_vars(known_environment(objects, "message-consumer"))
+        .expect("the consumer's configuration parses")
+}
+
+pub fn publisher_config(objects: &[Value]) -> PublisherConfig {
+    PublisherConfig::from_vars(known_environment(objects, "message-publisher"))
+        .expect("the publisher's configuration parses")
 }
 
 /// The consumer's topology as the manifests configure it (QUEUE_NAME, QUEUE_SHARDS, …).
