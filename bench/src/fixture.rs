@@ -2,7 +2,10 @@
 
 use anyhow::Context;
 use chrono::Utc;
-use common::{Message, QueueType, QueuedMessage, Topology};
+use common::{
+    amqp::{BrokerError, QueueType, Topology},
+    Message, QueuedMessage,
+};
 use lapin::{
     options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
@@ -74,7 +77,7 @@ impl Scratch {
     }
 
     /// A connection to a node of the broker, a different one each time when there are several.
-    pub async fn connect(&self) -> lapin::Result<Connection> {
+    pub async fn connect(&self) -> Result<Connection, BrokerError> {
         common::amqp::BrokerAddress::new(self.amqp_url.clone())
             .connect(ConnectionProperties::default())
             .await

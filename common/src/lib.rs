@@ -1,25 +1,21 @@
-//! What the publisher and the consumer share: the message model and its validation, the AMQP
-//! topology, configuration, problem responses, logging, trace context, shutdown and retry pacing.
+//! What the publisher and the consumer share, in three parts with one job each:
+//!
+//! - [`model`]: the message as the contract defines it, its envelope on the queue, and its trace context;
+//! - [`amqp`]: reaching the broker (address, TLS, connect), the topology, and publishing with confirms;
+//! - [`web`]: the HTTP server both run, guarded routes, request metrics, problem bodies and OpenAPI.
+//!
+//! Beside them, the few things every process needs: reading settings ([`settings`]), logging
+//! ([`telemetry`]), redacting secrets ([`redact`]), retry pacing ([`backoff`]), the shutdown signal and
+//! the allocator's tuning.
 
 pub mod allocator;
 pub mod amqp;
-pub mod auth;
 pub mod backoff;
-pub mod config;
-pub mod http;
-pub mod message;
-pub mod metrics;
-pub mod openapi;
-pub mod problem;
-pub mod queued;
+pub mod model;
 pub mod redact;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
-pub mod topology;
-pub mod trace;
-pub mod transport;
+pub mod web;
 
-pub use message::{Message, MessageInput};
-pub use problem::Problem;
-pub use queued::QueuedMessage;
-pub use topology::{QueueType, Topology};
+pub use model::{Message, MessageInput, QueuedMessage};

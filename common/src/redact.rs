@@ -44,11 +44,10 @@ fn one_url(url: &str) -> String {
 }
 
 /// Writes `config` as `name { field: value, … }` with every `*_url` field's password redacted, for
-/// `Debug` implementations of configurations that hold credentials.
+/// `Debug` implementations of settings that hold credentials.
 pub fn debug_redacted<T: Serialize>(
     name: &str,
     config: &T,
-    extra: &[(&str, &dyn fmt::Debug)],
     f: &mut fmt::Formatter<'_>,
 ) -> fmt::Result {
     let mut debug = f.debug_struct(name);
@@ -63,9 +62,6 @@ pub fn debug_redacted<T: Serialize>(
                 }
             }
         }
-    }
-    for (field, value) in extra {
-        debug.field(field, value);
     }
     debug.finish()
 }

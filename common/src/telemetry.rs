@@ -14,8 +14,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the service logs (`RUST_LOG` itself is read by the filter, as tracing reads it).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// `LOG_FORMAT`: `pretty` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl crate::settings::Group for TelemetryConfig {}
+
+/// The variable the log filter is read from, besides those of [`TelemetryConfig`].
+pub const FILTER_VARIABLE: &str = "RUST_LOG";
+
 /// Installs the global subscriber. Calling it twice (as tests do) keeps the first.
-pub fn init(format: LogFormat) {
+pub fn init(config: &TelemetryConfig) {
+    let format = config.log_format;
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(error) => {

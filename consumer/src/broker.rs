@@ -9,13 +9,13 @@
 //! the consumer negotiates that much; the poison check then dead-letters oversized headers with a
 //! reason. The cost is lapin's buffers: 32 frames each way, 8 MiB a connection instead of 1 MiB.
 
-use common::config::ServiceConfig;
+use common::amqp::{BrokerAddress, BrokerConfig};
 
 /// The frame size the consumer proposes, unless `AMQP_URL` sets its own `?frame_max=`: RabbitMQ's
 /// default `frame_max`, the largest frame a client of a default broker can send.
 pub const FRAME_MAX: u32 = 128 * 1024;
 
-/// The broker of `service`, proposing [`FRAME_MAX`] to every node whose URL does not set a frame size.
-pub fn address(service: &ServiceConfig) -> anyhow::Result<common::amqp::BrokerAddress> {
-    Ok(service.broker()?.with_frame_max(FRAME_MAX))
+/// The broker of `config`, proposing [`FRAME_MAX`] to every node whose URL does not set a frame size.
+pub fn address(config: &BrokerConfig) -> anyhow::Result<BrokerAddress> {
+    Ok(config.address()?.with_frame_max(FRAME_MAX))
 }

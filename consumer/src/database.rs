@@ -12,7 +12,10 @@ use sqlx::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::migrations::{self, MigrationError, MigrationSettings, MIGRATOR};
+use crate::{
+    config::DatabaseConfig,
+    migrations::{self, MigrationError, MigrationSettings, MIGRATOR},
+};
 
 /// The host of `database_url` when it is not this machine and its `sslmode` does not require TLS (the
 /// default, `prefer`, goes on in plaintext when the server offers none), as sqlx reads the URL.
@@ -24,7 +27,7 @@ pub fn plaintext_host(database_url: &str) -> Option<String> {
     );
     let host = options.get_host();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!required && !common::transport::is_local(host)).then(|| host.to_owned())
+    (!required && !common::amqp::is_local(host)).then(|| host.to_owned())
 }
 
 /// Logs a warning when `database_url` may be used in plaintext to a host off this machine.
@@ -38,45 +41,57 @@ pub fn warn_about_plaintext(database_url: &str) {
     }
 }
 
-/// Session settings every pooled connection gets.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionSettings {
-    /// PostgreSQL's `statement_timeout`: the server cancels a statement that runs longer (a lock wait).
-    pub statement_timeout: Duration,
-    /// PostgreSQL's `tcp_keepalives_idle`: the server probes an idle connection after this long, and
-    /// ends the backend (releasing its locks) when the consumer's host is gone. sqlx 0.8 sets no
-    /// keepalive on its own side; the write timeout bounds a write to a server that vanished.
-    pub tcp_keepalive_secs: u32,
-}
+impl DatabaseConfig {
+    /// The pool ingestion writes with: `DB_POOL_SIZE` connections whose statements end after
+    /// `DB_STATEMENT_TIMEOUT_MS`.
+    pub fn write_pool(&self) -> anyhow::Result<PgPool> {
+        self.lazy_pool(
+            self.db_pool_size,
+            Duration::from_millis(self.db_statement_timeout_ms),
+        )
+    }
 
-/// A pool that connects lazily, so the service starts (and answers `/healthz`) while PostgreSQL is down.
-pub fn lazy_pool(
-    database_url: &str,
-    size: u32,
-    session: SessionSettings,
-) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(database_url)
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?
-        .options([
-            (
-                "statement_timeout",
-                format!("{}ms", session.statement_timeout.as_millis()),
-            ),
-            (
-                "tcp_keepalives_idle",
-                session.tcp_keepalive_secs.to_string(),
-            ),
-            ("tcp_keepalives_interval", "5".to_owned()),
-            ("tcp_keepalives_count", "3".to_owned()),
-        ]);
-    Ok(PgPoolOptions::new()
-        .max_connections(size)
-        // A request or batch waits at most this long for a connection before reporting the database down.
-        .acquire_timeout(Duration::from_secs(3))
-        // Checked on acquire and recycled when idle, so connections killed by a restart are not handed out.
-        .test_before_acquire(true)
-        .idle_timeout(Duration::from_secs(60))
-        .connect_lazy_with(options))
+    /// The pool `GET /message` reads with, which ingestion never shares: `DB_READ_POOL_SIZE`
+    /// connections whose statements end after `DB_READ_TIMEOUT_MS`.
+    pub fn read_pool(&self) -> anyhow::Result<PgPool> {
+        self.lazy_pool(
+            self.db_read_pool_size,
+            Duration::from_millis(self.db_read_timeout_ms),
+        )
+    }
+
+    /// A pool that connects lazily, so the service starts (and answers `/healthz`) while PostgreSQL is
+    /// down. Every session gets PostgreSQL's `statement_timeout` (the server cancels a statement that
+    /// runs longer, such as a lock wait) and `tcp_keepalives_idle` of `DB_TCP_KEEPALIVE_SECS`: the
+    /// server probes an idle connection and ends the backend (releasing its locks) when the consumer's
+    /// host is gone. sqlx 0.8 sets no keepalive on its own side; the write timeout bounds a write to a
+    /// server that vanished.
+    fn lazy_pool(&self, size: u32, statement_timeout: Duration) -> anyhow::Result<PgPool> {
+        let options = PgConnectOptions::from_str(&self.database_url)
+            .context("DATABASE_URL is not a valid PostgreSQL URL")?
+            .options([
+                (
+                    "statement_timeout",
+                    format!("{}ms", statement_timeout.as_millis()),
+                ),
+                (
+                    "tcp_keepalives_idle",
+                    self.db_tcp_keepalive_secs.to_string(),
+                ),
+                ("tcp_keepalives_interval", "5".to_owned()),
+                ("tcp_keepalives_count", "3".to_owned()),
+            ]);
+        Ok(PgPoolOptions::new()
+            .max_connections(size)
+            // A request or batch waits at most this long for a connection before reporting the
+            // database down.
+            .acquire_timeout(Duration::from_secs(3))
+            // Checked on acquire and recycled when idle, so connections killed by a restart are not
+            // handed out.
+            .test_before_acquire(true)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(options))
+    }
 }
 
 /// A database the consumer must not run against, whatever the retries: it stops the service.
@@ -97,11 +112,11 @@ pub enum Unusable {
 /// Creates the database if needed, checks its encoding and migrates it, retrying with backoff until it
 /// works or `cancel` fires. Returns whether the database is ready, or the reason it can never be.
 pub async fn prepare(
-    database_url: &str,
+    config: &DatabaseConfig,
     pool: &PgPool,
-    migrations: &MigrationSettings,
     cancel: &CancellationToken,
 ) -> Result<bool, Unusable> {
+    let (database_url, migrations) = (&config.database_url, &MigrationSettings::of(config));
     let prepared = retry(
         "database not ready",
         cancel.cancelled(),

@@ -14,10 +14,7 @@
 //! twice.
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::{
-    amqp::{BrokerAddress, ConfirmChannel, Confirmed},
-    Topology,
-};
+use common::amqp::{BrokerAddress, BrokerError, ConfirmChannel, Confirmed, Topology};
 use lapin::{
     message::BasicGetMessage,
     options::{BasicAckOptions, BasicGetOptions, BasicNackOptions},
@@ -66,7 +63,7 @@ impl DeadLetterQueue {
         Self { broker, topology }
     }
 
-    async fn connect(&self) -> lapin::Result<(Connection, Channel)> {
+    async fn connect(&self) -> Result<(Connection, Channel), BrokerError> {
         self.broker
             .channel_as("message-consumer-dead-letter-admin")
             .await
@@ -82,7 +79,7 @@ impl DeadLetterQueue {
     }
 
     /// Up to `limit` dead letters after the first `offset`, oldest first, all left where they are.
-    pub async fn look(&self, offset: usize, limit: usize) -> lapin::Result<Vec<DeadLetter>> {
+    pub async fn look(&self, offset: usize, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
         let (connection, channel) = self.connect().await?;
         let mut letters = Vec::new();
         let mut seen = 0;
@@ -103,7 +100,7 @@ impl DeadLetterQueue {
     /// Puts up to `limit` of the dead letters `.dead` holds now back on the main exchange, each
     /// acknowledged in `.dead` only once its publish is confirmed. Returns how many went back; none is
     /// taken or counted twice, even if it fails again while the replay runs.
-    pub async fn replay(&self, limit: usize) -> lapin::Result<usize> {
+    pub async fn replay(&self, limit: usize) -> Result<usize, BrokerError> {
         let (connection, channel) = self.connect().await?;
         let channel = ConfirmChannel::select(channel).await?;
         let replay_id = uuid::Uuid::new_v4().to_string();
@@ -144,7 +141,7 @@ impl DeadLetterQueue {
         }
         .await;
         common::amqp::close(&connection, "replayed").await;
-        outcome.map(|()| replayed)
+        outcome.map(|()| replayed).map_err(BrokerError::from)
     }
 
     /// Messages ready in `.dead` now.

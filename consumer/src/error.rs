@@ -2,7 +2,7 @@
 //! `application/problem+json` body. Database details are logged, never returned.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-use common::problem::{kinds, Problem};
+use common::web::problem::{kinds, Problem};
 
 /// Why a read request failed.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum ApiError {
     DatabaseUnavailable(#[source] sqlx::Error),
     /// 503: the broker could not be reached (dead-letter operations).
     #[error("the message broker is unavailable; retry shortly")]
-    BrokerUnavailable(#[source] lapin::Error),
+    BrokerUnavailable(#[from] common::amqp::BrokerError),
     /// 500: a stored row could not be read back; logged, not shown.
     #[error("an unexpected error occurred")]
     Internal(#[source] sqlx::Error),

@@ -5,6 +5,7 @@
 //! monitor page; `error` maps every failure to a status.
 
 pub mod broker;
+pub mod config;
 pub mod database;
 pub mod dead_letters;
 pub mod error;
@@ -20,13 +21,14 @@ pub mod state;
 pub mod status;
 pub mod store;
 
-use common::{config::ConsumerConfig, shutdown, telemetry};
+use common::settings::Settings as _;
+use common::{shutdown, telemetry};
 
 /// The whole process: configuration from the environment, logging, and the service until SIGTERM;
 /// or, as `consumer declare-topology`, the setup step that declares the broker's topology and exits.
 pub async fn run() -> anyhow::Result<()> {
-    let config = ConsumerConfig::from_env()?;
-    telemetry::init(config.service.log_format);
+    let config = config::Config::from_env()?;
+    telemetry::init(&config.telemetry);
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("declare-topology") => return setup::declare_topology(&config).await,
@@ -50,8 +52,8 @@ pub async fn run() -> anyhow::Result<()> {
         ),
     }
     let app = startup::Application::build(&config)?;
-    common::transport::warn_about_plaintext_amqp(&config.service.amqp_url);
-    database::warn_about_plaintext(&config.database_url);
-    tracing::info!(port = app.port(), queue = %config.service.queue_name, "consumer listening");
+    common::amqp::warn_about_plaintext_amqp(&config.broker.amqp_url);
+    database::warn_about_plaintext(&config.database.database_url);
+    tracing::info!(port = app.port(), queue = %config.broker.queue_name, "consumer listening");
     app.run_until_stopped(shutdown::signal()).await
 }

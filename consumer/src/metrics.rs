@@ -1,6 +1,6 @@
 //! Prometheus metrics of the consumer, served at `/metrics`.
 
-use common::metrics::HttpMetrics;
+use common::web::metrics::HttpMetrics;
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -141,7 +141,7 @@ impl Metrics {
             ready: gauge("consumer_ready", "1 when /readyz answers 200, as of the last scrape"),
             http: HttpMetrics::new("consumer"),
         };
-        common::metrics::register(
+        common::web::metrics::register(
             &metrics.registry,
             vec![
                 Box::new(metrics.messages_stored.clone()),
@@ -163,13 +163,13 @@ impl Metrics {
                 Box::new(metrics.ready.clone()),
             ],
         );
-        common::metrics::register(&metrics.registry, metrics.http.collectors());
+        common::web::metrics::register(&metrics.registry, metrics.http.collectors());
         metrics
     }
 
     /// The answer to `GET /metrics`: every metric in the Prometheus text format.
     pub fn response(&self) -> actix_web::HttpResponse {
-        common::metrics::response(&self.registry)
+        common::web::metrics::response(&self.registry)
     }
 }
 

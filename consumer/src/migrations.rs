@@ -55,6 +55,19 @@ pub struct MigrationSettings {
     pub tcp_keepalive_secs: u32,
 }
 
+impl MigrationSettings {
+    /// The settings `DB_MIGRATION_TIMEOUT_SECS`, `DB_MIGRATION_LOCK_TIMEOUT_MS` and
+    /// `DB_TCP_KEEPALIVE_SECS` give, with progress logged every [`PROGRESS_EVERY`].
+    pub fn of(config: &crate::config::DatabaseConfig) -> Self {
+        Self {
+            statement_timeout: Duration::from_secs(config.db_migration_timeout_secs),
+            lock_timeout: Duration::from_millis(config.db_migration_lock_timeout_ms),
+            progress_every: PROGRESS_EVERY,
+            tcp_keepalive_secs: config.db_tcp_keepalive_secs,
+        }
+    }
+}
+
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {

@@ -27,6 +27,22 @@ pub struct ScalingSettings {
     pub idle_backlog: u64,
 }
 
+impl ScalingSettings {
+    /// The settings `WRITERS_MIN`, `WRITERS_MAX`, `SCALE_TARGET_DRAIN_SECS`, `SCALE_COOLDOWN_SECS` and
+    /// `QUEUE_WATCH_INTERVAL_MS` give, where a backlog of at most one batch (`batch_size`) counts as gone.
+    pub fn of(config: &crate::config::ScalingConfig, batch_size: usize) -> Self {
+        Self {
+            min: config.writers_min,
+            max: config.writers_max,
+            target_drain: Duration::from_secs(config.scale_target_drain_secs),
+            cooldown: Duration::from_secs(config.scale_cooldown_secs),
+            // Two looks between increases: one to see the step take effect, one to measure it.
+            settle: 2 * Duration::from_millis(config.queue_watch_interval_ms),
+            idle_backlog: batch_size as u64,
+        }
+    }
+}
+
 /// One look at a queue.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {

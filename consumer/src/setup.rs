@@ -6,11 +6,13 @@
 //!
 //! `consumer permissions publisher|consumer` and `consumer dead-letter-policy` print, tab-separated,
 //! what `rabbitmqctl set_permissions` and `set_policy` take, so that scripts apply exactly what
-//! [`common::Topology`] says each service needs.
+//! [`common::amqp::Topology`] says each service needs.
 
 use std::time::Duration;
 
-use common::{backoff::retry, config::ConsumerConfig};
+use common::{amqp::BrokerError, backoff::retry};
+
+use crate::config::Config;
 
 /// How long the setup step keeps trying to reach a broker that is still starting.
 const SETUP_DEADLINE: Duration = Duration::from_secs(300);
@@ -18,21 +20,21 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(300);
 /// Declares the configured topology, retrying with backoff while the broker is unreachable, and fails
 /// after [`SETUP_DEADLINE`] or at once when the broker refuses (wrong credentials, missing plugin,
 /// a queue of another type).
-pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
-    let broker = config.service.broker()?;
+pub async fn declare_topology(config: &Config) -> anyhow::Result<()> {
+    let broker = config.broker.address()?;
     // `declare`, not `ensure`: the setup step declares whatever DECLARE_TOPOLOGY says.
-    let topology = config.service.topology();
+    let topology = config.broker.topology();
     let attempt = || async {
         let connection = broker.connect_as("message-queue-setup").await?;
         let declared = topology.declare_and_retire(&connection).await;
         common::amqp::close(&connection, "declared").await;
-        declared
+        Ok::<_, BrokerError>(declared?)
     };
     let outcome = retry(
         "could not reach the broker to declare the topology",
         tokio::time::sleep(SETUP_DEADLINE),
         attempt,
-        |error: &lapin::Error| !is_unreachable(error),
+        |error: &BrokerError| !error.is_unreachable(),
     )
     .await;
     match outcome {
@@ -55,8 +57,8 @@ pub async fn declare_topology(config: &ConsumerConfig) -> anyhow::Result<()> {
 }
 
 /// `configure<TAB>write<TAB>read` of `service`'s broker user (`publisher` or `consumer`).
-pub fn permissions(config: &ConsumerConfig, service: &str) -> anyhow::Result<String> {
-    let topology = config.service.topology();
+pub fn permissions(config: &Config, service: &str) -> anyhow::Result<String> {
+    let topology = config.broker.topology();
     let permissions = match service {
         "publisher" => topology.publisher_permissions(),
         "consumer" => topology.consumer_permissions(),
@@ -75,24 +77,15 @@ every dead letter refused at the limit; watch consumer_dead_letter_messages inst
 
 /// The policy that limits `<QUEUE_NAME>.dead` to `DEAD_LETTER_LIMIT` messages, or `None` with classic
 /// queues, where a limit would drop the dead letters it refuses: an unbounded `.dead` loses nothing.
-pub fn dead_letter_limit(config: &ConsumerConfig) -> Option<common::topology::Policy> {
-    let topology = config.service.topology();
+pub fn dead_letter_limit(config: &Config) -> Option<common::amqp::Policy> {
+    let topology = config.broker.topology();
     topology
         .dead_letter_limit_keeps_refused()
-        .then(|| topology.dead_letter_policy(config.dead_letter_limit))
+        .then(|| topology.dead_letter_policy(config.dead_letters.dead_letter_limit))
 }
 
 /// `name<TAB>pattern<TAB>definition` of [`dead_letter_limit`], or `None` (nothing to apply).
-pub fn dead_letter_policy(config: &ConsumerConfig) -> Option<String> {
+pub fn dead_letter_policy(config: &Config) -> Option<String> {
     dead_letter_limit(config)
         .map(|policy| format!("{}\t{}\t{}", policy.name, policy.pattern, policy.definition))
-}
-
-/// Whether `error` is the broker being out of reach (worth another try) rather than a refusal: a
-/// certificate that does not verify is a refusal too.
-fn is_unreachable(error: &lapin::Error) -> bool {
-    match error.kind() {
-        lapin::ErrorKind::IOError(io) => io.kind() != std::io::ErrorKind::InvalidData,
-        _ => false,
-    }
 }

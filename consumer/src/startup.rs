@@ -3,23 +3,17 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, web};
-use common::{
-    auth::{Access, Scope},
-    config::ConsumerConfig,
-    http,
-    openapi::OpenApiDocument,
-};
+use actix_web::dev::Server;
+use common::web::{self, Access, OpenApiDocument, Scope};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    config::{Config, DatabaseConfig},
     database,
-    ingest::{Ingest, IngestSettings},
+    ingest::{Ingest, Outlets},
     metrics::Metrics,
-    migrations::MigrationSettings,
     monitor::{self, Board},
     routes,
-    scaling::ScalingSettings,
     state::AppState,
     status::PeerStatus,
     store::MessageStore,
@@ -35,123 +29,82 @@ pub struct Application {
     ingest: Ingest,
     store: MessageStore,
     status: Arc<PeerStatus>,
-    database_url: String,
-    migrations: MigrationSettings,
+    database: DatabaseConfig,
     shutdown_timeout: Duration,
 }
 
 impl Application {
     /// Binds `HTTP_HOST:HTTP_PORT` (port 0 picks a free one) and prepares everything; connects to nothing yet.
-    pub fn build(config: &ConsumerConfig) -> anyhow::Result<Self> {
+    pub fn build(config: &Config) -> anyhow::Result<Self> {
         config
-            .service
-            .require_tokens_for(&[common::auth::Scope::Read, common::auth::Scope::Admin])?;
-        let (listener, port) = http::bind(&config.service.http_host, config.http_port)?;
-        let session = database::SessionSettings {
-            statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
-            tcp_keepalive_secs: config.db_tcp_keepalive_secs,
-        };
+            .http
+            .require_tokens_for(&[Scope::Read, Scope::Admin])?;
+        let (listener, port) = config.http.bind()?;
         let store = MessageStore::new(
-            database::lazy_pool(&config.database_url, config.db_pool_size, session)?,
-            Duration::from_millis(config.db_write_timeout_ms),
+            config.database.write_pool()?,
+            Duration::from_millis(config.database.db_write_timeout_ms),
         )
-        .with_read_pool(database::lazy_pool(
-            &config.database_url,
-            config.db_read_pool_size,
-            database::SessionSettings {
-                statement_timeout: Duration::from_millis(config.db_read_timeout_ms),
-                ..session
-            },
-        )?);
+        .with_read_pool(config.database.read_pool()?);
         let metrics = Arc::new(Metrics::new());
         let status = Arc::new(PeerStatus::new(
             metrics.broker_connected.clone(),
             metrics.database_up.clone(),
         ));
         let board = Arc::new(Board::default());
-        let broker = crate::broker::address(&config.service)?;
+        let broker = crate::broker::address(&config.broker)?;
         let ingest = Ingest::new(
-            IngestSettings {
-                broker: broker.clone(),
-                topology: config.service.topology(),
-                batch_size: config.batch_size,
-                batch_bytes: config.batch_bytes,
-                batch_linger: Duration::from_millis(config.batch_linger_ms),
-                prefetch: config.effective_prefetch(),
-                max_payload_bytes: config.max_payload_bytes(),
-                scaling: ScalingSettings {
-                    min: config.writers_min,
-                    max: config.writers_max,
-                    target_drain: Duration::from_secs(config.scale_target_drain_secs),
-                    cooldown: Duration::from_secs(config.scale_cooldown_secs),
-                    // Two looks between increases: one to see the step take effect, one to measure it.
-                    settle: 2 * Duration::from_millis(config.queue_watch_interval_ms),
-                    idle_backlog: config.batch_size as u64,
-                },
-                watch_interval: Duration::from_millis(config.queue_watch_interval_ms),
+            broker.clone(),
+            config.broker.topology(),
+            &config.ingest,
+            &config.scaling,
+            Outlets {
+                store: store.clone(),
+                status: status.clone(),
+                metrics: metrics.clone(),
+                board: board.clone(),
             },
-            store.clone(),
-            status.clone(),
-            metrics.clone(),
-            board.clone(),
         );
-        let state = web::Data::new(AppState {
+        let state = actix_web::web::Data::new(AppState {
             store: store.clone(),
             status: status.clone(),
             metrics,
             board,
             dead_letters: crate::dead_letters::DeadLetterQueue::new(
                 broker,
-                config.service.topology(),
+                config.broker.topology(),
             ),
-            stuck_write: Duration::from_millis(config.db_stuck_write_ms),
-            max_page_bytes: config.max_page_bytes,
-            public_base_url: config.public_base_url.clone(),
+            stuck_write: Duration::from_millis(config.database.db_stuck_write_ms),
+            reads: config.reads.clone(),
         });
-        let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
         // Reading messages and the monitor's data needs a read token when tokens are configured, and
         // dead-letter operations an admin token. The monitor page itself holds no data; probes, metrics
         // and the OpenAPI document stay open.
-        let doors = http::Doors::new(config.service.tokens.clone());
-        let app = move || {
-            use routes::{dead_letters, health, messages};
-            const READ: Access = Access::Needs(Scope::Read);
-            const ADMIN: Access = Access::Needs(Scope::Admin);
-            http::app(state.metrics.http.clone())
-                .app_data(state.clone())
-                .service(doors.get("/", Access::Open, monitor::page))
-                .service(doors.get("/monitor/status", READ, monitor::status))
-                .service(doors.get("/dead-letters", ADMIN, dead_letters::list))
-                .service(doors.post("/dead-letters/replay", ADMIN, dead_letters::replay))
-                .service(doors.get("/message", READ, messages::list))
-                .service(doors.get("/message/{id}", READ, messages::get))
-                .service(doors.get("/healthz", Access::Open, http::healthz))
-                .service(doors.get("/readyz", Access::Open, health::readyz))
-                .service(doors.get("/metrics", Access::Open, health::metrics))
-                .service(doors.route("/openapi.json", Access::Open, "GET", openapi.route()))
-                .default_service(web::to(http::not_found))
-        };
-        let server = http::server(
-            app,
-            listener,
-            config.service.http_workers,
-            Duration::from_secs(config.service.http_write_timeout_secs),
-            config.service.shutdown_timeout_secs,
-        )?;
+        let requests = state.metrics.http.clone();
+        let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
+        let server = config
+            .http
+            .serve(listener, requests, openapi, move |app, doors| {
+                use routes::{dead_letters, health, messages};
+                const READ: Access = Access::Needs(Scope::Read);
+                const ADMIN: Access = Access::Needs(Scope::Admin);
+                app.app_data(state.clone())
+                    .service(doors.get("/", Access::Open, monitor::page))
+                    .service(doors.get("/monitor/status", READ, monitor::status))
+                    .service(doors.get("/dead-letters", ADMIN, dead_letters::list))
+                    .service(doors.post("/dead-letters/replay", ADMIN, dead_letters::replay))
+                    .service(doors.get("/message", READ, messages::list))
+                    .service(doors.get("/message/{id}", READ, messages::get))
+                    .service(doors.get("/readyz", Access::Open, health::readyz))
+                    .service(doors.get("/metrics", Access::Open, health::metrics));
+            })?;
         Ok(Self {
             port,
             server,
             ingest,
             store,
             status,
-            database_url: config.database_url.clone(),
-            migrations: MigrationSettings {
-                statement_timeout: Duration::from_secs(config.db_migration_timeout_secs),
-                lock_timeout: Duration::from_millis(config.db_migration_lock_timeout_ms),
-                progress_every: crate::migrations::PROGRESS_EVERY,
-                tcp_keepalive_secs: config.db_tcp_keepalive_secs,
-            },
-            shutdown_timeout: Duration::from_secs(config.service.shutdown_timeout_secs),
+            database: config.database.clone(),
+            shutdown_timeout: config.http.shutdown_timeout(),
         })
     }
 
@@ -173,15 +126,10 @@ impl Application {
             let cancel = cancel.clone();
             let stopping = stopping.clone();
             let unusable = unusable.clone();
-            let (ingest, store, status, url, migrations) = (
-                self.ingest,
-                self.store.clone(),
-                self.status,
-                self.database_url,
-                self.migrations,
-            );
+            let (ingest, store, status, database) =
+                (self.ingest, self.store.clone(), self.status, self.database);
             async move {
-                match database::prepare(&url, store.pool(), &migrations, &cancel).await {
+                match database::prepare(&database, store.pool(), &cancel).await {
                     Ok(true) => {
                         status.set_database(true);
                         ingest.run(cancel).await;
@@ -205,7 +153,7 @@ impl Application {
                 }
             }
         };
-        let served = http::serve_until(self.server, shutdown, {
+        let served = web::serve_until(self.server, shutdown, {
             let (cancel, signal_at) = (cancel.clone(), signal_at.clone());
             move || {
                 let _ = signal_at.set(tokio::time::Instant::now());

@@ -4,8 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    dead_letters::DeadLetterQueue, metrics::Metrics, monitor::Board, status::PeerStatus,
-    store::MessageStore,
+    config::ReadConfig, dead_letters::DeadLetterQueue, metrics::Metrics, monitor::Board,
+    status::PeerStatus, store::MessageStore,
 };
 
 /// What every request handler can reach.
@@ -19,8 +19,6 @@ pub struct AppState {
     pub board: Arc<Board>,
     /// A write running longer than this makes the consumer unready.
     pub stuck_write: Duration,
-    /// Most bytes of senders and attributes one page of `GET /message` holds.
-    pub max_page_bytes: usize,
-    /// Where clients reach this service, for absolute `Link` URLs; `None` gives relative ones.
-    pub public_base_url: Option<String>,
+    /// How pages of `GET /message` are bounded and linked.
+    pub reads: ReadConfig,
 }

@@ -1,4 +1,4 @@
-//! `Authorization` on a guarded route: `common::auth::Tokens::check` on any header bytes, both as the
+//! `Authorization` on a guarded route: `common::web::Tokens::check` on any header bytes, both as the
 //! middleware reads them (through `HeaderValue::to_str`) and as any UTF-8. It must never panic, never
 //! admit a request without the configured token of the route's scope, and always admit
 //! `Bearer <that token>` however the fuzzer spells the scheme's case and the surrounding spaces.
@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use actix_web::http::header::HeaderValue;
-use common::auth::{Denied, Scope, Tokens};
+use common::web::{Denied, Scope, Tokens};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 

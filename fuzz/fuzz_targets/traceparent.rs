@@ -3,7 +3,7 @@
 //! out as version 00 and reads back as itself.
 #![no_main]
 
-use common::trace::{TraceContext, TRACEPARENT};
+use common::model::{TraceContext, TRACEPARENT};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use libfuzzer_sys::fuzz_target;
 

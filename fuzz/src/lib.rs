@@ -9,7 +9,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Vis
 use serde_json::Value;
 
 /// How deeply arrays and objects nest in `json`, counted by a serde visitor rather than on the text, so
-/// it checks [`common::message::Attributes::depth`] by another route. Every member counts, duplicate keys
+/// it checks [`common::model::Attributes::depth`] by another route. Every member counts, duplicate keys
 /// included: PostgreSQL's `json` keeps them all, where a `serde_json::Value` would keep only the last.
 /// `None` past serde_json's own recursion limit (128).
 pub fn nesting(json: &str) -> Option<usize> {
@@ -100,7 +100,7 @@ pub fn assert_valid(message: &Message) {
             "depth of {attributes}"
         );
     }
-    assert!(message.priority().value() <= common::message::MAX_PRIORITY);
+    assert!(message.priority().value() <= common::model::MAX_PRIORITY);
 }
 
 /// A message serialises and reads back as itself, both alone and inside a queue payload.
@@ -116,13 +116,13 @@ pub fn assert_round_trip(message: &Message) {
     let queued = QueuedMessage {
         id: uuid::Uuid::from_u128(1),
         received_at: DateTime::<Utc>::UNIX_EPOCH,
-        fingerprint: Some(common::queued::fingerprint(message)),
+        fingerprint: Some(common::model::fingerprint(message)),
         message: message.clone(),
     };
     let back = QueuedMessage::from_payload(&queued.to_payload()).expect("a payload reads back");
     assert_eq!(back, queued);
     assert_eq!(
-        common::queued::fingerprint(&back.message),
+        common::model::fingerprint(&back.message),
         queued.fingerprint.unwrap(),
         "the fingerprint changed on the way through the queue"
     );

@@ -10,10 +10,10 @@ use std::{
 };
 
 use common::{
-    amqp::{BrokerAddress, Confirmed},
+    amqp::{BrokerAddress, Confirmed, Topology},
     backoff::Backoff,
-    trace::{TraceContext, TRACEPARENT},
-    QueuedMessage, Topology,
+    model::{TraceContext, TRACEPARENT},
+    QueuedMessage,
 };
 use futures::future::join_all;
 use lapin::{
@@ -23,6 +23,7 @@ use lapin::{
 
 use crate::{
     body::InflightPermit,
+    config::LinkConfig,
     error::PublishError,
     links::{self, Link, LinkManager, LinkPool, Readiness, Unready},
     metrics::Metrics,
@@ -47,16 +48,19 @@ impl Broker {
     pub fn new(
         address: BrokerAddress,
         topology: Topology,
-        connections: usize,
-        channel_count: usize,
-        confirm_timeout: Duration,
+        links: &LinkConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let manager = LinkManager::new(address, topology.clone(), channel_count, metrics.clone());
+        let manager = LinkManager::new(
+            address,
+            topology.clone(),
+            links.publish_channels,
+            metrics.clone(),
+        );
         Self {
             topology,
-            confirm_timeout,
-            pool: links::pool(manager, connections),
+            confirm_timeout: Duration::from_millis(links.confirm_timeout_ms),
+            pool: links::pool(manager, links.amqp_connections),
             readiness: Readiness::new(),
             metrics,
         }

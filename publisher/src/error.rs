@@ -2,7 +2,7 @@
 //! `application/problem+json` body.
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
-use common::problem::{kinds, Problem};
+use common::web::problem::{kinds, Problem};
 
 /// Seconds a client is told to wait when the broker cannot take messages.
 const RETRY_AFTER_SECONDS: u32 = 1;

@@ -2,7 +2,7 @@
 //! the publisher keeps by deriving the message id from the key instead of drawing a new one.
 
 use actix_web::HttpRequest;
-use common::auth::Identity;
+use common::web::Identity;
 use common::Message;
 use uuid::Uuid;
 
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn with_tokens_the_key_belongs_to_the_token_whatever_the_sender() {
-        let tokens = common::auth::Tokens::from_vars(&[(
+        let tokens = common::web::Tokens::from_vars(&[(
             "PUBLISH_TOKENS".to_owned(),
             "first-token-0123456789,second-token-0123456789".to_owned(),
         )])
@@ -126,7 +126,7 @@ mod tests {
             tokens
                 .check(
                     Some(&format!("Bearer {token}")),
-                    common::auth::Scope::Publish,
+                    common::web::Scope::Publish,
                 )
                 .unwrap()
                 .unwrap()

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod broker;
+pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod links;
@@ -14,14 +15,15 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 
-use common::{config::PublisherConfig, shutdown, telemetry};
+use common::settings::Settings as _;
+use common::{shutdown, telemetry};
 
 /// The whole process: configuration from the environment, logging, and the service until SIGTERM.
 pub async fn run() -> anyhow::Result<()> {
-    let config = PublisherConfig::from_env()?;
-    telemetry::init(config.service.log_format);
+    let config = config::Config::from_env()?;
+    telemetry::init(&config.telemetry);
     let app = startup::Application::build(&config)?;
-    common::transport::warn_about_plaintext_amqp(&config.service.amqp_url);
-    tracing::info!(port = app.port(), queue = %config.service.queue_name, "publisher listening");
+    common::amqp::warn_about_plaintext_amqp(&config.broker.amqp_url);
+    tracing::info!(port = app.port(), queue = %config.broker.queue_name, "publisher listening");
     app.run_until_stopped(shutdown::signal()).await
 }

@@ -25,9 +25,8 @@ use std::{
 };
 
 use common::{
-    amqp::{BrokerAddress, ConfirmChannel},
+    amqp::{BrokerAddress, BrokerError, ConfirmChannel, Topology},
     backoff::Backoff,
-    Topology,
 };
 use deadpool::{
     managed::{self, Hook, Pool, QueueMode, RecycleError, RecycleResult, Timeouts},
@@ -115,7 +114,7 @@ impl Link {
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error(transparent)]
-    Amqp(#[from] lapin::Error),
+    Broker(#[from] BrokerError),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("the last attempt failed; the next is in {0:?}")]
@@ -158,7 +157,7 @@ impl LinkManager {
         }
     }
 
-    async fn connect(&self) -> lapin::Result<Link> {
+    async fn connect(&self) -> Result<Link, BrokerError> {
         let connection = self.address.connect_as("message-publisher").await?;
         let mut channels = Vec::with_capacity(self.channel_count);
         for _ in 0..self.channel_count {

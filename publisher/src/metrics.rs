@@ -1,6 +1,6 @@
 //! Prometheus metrics of the publisher, served at `/metrics`.
 
-use common::metrics::HttpMetrics;
+use common::web::metrics::HttpMetrics;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The publisher's counters. Each application owns its registry, so several can run in one process.
@@ -95,7 +95,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let http = HttpMetrics::new("publisher");
-        common::metrics::register(
+        common::web::metrics::register(
             &registry,
             vec![
                 Box::new(messages_accepted.clone()),
@@ -110,7 +110,7 @@ impl Metrics {
                 Box::new(inflight_bytes.clone()),
             ],
         );
-        common::metrics::register(&registry, http.collectors());
+        common::web::metrics::register(&registry, http.collectors());
         Self {
             registry,
             messages_accepted,
@@ -129,7 +129,7 @@ impl Metrics {
 
     /// The answer to `GET /metrics`: every metric in the Prometheus text format.
     pub fn response(&self) -> actix_web::HttpResponse {
-        common::metrics::response(&self.registry)
+        common::web::metrics::response(&self.registry)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use common::topology::Permissions;
+use common::amqp::Permissions;
 use uuid::Uuid;
 
 /// A user of the test broker's `/` virtual host with a random name and password.
@@ -89,7 +89,7 @@ pub struct BrokerPolicy {
 
 impl BrokerPolicy {
     /// Applies `policy` to the queues it matches.
-    pub fn apply(policy: &common::topology::Policy) -> Self {
+    pub fn apply(policy: &common::amqp::Policy) -> Self {
         set_policy(policy);
         Self {
             name: policy.name.clone(),
@@ -97,13 +97,13 @@ impl BrokerPolicy {
     }
 
     /// Replaces the policy with `policy`, which must have the same name.
-    pub fn replace(&self, policy: &common::topology::Policy) {
+    pub fn replace(&self, policy: &common::amqp::Policy) {
         assert_eq!(policy.name, self.name, "a policy replaces one of its name");
         set_policy(policy);
     }
 }
 
-fn set_policy(policy: &common::topology::Policy) {
+fn set_policy(policy: &common::amqp::Policy) {
     rabbitmqctl(&[
         "set_policy",
         "--apply-to",

@@ -2,7 +2,8 @@
 
 use std::future::Future;
 
-use common::config::{ConsumerConfig, PublisherConfig};
+use consumer::config::Config as ConsumerConfig;
+use publisher::config::Config as PublisherConfig;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// A service running in this process until stopped or dropped.

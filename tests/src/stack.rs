@@ -1,10 +1,12 @@
 //! One test's publisher, consumer, database and queue names, and what the test does through them over
 //! HTTP and SQL.
 
+use common::settings::Settings as _;
 use std::time::Duration;
 
-use common::config::{ConsumerConfig, PublisherConfig};
+use consumer::config::Config as ConsumerConfig;
 use lapin::{Connection, ConnectionProperties};
+use publisher::config::Config as PublisherConfig;
 use sqlx::{postgres::PgPoolOptions, PgPool};
 use uuid::Uuid;
 
@@ -50,8 +52,8 @@ impl StackConfig {
 impl StackConfig {
     /// Points both services at the broker node(s) of `amqp_url` (one URL, or several separated by commas).
     pub fn with_broker(mut self, amqp_url: &str) -> Self {
-        self.publisher.service.amqp_url = amqp_url.to_owned();
-        self.consumer.service.amqp_url = amqp_url.to_owned();
+        self.publisher.broker.amqp_url = amqp_url.to_owned();
+        self.consumer.broker.amqp_url = amqp_url.to_owned();
         self
     }
 }

@@ -3,10 +3,7 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use common::{
-    amqp::{BrokerAddress, ConfirmChannel, Confirmed},
-    Topology,
-};
+use common::amqp::{BrokerAddress, BrokerError, ConfirmChannel, Confirmed, Topology};
 use lapin::{
     message::Delivery,
     protocol::basic::{gen_properties, AMQPProperties},
@@ -59,7 +56,7 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub async fn open(broker: &BrokerAddress, topology: &Topology) -> lapin::Result<Self> {
+    pub async fn open(broker: &BrokerAddress, topology: &Topology) -> Result<Self, BrokerError> {
         let (connection, channel) = broker.channel_as(CONNECTION_NAME).await?;
         let channel = ConfirmChannel::select(channel).await?;
         Ok(Self {

@@ -28,18 +28,25 @@ pub use session::prefetch_of;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{amqp::BrokerAddress, backoff::retry, Topology};
+use common::{
+    amqp::{BrokerAddress, BrokerError, Topology},
+    backoff::retry,
+};
 use tokio_util::sync::CancellationToken;
 
 use self::batch::BatchEnd;
 use crate::{
-    metrics::Metrics, monitor::Board, scaling::ScalingSettings, status::PeerStatus,
+    config::{IngestConfig, ScalingConfig},
+    metrics::Metrics,
+    monitor::Board,
+    scaling::ScalingSettings,
+    status::PeerStatus,
     store::MessageStore,
 };
 
-/// Settings of the ingestion loop.
+/// Settings of the ingestion loop, in the units it works in.
 #[derive(Debug, Clone)]
-pub struct IngestSettings {
+struct IngestSettings {
     pub broker: BrokerAddress,
     pub topology: Topology,
     pub batch_size: usize,
@@ -77,6 +84,8 @@ enum SessionEnd {
     Cancelled,
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     #[error("{0}")]
     Batch(BatchEnd),
     #[error("the channel closed before a delivery could be settled")]
@@ -98,14 +107,41 @@ impl From<BatchEnd> for SessionEnd {
     }
 }
 
+/// What the ingestion loop works with besides its settings: where it stores, and what it reports to.
+pub struct Outlets {
+    pub store: MessageStore,
+    pub status: Arc<PeerStatus>,
+    pub metrics: Arc<Metrics>,
+    pub board: Arc<Board>,
+}
+
 impl Ingest {
+    /// The loop that drains `topology`'s queues on `broker` as `ingest` and `scaling` say.
     pub fn new(
-        settings: IngestSettings,
-        store: MessageStore,
-        status: Arc<PeerStatus>,
-        metrics: Arc<Metrics>,
-        board: Arc<Board>,
+        broker: BrokerAddress,
+        topology: Topology,
+        ingest: &IngestConfig,
+        scaling: &ScalingConfig,
+        outlets: Outlets,
     ) -> Self {
+        let watch_interval = Duration::from_millis(scaling.queue_watch_interval_ms);
+        let settings = IngestSettings {
+            broker,
+            topology,
+            batch_size: ingest.batch_size,
+            batch_bytes: ingest.batch_bytes,
+            batch_linger: Duration::from_millis(ingest.batch_linger_ms),
+            prefetch: ingest.effective_prefetch(),
+            max_payload_bytes: ingest.max_payload_bytes(),
+            scaling: ScalingSettings::of(scaling, ingest.batch_size),
+            watch_interval,
+        };
+        let Outlets {
+            store,
+            status,
+            metrics,
+            board,
+        } = outlets;
         Self {
             settings,
             store,

@@ -2,7 +2,10 @@
 //! queue, only then subscribe to each, and run each queue's pipeline (gather the next batch while the previous one is stored) until
 //! the connection fails or shutdown is asked for.
 
-use common::{amqp::CLOSE_TIMEOUT, backoff::Backoff, Topology};
+use common::{
+    amqp::{Topology, CLOSE_TIMEOUT},
+    backoff::Backoff,
+};
 use lapin::{
     message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
@@ -400,7 +403,7 @@ pub fn prefetch_of(queue: &str, queues: &[String], topology: &Topology, total: u
 
 #[cfg(test)]
 mod tests {
-    use common::QueueType;
+    use common::amqp::QueueType;
 
     use super::*;
 

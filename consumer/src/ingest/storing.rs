@@ -2,7 +2,10 @@
 //! database is unreachable, and row by row when it refuses one) and dead-letter what can never be stored;
 //! then, once every earlier batch of the queue is settled, acknowledge the rest with one `multiple` ack.
 
-use common::{backoff::retry, trace::TraceContext, QueuedMessage};
+use common::{
+    backoff::retry,
+    model::{QueuedMessage, TraceContext},
+};
 use lapin::{message::Delivery, options::BasicAckOptions, types::DeliveryTag, Acker};
 use tokio_util::sync::CancellationToken;
 

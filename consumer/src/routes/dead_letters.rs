@@ -35,11 +35,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let limit = bounded("limit", query.limit.as_deref(), 20, (1, MAX_PAGE))?;
     let offset = bounded("offset", query.offset.as_deref(), 0, (0, MAX_DEPTH - limit))?;
-    let letters = state
-        .dead_letters
-        .look(offset, limit)
-        .await
-        .map_err(ApiError::BrokerUnavailable)?;
+    let letters = state.dead_letters.look(offset, limit).await?;
     let mut response = HttpResponse::Ok();
     if letters.len() == limit && offset + 2 * limit <= MAX_DEPTH {
         response.insert_header((
@@ -60,11 +56,7 @@ pub async fn replay(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = bounded("limit", query.limit.as_deref(), 10, (1, MAX_REPLAY))?;
-    let replayed = state
-        .dead_letters
-        .replay(limit)
-        .await
-        .map_err(ApiError::BrokerUnavailable)?;
+    let replayed = state.dead_letters.replay(limit).await?;
     tracing::info!(replayed, limit, "dead letters replayed");
     Ok(HttpResponse::Ok().json(json!({ "replayed": replayed })))
 }

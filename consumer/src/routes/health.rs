@@ -1,9 +1,9 @@
-//! Readiness and metrics (liveness is `common::http::healthz`).
+//! Readiness and metrics (liveness is `common::web::healthz`).
 
 use std::time::Duration;
 
 use actix_web::{http::StatusCode, web, HttpResponse};
-use common::problem::{kinds, Problem};
+use common::web::problem::{kinds, Problem};
 use serde_json::json;
 
 use crate::state::AppState;

@@ -84,7 +84,7 @@ pub async fn list(
         after,
         limit,
     };
-    let (messages, more) = state.store.page(&page, state.max_page_bytes).await?;
+    let (messages, more) = state.store.page(&page, state.reads.max_page_bytes).await?;
     let mut response = HttpResponse::Ok();
     if more {
         let last = messages.last().expect("a page holds at least one row");
@@ -94,7 +94,7 @@ pub async fn list(
                 "<{}>; rel=\"next\"",
                 next_url(
                     &request,
-                    state.public_base_url.as_deref(),
+                    state.reads.public_base_url.as_deref(),
                     limit,
                     sender.as_deref(),
                     last,

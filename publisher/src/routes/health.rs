@@ -1,7 +1,7 @@
-//! Readiness and metrics (liveness is `common::http::healthz`).
+//! Readiness and metrics (liveness is `common::web::healthz`).
 
 use actix_web::{http::StatusCode, web, HttpResponse};
-use common::problem::{kinds, Problem};
+use common::web::problem::{kinds, Problem};
 use serde_json::json;
 
 use crate::{links::Unready, state::AppState};

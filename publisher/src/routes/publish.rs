@@ -4,16 +4,17 @@
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
 use common::{
-    auth::Identity,
-    queued::fingerprint,
-    trace::{TraceContext, TRACEPARENT},
-    Message, QueuedMessage,
+    model::{fingerprint, Message, QueuedMessage, TraceContext, TRACEPARENT},
+    web::Identity,
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    body::{parse_batch, parse_message, read_limited, require_identity_encoding, require_json},
+    body::{
+        parse_batch, parse_message, read_limited, require_identity_encoding, require_json,
+        InflightPermit,
+    },
     error::PublishError,
     idempotency::IdempotencyKey,
     state::AppState,
@@ -28,19 +29,14 @@ pub async fn publish_one(
 ) -> Result<HttpResponse, PublishError> {
     let trace = trace_of(&request);
     let outcome = async {
-        require_json(&request)?;
-        require_identity_encoding(&request)?;
-        let key = IdempotencyKey::from_request(&request)?;
-        let owner = request.extensions().get::<Identity>().cloned();
-        let (body, reserved) = read_limited(
-            &request,
-            payload,
-            state.max_message_bytes,
-            state.body_timeout,
-            &state.inflight,
-        )
-        .await?;
-        let message = parse_message(&body, state.max_json_depth)?;
+        let limit = state.body.max_message_bytes;
+        let Received {
+            body,
+            reserved,
+            key,
+            owner,
+        } = receive(&request, payload, &state, limit).await?;
+        let message = parse_message(&body, state.body.max_json_depth)?;
         drop(body);
         let queued = [enqueue(message, key.as_ref(), owner.as_ref(), None)];
         state.broker.publish(&queued, &trace, reserved).await?;
@@ -64,25 +60,20 @@ pub async fn publish_batch(
 ) -> Result<HttpResponse, PublishError> {
     let trace = trace_of(&request);
     let outcome = async {
-        require_json(&request)?;
-        require_identity_encoding(&request)?;
-        let key = IdempotencyKey::from_request(&request)?;
-        let owner = request.extensions().get::<Identity>().cloned();
         // The reservation lives until the messages are written to the broker: the messages built from
         // the body, and then their frames, take as much memory.
-        let (body, reserved) = read_limited(
-            &request,
-            payload,
-            state.max_batch_bytes,
-            state.body_timeout,
-            &state.inflight,
-        )
-        .await?;
+        let limit = state.body.max_batch_bytes;
+        let Received {
+            body,
+            reserved,
+            key,
+            owner,
+        } = receive(&request, payload, &state, limit).await?;
         let queued = parse_batch(
             &body,
-            state.max_batch_messages,
-            state.max_message_bytes,
-            state.max_json_depth,
+            state.body.max_batch_messages,
+            state.body.max_message_bytes,
+            state.body.max_json_depth,
             |index, message| enqueue(message, key.as_ref(), owner.as_ref(), Some(index)),
         )?;
         drop(body);
@@ -93,6 +84,36 @@ pub async fn publish_batch(
     .await;
     let count = outcome.as_ref().map_or(0, Vec::len);
     respond(&state, outcome.map(|ids| json!({ "ids": ids })), count)
+}
+
+/// A request body read whole within its limit, with what the request's headers say of it.
+struct Received {
+    body: web::Bytes,
+    reserved: InflightPermit,
+    key: Option<IdempotencyKey>,
+    owner: Option<Identity>,
+}
+
+/// The steps both routes open with: the headers' rules, then the body, at most `limit` bytes and within
+/// `BODY_TIMEOUT_MS`, reserved against `MAX_INFLIGHT_BYTES`.
+async fn receive(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    limit: usize,
+) -> Result<Received, PublishError> {
+    require_json(request)?;
+    require_identity_encoding(request)?;
+    let key = IdempotencyKey::from_request(request)?;
+    let owner = request.extensions().get::<Identity>().cloned();
+    let timeout = std::time::Duration::from_millis(state.body.body_timeout_ms);
+    let (body, reserved) = read_limited(request, payload, limit, timeout, &state.inflight).await?;
+    Ok(Received {
+        body,
+        reserved,
+        key,
+        owner,
+    })
 }
 
 /// The publisher's span of the request's trace (a new trace when the request carries no valid

@@ -6,17 +6,19 @@
 //! Usage: `dial PLAN.json`, where the plan is a JSON array of targets:
 //! - `{"amqp": {"service": "publisher"|"consumer", "env": {...}}}`: for each node of the env's
 //!   `AMQP_URL`, the service's configuration is read from the env with that node alone, and
-//!   `ServiceConfig::broker()?.connect(..)` opens a connection (TLS, host name check, AMQP login).
-//! - `{"postgres": {"env": {...}}}`: the consumer's configuration, and its pool (`lazy_pool`) runs
+//!   `BrokerConfig::address()?.connect(..)` opens a connection (TLS, host name check, AMQP login).
+//! - `{"postgres": {"env": {...}}}`: the consumer's configuration, and its pool (`DatabaseConfig::write_pool`) runs
 //!   `SELECT 1` over the `DATABASE_URL` as given (`sslmode`, `sslrootcert`).
 //! - `{"tls": {"host": "...", "port": N, "ca_file": "..."}}`: a TLS handshake that verifies the
 //!   certificate and the host name against that authority alone (rustls and webpki), as a client of the
 //!   management API over HTTPS does.
 
+use common::settings::Settings as _;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use common::config::{ConsumerConfig, PublisherConfig};
+use consumer::config::Config as ConsumerConfig;
+use publisher::config::Config as PublisherConfig;
 use serde::Deserialize;
 use tokio_rustls::rustls::{
     self,
@@ -98,12 +100,12 @@ async fn timed(
 
 async fn connect_broker(service: &str, vars: BTreeMap<String, String>) -> anyhow::Result<()> {
     let config = if service == "publisher" {
-        PublisherConfig::from_vars(vars)?.service
+        PublisherConfig::from_vars(vars)?.broker
     } else {
-        ConsumerConfig::from_vars(vars)?.service
+        ConsumerConfig::from_vars(vars)?.broker
     };
     let connection = config
-        .broker()?
+        .address()?
         .connect(lapin::ConnectionProperties::default())
         .await?;
     connection.close(200, "checked".into()).await?;
@@ -112,14 +114,7 @@ async fn connect_broker(service: &str, vars: BTreeMap<String, String>) -> anyhow
 
 async fn query(vars: BTreeMap<String, String>) -> anyhow::Result<()> {
     let config = ConsumerConfig::from_vars(vars)?;
-    let pool = consumer::database::lazy_pool(
-        &config.database_url,
-        1,
-        consumer::database::SessionSettings {
-            statement_timeout: Duration::from_secs(5),
-            tcp_keepalive_secs: config.db_tcp_keepalive_secs,
-        },
-    )?;
+    let pool = config.database.write_pool()?;
     sqlx::query("SELECT 1").execute(&pool).await?;
     pool.close().await;
     Ok(())

@@ -1,6 +1,7 @@
 //! JSON nested as deep as a message may hold is stored; one level deeper is refused with a 400 naming
 //! the depth, since the database could not store it (a 202 would promise what cannot be kept).
 
+use common::settings::Settings as _;
 use serde_json::Value;
 
 use crate::{guarded_stack, PUBLISH};
@@ -19,8 +20,9 @@ fn nested(depth: usize) -> String {
 async fn json_at_the_depth_limit_is_stored_and_one_level_deeper_is_refused_naming_it() {
     // Arrange: the default limit.
     let stack = guarded_stack(|_| {}).await;
-    let limit = common::config::PublisherConfig::from_vars([])
+    let limit = publisher::config::Config::from_vars([])
         .unwrap()
+        .body
         .max_json_depth;
     let post = |body: String| {
         stack

@@ -7,7 +7,7 @@ mod depth;
 mod doors;
 mod floods;
 
-use common::auth::Tokens;
+use common::web::Tokens;
 use end_to_end::{StackConfig, TestStack};
 
 pub const PUBLISH: &str = "attack-publish-token-0001";
@@ -23,10 +23,10 @@ pub async fn guarded_stack(adjust: impl FnOnce(&mut StackConfig)) -> TestStack {
     ])
     .expect("valid tokens");
     let mut config = StackConfig::unique();
-    for service in [&mut config.publisher.service, &mut config.consumer.service] {
-        service.tokens = tokens.clone();
-        service.http_workers = 2;
-    }
+    config.publisher.http.tokens = tokens.clone();
+    config.consumer.http.tokens = tokens;
+    config.publisher.http.http_workers = 2;
+    config.consumer.http.http_workers = 2;
     adjust(&mut config);
     TestStack::start_with(config).await
 }

@@ -145,8 +145,8 @@ fn the_ingress_lets_through_the_largest_batch_the_production_publisher_takes() {
             other => panic!("unit {other}"),
         };
     assert!(
-        bytes >= config.max_batch_bytes,
+        bytes >= config.body.max_batch_bytes,
         "proxy-body-size {limit} is below the publisher's MAX_BATCH_BYTES {}",
-        config.max_batch_bytes
+        config.body.max_batch_bytes
     );
 }

@@ -91,14 +91,14 @@ fn the_keda_overlay_scales_the_consumer_on_every_queue_it_drains_but_not_on_dead
         .parse()
         .unwrap();
     assert!(
-        value > f64::from(config.prefetch),
+        value > f64::from(config.ingest.prefetch),
         "a pod's own prefetched deliveries ({}) would keep pods up by themselves at {value} a pod",
-        config.prefetch
+        config.ingest.prefetch
     );
     assert!((0.0..=value).contains(&activation));
 
     let regex = metadata["queueName"].as_str().expect("a queue regex");
-    let topology = config.service.topology();
+    let topology = config.broker.topology();
     let drained = topology.drained_queues();
     assert!(drained.len() > 2, "the overlay runs shards: {drained:?}");
     for queue in &drained {
@@ -280,7 +280,7 @@ fn the_keda_overlay_leaves_the_consumer_to_keda_and_the_publisher_to_its_cpu_aut
     let spec = &the_scaled_object(&objects)["spec"];
     let min = spec["minReplicaCount"].as_u64().unwrap_or(0);
     let max = spec["maxReplicaCount"].as_u64().unwrap_or(100);
-    let shards = u64::from(consumer_config(&objects).service.queue_shards);
+    let shards = u64::from(consumer_config(&objects).broker.queue_shards);
     assert!(min >= 1, "scaled to zero, nobody would serve GET /message");
     assert!(
         min <= max && max <= shards,

@@ -129,7 +129,7 @@ async fn the_keda_monitoring_user_reads_the_queue_lengths_it_scales_on_and_nothi
         .as_str()
         .unwrap()
         .to_owned();
-    let topology = consumer_config(&objects).service.topology();
+    let topology = consumer_config(&objects).broker.topology();
 
     let node = ManagementNode::start();
     assert!(node.ctl(&["add_user", "admin", "admin-password"]));

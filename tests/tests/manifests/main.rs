@@ -6,6 +6,7 @@
 //! `scripts/check-manifests` runs them (with `--include-ignored`).
 
 mod broker_users;
+mod configuration;
 mod dial;
 mod ingress;
 mod keda;

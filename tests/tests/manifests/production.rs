@@ -44,9 +44,9 @@ fn the_production_broker_is_three_nodes_with_the_hash_exchange_and_both_services
             .as_array()
             .into_iter()
             .flatten()
-            .any(|p| p == common::topology::CONSISTENT_HASH_PLUGIN),
+            .any(|p| p == common::amqp::CONSISTENT_HASH_PLUGIN),
         "the operator enables {}: {plugins:?}",
-        common::topology::CONSISTENT_HASH_PLUGIN
+        common::amqp::CONSISTENT_HASH_PLUGIN
     );
     let settings: Vec<BTreeMap<String, Option<String>>> = SERVICES
         .iter()

@@ -1,9 +1,11 @@
 //! Rendering the overlays and reading what they give a container: objects by kind and name, labels and
 //! selectors, and every variable a container gets as the kubelet works it out.
 
+use common::settings::Settings as _;
 use std::{collections::BTreeMap, path::Path, process::Command};
 
-use common::config::{ConsumerConfig, PublisherConfig};
+use consumer::config::Config as ConsumerConfig;
+use publisher::config::Config as PublisherConfig;
 use serde_json::Value;
 
 pub const NEEDS_KUBECTL: &str = "renders kube/ with kubectl; run by scripts/check-manifests";
@@ -186,8 +188,8 @@ pub fn publisher_config(objects: &[Value]) -> PublisherConfig {
 }
 
 /// The consumer's topology as the manifests configure it (QUEUE_NAME, QUEUE_SHARDS, …).
-pub fn configured_topology(objects: &[Value]) -> common::Topology {
-    consumer_config(objects).service.topology()
+pub fn configured_topology(objects: &[Value]) -> common::amqp::Topology {
+    consumer_config(objects).broker.topology()
 }
 
 /// The container of `deployment` named `name`, among its init containers and its containers.

@@ -1,7 +1,9 @@
 //! What the Services select and target, the environment and ports of the services, the autoscalers
 //! and the probes.
 
-use common::config::{ConsumerConfig, PublisherConfig, VARIABLES};
+use common::settings::Settings as _;
+use consumer::config::Config as ConsumerConfig;
+use publisher::config::Config as PublisherConfig;
 use serde_json::Value;
 
 use crate::render::{
@@ -80,10 +82,15 @@ fn each_service_listens_on_the_port_its_container_declares_and_reads_every_varia
                         .any(|value| value.contains(&format!("$({key})")))
                 })
                 .collect();
+            let reads = if name == "message-publisher" {
+                PublisherConfig::variables()
+            } else {
+                ConsumerConfig::variables()
+            };
             for key in env.keys().filter(|key| !interpolated.contains(key)) {
                 assert!(
-                    VARIABLES.contains(&key.as_str()),
-                    "{overlay}: {name} gets {key}, which no service reads"
+                    reads.contains(key),
+                    "{overlay}: {name} gets {key}, which it does not read"
                 );
             }
             let http_port = env
@@ -107,9 +114,9 @@ fn each_service_listens_on_the_port_its_container_declares_and_reads_every_varia
                 })
                 .collect();
             let parsed = if name == "message-publisher" {
-                envy::from_iter::<_, PublisherConfig>(known).map(drop)
+                PublisherConfig::from_vars(known).map(drop)
             } else {
-                envy::from_iter::<_, ConsumerConfig>(known).map(drop)
+                ConsumerConfig::from_vars(known).map(drop)
             };
             parsed.unwrap_or_else(|e| {
                 panic!("{overlay}: {name}'s configuration does not parse: {e}")
@@ -182,8 +189,8 @@ async fn every_probe_points_at_a_route_the_service_serves() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
     };
-    let publisher = end_to_end::spawn_publisher(&envy::from_iter(env()).unwrap());
-    let consumer = end_to_end::spawn_consumer(&envy::from_iter(env()).unwrap());
+    let publisher = end_to_end::spawn_publisher(&PublisherConfig::from_vars(env()).unwrap());
+    let consumer = end_to_end::spawn_consumer(&ConsumerConfig::from_vars(env()).unwrap());
     let http = reqwest::Client::new();
 
     for (name, service) in [

@@ -30,7 +30,7 @@ fn the_single_node_broker_loads_the_hash_exchange_plugin() {
         .as_str()
         .expect("the file is in the ConfigMap");
     assert!(
-        file.contains(common::topology::CONSISTENT_HASH_PLUGIN),
+        file.contains(common::amqp::CONSISTENT_HASH_PLUGIN),
         "{file}"
     );
 }

@@ -15,7 +15,7 @@ fn production_consumer_settings_obey_the_rules_of_the_code_and_the_readme() {
     for overlay in ["kube/overlays/production", "kube/overlays/keda"] {
         let objects = render(overlay);
         let config = consumer_config(&objects);
-        let topology = config.service.topology();
+        let topology = config.broker.topology();
         assert!(topology.shards().len() > 1, "{overlay}: sharded");
         let queues: Vec<String> = topology
             .drained_queues()
@@ -26,22 +26,22 @@ fn production_consumer_settings_obey_the_rules_of_the_code_and_the_readme() {
             &topology.shards()[0],
             &queues,
             &topology,
-            config.effective_prefetch(),
+            config.ingest.effective_prefetch(),
         ));
-        let batch_at_most_writers = per_shard / (config.writers_max + 1);
+        let batch_at_most_writers = per_shard / (config.scaling.writers_max + 1);
         assert!(
-            batch_at_most_writers >= config.batch_size,
+            batch_at_most_writers >= config.ingest.batch_size,
             "{overlay}: a shard's prefetch of {per_shard} fills batches of {batch_at_most_writers} \
              with {} writers, below BATCH_SIZE {}",
-            config.writers_max,
-            config.batch_size
+            config.scaling.writers_max,
+            config.ingest.batch_size
         );
         let queues = queues.len();
         assert!(
-            config.writers_max * queues <= config.db_pool_size as usize,
+            config.scaling.writers_max * queues <= config.database.db_pool_size as usize,
             "{overlay}: WRITERS_MAX {} x {queues} queues exceeds DB_POOL_SIZE {}",
-            config.writers_max,
-            config.db_pool_size
+            config.scaling.writers_max,
+            config.database.db_pool_size
         );
 
         let consumer = named(&objects, "Deployment", "message-consumer").unwrap();
@@ -54,7 +54,7 @@ fn production_consumer_settings_obey_the_rules_of_the_code_and_the_readme() {
                 .as_u64()
                 .unwrap(),
         } + surge;
-        let per_pod = u64::from(config.db_pool_size + config.db_read_pool_size);
+        let per_pod = u64::from(config.database.db_pool_size + config.database.db_read_pool_size);
         let cluster = of_kind(&objects, "Cluster")[0];
         let max_connections: u64 = cluster["spec"]["postgresql"]["parameters"]["max_connections"]
             .as_str()

@@ -1,6 +1,7 @@
 //! Both services as child processes whose log lines the test can read, on a database and queues of
 //! their own that are removed afterwards.
 
+use common::settings::Settings as _;
 use std::{
     process::{Child, Command},
     time::Duration,

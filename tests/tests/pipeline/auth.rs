@@ -2,7 +2,7 @@
 //! with a `WWW-Authenticate: Bearer` challenge, a token of another scope `403`, the right one passes;
 //! probes, metrics and documents stay open; idempotency keys belong to the token, not to the sender.
 
-use common::auth::Tokens;
+use common::web::Tokens;
 use end_to_end::{StackConfig, TestStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -23,8 +23,8 @@ async fn stack_with_tokens() -> TestStack {
     ])
     .expect("valid tokens");
     let mut config = StackConfig::unique();
-    config.publisher.service.tokens = tokens.clone();
-    config.consumer.service.tokens = tokens;
+    config.publisher.http.tokens = tokens.clone();
+    config.consumer.http.tokens = tokens;
     TestStack::start_with(config).await
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::QueueType;
+use common::amqp::QueueType;
 use end_to_end::{broker_users::BrokerPolicy, eventually, StackConfig, TestStack};
 
 use crate::fixtures::message_from;
@@ -12,9 +12,9 @@ use crate::fixtures::message_from;
 async fn with_classic_queues_every_dead_letter_reaches_the_dead_letter_queue_past_its_limit() {
     // Arrange: classic queues, a limit of 1, and whatever policy the setup step gives for them.
     let mut config = StackConfig::unique();
-    config.publisher.service.queue_type = QueueType::Classic;
-    config.consumer.service.queue_type = QueueType::Classic;
-    config.consumer.dead_letter_limit = 1;
+    config.publisher.broker.queue_type = QueueType::Classic;
+    config.consumer.broker.queue_type = QueueType::Classic;
+    config.consumer.dead_letters.dead_letter_limit = 1;
     let stack = TestStack::start_with(config).await;
     let _policy = consumer::setup::dead_letter_limit(&stack.consumer_config)
         .map(|policy| BrokerPolicy::apply(&policy));

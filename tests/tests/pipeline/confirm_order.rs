@@ -17,13 +17,13 @@ async fn with_many_workers_on_one_channel_every_message_answered_202_is_stored()
     // Arrange: eight HTTP workers share one connection of one channel; the queue holds at most 20
     // messages and refuses more; the consumer takes one at a time.
     let mut config = StackConfig::unique();
-    config.publisher.service.http_workers = 8;
-    config.publisher.publish_channels = 1;
-    config.publisher.amqp_connections = 1;
-    config.publisher.confirm_timeout_ms = 1_000;
-    config.consumer.batch_size = 1;
-    config.consumer.prefetch = 1;
-    let _policy = BrokerPolicy::apply(&common::topology::Policy {
+    config.publisher.http.http_workers = 8;
+    config.publisher.links.publish_channels = 1;
+    config.publisher.links.amqp_connections = 1;
+    config.publisher.links.confirm_timeout_ms = 1_000;
+    config.consumer.ingest.batch_size = 1;
+    config.consumer.ingest.prefetch = 1;
+    let _policy = BrokerPolicy::apply(&common::amqp::Policy {
         name: format!("{}.full", config.queue),
         pattern: format!("^{}$", regex_escape(&config.queue)),
         definition: json!({ "max-length": 20, "overflow": "reject-publish" }),

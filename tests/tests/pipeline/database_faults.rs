@@ -129,7 +129,7 @@ async fn the_consumer_refuses_to_start_on_a_database_that_is_not_utf8_naming_its
     .execute(&admin)
     .await
     .unwrap();
-    config.consumer.database_url = database_url(&config.database);
+    config.consumer.database.database_url = database_url(&config.database);
 
     // Act
     let consumer = spawn_consumer(&config.consumer);
@@ -144,11 +144,14 @@ async fn the_consumer_refuses_to_start_on_a_database_that_is_not_utf8_naming_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pooled_session_carries_the_configured_statement_timeout_and_keepalive() {
     // Arrange
-    let settings = consumer::database::SessionSettings {
-        statement_timeout: Duration::from_millis(1234),
-        tcp_keepalive_secs: 7,
+    let settings = consumer::config::DatabaseConfig {
+        database_url: server_url(),
+        db_pool_size: 2,
+        db_statement_timeout_ms: 1234,
+        db_tcp_keepalive_secs: 7,
+        ..Default::default()
     };
-    let pool = consumer::database::lazy_pool(&server_url(), 2, settings).expect("a valid URL");
+    let pool = settings.write_pool().expect("a valid URL");
 
     // Act
     let (statement_timeout, keepalive_idle): (String, String) = sqlx::query_as(

@@ -114,7 +114,7 @@ impl DeadLetterProxy {
 /// A stack whose consumer reaches the broker through `proxy` (the publisher and the test directly).
 async fn stack_through(proxy: &DeadLetterProxy) -> TestStack {
     let mut config = StackConfig::unique();
-    config.consumer.service.amqp_url = proxy.url();
+    config.consumer.broker.amqp_url = proxy.url();
     TestStack::start_with(config).await
 }
 

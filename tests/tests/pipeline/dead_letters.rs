@@ -65,7 +65,7 @@ async fn poison_messages_go_to_the_dead_letter_queue_with_their_reason_and_the_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_dead_letter_queue_refuses_more_and_counts_them_and_loses_none() {
     let stack = TestStack::start().await;
-    let topology = stack.consumer_config.service.topology();
+    let topology = stack.consumer_config.broker.topology();
     let limit = BrokerPolicy::apply(&topology.dead_letter_policy(1));
 
     for n in 0..3 {

@@ -66,8 +66,8 @@ async fn a_connection_killed_under_a_large_batch_is_republished_and_every_id_is_
     // the queue shows when the batch is under way.
     let proxy = CuttableProxy::start(url_address(&amqp_url())).await;
     let mut config = StackConfig::unique();
-    config.publisher.service.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
-    config.publisher.confirm_timeout_ms = 15_000;
+    config.publisher.broker.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
+    config.publisher.links.confirm_timeout_ms = 15_000;
     let mut stack = TestStack::start_publisher_only(config).await;
     let padding = "p".repeat(3500);
     let batch: Vec<Value> = (0..1000)
@@ -117,8 +117,8 @@ async fn a_confirm_timeout_fails_that_request_only_naming_its_ids_and_others_on_
     // Arrange: the publisher reaches the broker through a proxy that can hold the broker's answers back.
     let proxy = CuttableProxy::start(url_address(&amqp_url())).await;
     let mut config = StackConfig::unique();
-    config.publisher.service.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
-    config.publisher.confirm_timeout_ms = 1_500;
+    config.publisher.broker.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.address());
+    config.publisher.links.confirm_timeout_ms = 1_500;
     let stack = TestStack::start_with(config).await;
     let connections = stack
         .metric(stack.publisher_url(), "publisher_broker_connections_total")
@@ -182,7 +182,7 @@ async fn past_the_in_flight_byte_cap_a_request_is_refused_at_once_with_503_and_r
     use tokio::io::AsyncWriteExt;
     // Arrange: room for one large message in flight.
     let mut config = StackConfig::unique();
-    config.publisher.max_inflight_bytes = 100_000;
+    config.publisher.body.max_inflight_bytes = 100_000;
     let stack = TestStack::start_with(config).await;
     let padding = "p".repeat(60_000);
     let large =
@@ -258,8 +258,8 @@ async fn a_delivery_about_to_reach_the_delivery_limit_is_dead_lettered_by_the_co
     // Arrange: a message already delivered twice without being stored (as by consumers that crashed),
     // under a delivery limit of 3, before any consumer of ours runs.
     let mut config = StackConfig::unique();
-    config.publisher.service.delivery_limit = 3;
-    config.consumer.service.delivery_limit = 3;
+    config.publisher.broker.delivery_limit = 3;
+    config.consumer.broker.delivery_limit = 3;
     let mut stack = TestStack::start_publisher_only(config).await;
     let id = stack.publish_ok(&message_from("unlucky")).await;
     let amqp = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())

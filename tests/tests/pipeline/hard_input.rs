@@ -152,7 +152,7 @@ async fn a_sender_holding_a_newline_cannot_take_another_senders_keyed_message() 
 async fn every_element_of_a_batch_is_held_to_the_one_message_limit() {
     // Arrange
     let stack = TestStack::start().await;
-    let limit = stack.consumer_config.service.max_message_bytes;
+    let limit = stack.consumer_config.ingest.max_message_bytes;
     let two_mib = "x".repeat(2 * 1024 * 1024);
     let oversized =
         json!([{ "sender": "big", "messageAttributes": { "blob": two_mib } }]).to_string();

@@ -33,7 +33,8 @@ async fn the_consumer_migrates_and_stores_as_a_role_that_only_owns_its_database(
             .await
             .expect("role and database created");
     }
-    config.consumer.database_url = format!("postgres://{role}@127.0.0.1:5432/{}", config.database);
+    config.consumer.database.database_url =
+        format!("postgres://{role}@127.0.0.1:5432/{}", config.database);
     let stack = TestStack::start_with(config).await;
     let id = stack.publish_ok(&message_from("least privilege")).await;
     stack.wait_stored(id).await;
@@ -65,13 +66,13 @@ async fn each_service_runs_as_a_broker_user_that_may_touch_only_its_own_names() 
     consumer::setup::declare_topology(&config.consumer)
         .await
         .expect("the setup step declares the topology");
-    let topology = config.consumer.service.topology();
+    let topology = config.consumer.broker.topology();
     let publisher_user = BrokerUser::create("publisher", &topology.publisher_permissions());
     let consumer_user = BrokerUser::create("consumer", &topology.consumer_permissions());
-    config.publisher.service.amqp_url = publisher_user.url();
-    config.publisher.service.declare_topology = false;
-    config.consumer.service.amqp_url = consumer_user.url();
-    config.consumer.service.declare_topology = false;
+    config.publisher.broker.amqp_url = publisher_user.url();
+    config.publisher.broker.declare_topology = false;
+    config.consumer.broker.amqp_url = consumer_user.url();
+    config.consumer.broker.declare_topology = false;
     let stack = TestStack::start_with(config).await;
 
     let id = stack.publish_ok(&message_from("least privilege")).await;

@@ -84,7 +84,7 @@ async fn while_the_database_is_unreachable_the_consumer_holds_messages_unacknowl
     // Arrange: the consumer reaches PostgreSQL through a proxy the test can cut.
     let proxy = CuttableProxy::start(url_address(&server_url())).await;
     let mut config = StackConfig::unique();
-    config.consumer.database_url = database_url_via(proxy.address(), &config.database);
+    config.consumer.database.database_url = database_url_via(proxy.address(), &config.database);
     let stack = TestStack::start_with(config).await;
     let before = stack.publish_ok(&message_from("before")).await;
     stack.wait_stored(before).await;

@@ -129,7 +129,7 @@ async fn a_page_of_large_messages_ends_at_the_byte_budget_and_its_links_lead_to_
 {
     // Arrange: room for three messages of 60 KB a page.
     let mut config = end_to_end::StackConfig::unique();
-    config.consumer.max_page_bytes = 200_000;
+    config.consumer.reads.max_page_bytes = 200_000;
     let stack = TestStack::start_with(config).await;
     let padding = "p".repeat(60_000);
     let batch: Vec<Value> = (0..10)
@@ -170,7 +170,7 @@ async fn a_page_of_large_messages_ends_at_the_byte_budget_and_its_links_lead_to_
 #[tokio::test]
 async fn next_links_never_echo_the_host_headers_a_client_sends() {
     let mut config = end_to_end::StackConfig::unique();
-    config.consumer.public_base_url = Some("https://api.example.com/queue/".into());
+    config.consumer.reads.public_base_url = Some("https://api.example.com/queue/".into());
     let stack = TestStack::start_with(config).await;
     let ids = publish_batch(&stack, "links", 3).await;
     wait_rows(&stack, &ids).await;

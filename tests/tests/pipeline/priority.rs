@@ -1,4 +1,4 @@
-use common::QueueType;
+use common::amqp::QueueType;
 use end_to_end::{StackConfig, TestStack};
 use serde_json::json;
 
@@ -6,7 +6,7 @@ use serde_json::json;
 async fn a_classic_queue_delivers_a_backlog_highest_priority_first() {
     // Arrange: a classic queue and no consumer, so the messages wait as a backlog.
     let mut config = StackConfig::unique();
-    config.publisher.service.queue_type = QueueType::Classic;
+    config.publisher.broker.queue_type = QueueType::Classic;
     let stack = TestStack::start_publisher_only(config).await;
     let priorities = [3, 0, 9, 5, 1, 7, 2, 8, 4, 6];
 

@@ -11,10 +11,10 @@ use crate::fixtures::message_from;
 async fn readiness_and_metrics_answer_while_a_write_holds_every_ingestion_connection() {
     // Arrange: one ingestion connection, and writes allowed to wait on a lock for a minute.
     let mut config = StackConfig::unique();
-    config.consumer.db_pool_size = 1;
-    config.consumer.db_stuck_write_ms = 60_000;
-    config.consumer.db_statement_timeout_ms = 60_000;
-    config.consumer.db_write_timeout_ms = 60_000;
+    config.consumer.database.db_pool_size = 1;
+    config.consumer.database.db_stuck_write_ms = 60_000;
+    config.consumer.database.db_statement_timeout_ms = 60_000;
+    config.consumer.database.db_write_timeout_ms = 60_000;
     let stack = TestStack::start_with(config).await;
     let mut lock = stack.db.begin().await.expect("transaction");
     sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")

@@ -1,8 +1,9 @@
 //! The consumer as a child process, so that tests can send it real signals.
 
+use common::settings::Settings as _;
 use std::{process::Command, time::Duration};
 
-use common::config::ConsumerConfig;
+use consumer::config::Config as ConsumerConfig;
 use end_to_end::process::{ServiceProcess, SERVICE_LOG};
 
 /// The consumer in a child process, so that it can really be killed.

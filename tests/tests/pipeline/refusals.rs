@@ -284,7 +284,7 @@ async fn a_client_that_stalls_mid_body_gets_408_and_others_are_served_meanwhile(
 
     // Arrange
     let mut config = end_to_end::StackConfig::unique();
-    config.publisher.body_timeout_ms = 300;
+    config.publisher.body.body_timeout_ms = 300;
     let stack = TestStack::start_with(config).await;
     let address = stack
         .publisher_url()

@@ -12,11 +12,11 @@ use crate::fixtures::message_from;
 /// two seconds of calm before removing writers: the production pace, compressed.
 fn quick_scaling() -> StackConfig {
     let mut config = StackConfig::unique();
-    config.consumer.writers_min = 1;
-    config.consumer.writers_max = 4;
-    config.consumer.queue_watch_interval_ms = 200;
-    config.consumer.scale_target_drain_secs = 1;
-    config.consumer.scale_cooldown_secs = 2;
+    config.consumer.scaling.writers_min = 1;
+    config.consumer.scaling.writers_max = 4;
+    config.consumer.scaling.queue_watch_interval_ms = 200;
+    config.consumer.scaling.scale_target_drain_secs = 1;
+    config.consumer.scaling.scale_cooldown_secs = 2;
     config
 }
 

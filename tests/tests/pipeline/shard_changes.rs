@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use common::config::{ConsumerConfig, PublisherConfig};
+use consumer::config::Config as ConsumerConfig;
 use end_to_end::{eventually, spawn_consumer, spawn_publisher, StackConfig, TestStack};
+use publisher::config::Config as PublisherConfig;
 use uuid::Uuid;
 
 use crate::fixtures::message_from;
@@ -12,8 +13,8 @@ use crate::fixtures::message_from;
 /// Both services' configurations with `shards` queues.
 fn with_shards(config: &StackConfig, shards: u16) -> (PublisherConfig, ConsumerConfig) {
     let (mut publisher, mut consumer) = (config.publisher.clone(), config.consumer.clone());
-    publisher.service.queue_shards = shards;
-    consumer.service.queue_shards = shards;
+    publisher.broker.queue_shards = shards;
+    consumer.broker.queue_shards = shards;
     (publisher, consumer)
 }
 
@@ -184,7 +185,7 @@ async fn shard_queues_a_publisher_at_more_shards_declares_later_are_drained_by_a
     // Arrange: a consumer at two shards, running, and only then a publisher at four, which declares
     // `.2` and `.3` and routes to them, as one updated before the consumers does.
     let mut config = StackConfig::unique();
-    config.consumer.queue_watch_interval_ms = 100;
+    config.consumer.scaling.queue_watch_interval_ms = 100;
     let (two_publisher, two_consumer) = with_shards(&config, 2);
     let (four_publisher, _) = with_shards(&config, 4);
     let mut stack = TestStack::start_publisher_only(StackConfig {

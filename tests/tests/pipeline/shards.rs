@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::{QueueType, Topology};
+use common::amqp::{QueueType, Topology};
 use end_to_end::{amqp_url, eventually, spawn_consumer, spawn_publisher, StackConfig, TestStack};
 use lapin::ConnectionProperties;
 use uuid::Uuid;
@@ -22,8 +22,8 @@ async fn going_from_one_queue_to_four_shards_stores_what_the_one_queue_held_and_
     let config = StackConfig::unique();
     let (mut sharded_publisher, mut sharded_consumer) =
         (config.publisher.clone(), config.consumer.clone());
-    sharded_publisher.service.queue_shards = 4;
-    sharded_consumer.service.queue_shards = 4;
+    sharded_publisher.broker.queue_shards = 4;
+    sharded_consumer.broker.queue_shards = 4;
     let mut stack = TestStack::start_publisher_only(config).await;
     let mut ids = stack.publish_batch_ok(&batch("before", 200)).await;
     assert_eq!(stack.queue_depth("").await, 200);
@@ -72,7 +72,7 @@ async fn going_from_one_queue_to_four_shards_stores_what_the_one_queue_held_and_
 async fn a_message_published_again_with_its_key_lands_in_the_shard_its_first_copy_went_to() {
     // Arrange
     let mut config = StackConfig::unique();
-    config.publisher.service.queue_shards = 4;
+    config.publisher.broker.queue_shards = 4;
     let stack = TestStack::start_publisher_only(config).await;
 
     // Act: the same keyed message three times, as a client retrying would send it.

@@ -11,7 +11,7 @@ use tokio::{io::AsyncWriteExt, net::TcpSocket};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_page_is_disconnected_after_the_write_timeout() {
     let mut config = StackConfig::unique();
-    config.consumer.service.http_write_timeout_secs = 2;
+    config.consumer.http.http_write_timeout_secs = 2;
     let stack = TestStack::start_with(config).await;
     // 100 messages of 4 KiB attributes: a page of about 400 KiB, far beyond the client's receive buffer.
     let batch: Vec<Value> = (0..100)

@@ -11,7 +11,7 @@ use crate::fixtures::message_from;
 async fn a_message_that_always_times_out_is_dead_lettered_and_the_rest_of_its_batch_is_stored() {
     // Arrange: inserting a row from sender `slow` takes longer than the statement timeout.
     let mut config = StackConfig::unique();
-    config.consumer.db_statement_timeout_ms = 300;
+    config.consumer.database.db_statement_timeout_ms = 300;
     let stack = TestStack::start_with(config).await;
     for statement in [
         "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \

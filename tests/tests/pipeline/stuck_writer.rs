@@ -10,9 +10,9 @@ use crate::fixtures::message_from;
 async fn a_held_write_makes_the_consumer_unready_even_while_another_writer_finishes() {
     // Arrange: two writers; inserting a row from sender `held` takes 4 s.
     let mut config = StackConfig::unique();
-    config.consumer.writers_min = 2;
-    config.consumer.writers_max = 2;
-    config.consumer.db_stuck_write_ms = 500;
+    config.consumer.scaling.writers_min = 2;
+    config.consumer.scaling.writers_max = 2;
+    config.consumer.database.db_stuck_write_ms = 500;
     let stack = TestStack::start_with(config).await;
     sqlx::query(
         "CREATE FUNCTION held_insert() RETURNS trigger LANGUAGE plpgsql AS $$ \

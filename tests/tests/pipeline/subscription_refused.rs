@@ -13,7 +13,7 @@ async fn a_queue_the_consumer_may_not_read_makes_it_unready_and_costs_the_other_
     consumer::setup::declare_topology(&config.consumer)
         .await
         .expect("the setup step declares the topology");
-    let granted = config.consumer.service.topology().consumer_permissions();
+    let granted = config.consumer.broker.topology().consumer_permissions();
     let mut refused = granted.clone();
     refused.read = refused.read.replace(r"|\.unrouted", "");
     assert_ne!(
@@ -21,8 +21,8 @@ async fn a_queue_the_consumer_may_not_read_makes_it_unready_and_costs_the_other_
         "the read permission names .unrouted"
     );
     let user = BrokerUser::create("consumer", &refused);
-    config.consumer.service.amqp_url = user.url();
-    config.consumer.service.declare_topology = false;
+    config.consumer.broker.amqp_url = user.url();
+    config.consumer.broker.declare_topology = false;
     let mut stack = TestStack::start_publisher_only(config).await;
     let backlog = stack.fill_queue(50).await;
 

@@ -49,9 +49,9 @@ async fn both_services_verify_the_broker_and_the_database_and_carry_messages_ove
 
     let mut config = StackConfig::unique().with_broker(&amqps_url(&broker, "localhost"));
     let ca_path = ca_file.display().to_string();
-    config.publisher.service.amqp_ca_file = Some(ca_path.clone());
-    config.consumer.service.amqp_ca_file = Some(ca_path);
-    config.consumer.database_url = verify_full_url(&database, &config.database, &ca_file);
+    config.publisher.broker.amqp_ca_file = Some(ca_path.clone());
+    config.consumer.broker.amqp_ca_file = Some(ca_path);
+    config.consumer.database.database_url = verify_full_url(&database, &config.database, &ca_file);
     let stack = TestStack::start_with(config).await;
 
     let id = stack
@@ -144,7 +144,7 @@ async fn the_publisher_refuses_a_broker_it_cannot_verify_and_says_so() {
     )
     .await;
     let mut config = StackConfig::unique().with_broker(&amqps_url(&impostor, "localhost"));
-    config.publisher.service.amqp_ca_file = Some(ca_file.display().to_string());
+    config.publisher.broker.amqp_ca_file = Some(ca_file.display().to_string());
     let publisher = end_to_end::spawn_publisher(&config.publisher);
     let http = reqwest::Client::new();
 

@@ -45,7 +45,7 @@ async fn ten_thousand_concurrent_messages_are_stored_exactly_once_across_a_consu
     // Arrange
     const COUNT: usize = 10_000;
     let mut config = StackConfig::unique();
-    config.publisher.service.http_workers = 2;
+    config.publisher.http.http_workers = 2;
     let stack = TestStack::start_publisher_only(config).await;
     let mut consumer = ConsumerProcess::spawn(&stack.consumer_config);
     stack.wait_ready(&consumer.url).await;

@@ -44,7 +44,7 @@ impl Pipeline {
             ("QUEUE_NAME".to_owned(), config.queue.clone()),
             (
                 "DATABASE_URL".to_owned(),
-                config.consumer.database_url.clone(),
+                config.consumer.database.database_url.clone(),
             ),
             ("SHUTDOWN_TIMEOUT_SECS".to_owned(), "20".to_owned()),
         ];
@@ -59,7 +59,7 @@ impl Pipeline {
         wait_ready(&http, &consumer.url, Duration::from_secs(30)).await;
         let db = PgPoolOptions::new()
             .max_connections(2)
-            .connect_lazy(&config.consumer.database_url)
+            .connect_lazy(&config.consumer.database.database_url)
             .unwrap();
         Self {
             publisher,

@@ -81,7 +81,7 @@ async fn a_consumer_upgrades_a_large_first_release_table_and_becomes_ready() {
     let database = ScratchDatabase::with_schema(&migrations::through(FIRST_RELEASE)).await;
     fill(&database, rows).await;
     config.database = database.name.clone();
-    config.consumer.database_url = database.url.clone();
+    config.consumer.database.database_url = database.url.clone();
     let started = Instant::now();
 
     // Act

@@ -122,8 +122,8 @@ async fn a_rewrite_longer_than_the_statement_timeout_is_applied_once_and_the_con
     let database = ScratchDatabase::with_schema(&migrations::through(FIRST_RELEASE)).await;
     fill(&database, CI_ROWS).await;
     config.database = database.name.clone();
-    config.consumer.database_url = database.url.clone();
-    config.consumer.db_statement_timeout_ms = 100;
+    config.consumer.database.database_url = database.url.clone();
+    config.consumer.database.db_statement_timeout_ms = 100;
 
     // Act
     let stack = TestStack::start_with(config).await;
@@ -150,7 +150,7 @@ async fn a_consumer_runs_on_a_schema_that_a_newer_release_expanded() {
     let mut config = StackConfig::unique();
     let database = ScratchDatabase::with_schema(&with_extra(next_release_expand())).await;
     config.database = database.name.clone();
-    config.consumer.database_url = database.url.clone();
+    config.consumer.database.database_url = database.url.clone();
 
     // Act
     let stack = TestStack::start_with(config).await;

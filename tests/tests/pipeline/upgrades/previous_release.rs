@@ -2,6 +2,7 @@
 //! versions side by side as during a rollout. On demand, by scripts/upgrade-check, which builds that
 //! release and names its binaries' folder in `PREVIOUS_RELEASE_BIN`.
 
+use common::settings::Settings as _;
 use std::{process::Command, time::Duration};
 
 use end_to_end::{

@@ -16,7 +16,7 @@ use actix_web::{
 };
 use anyhow::Context;
 
-use crate::{
+use super::{
     auth::{Access, Tokens},
     metrics::HttpMetrics,
     problem::{kinds, Problem},
@@ -106,7 +106,7 @@ pub fn app(
 > {
     App::new().wrap(actix_web::middleware::from_fn(
         move |request: ServiceRequest, next: Next<BoxBody>| {
-            crate::metrics::track(requests.clone(), request, next)
+            super::metrics::track(requests.clone(), request, next)
         },
     ))
 }
@@ -172,7 +172,7 @@ impl Doors {
             .default_service(method_not_allowed(allow))
             .wrap(actix_web::middleware::from_fn(
                 move |request: ServiceRequest, next: Next<BoxBody>| {
-                    crate::auth::admit(tokens.clone(), access, path, request, next)
+                    super::auth::admit(tokens.clone(), access, path, request, next)
                 },
             ))
     }

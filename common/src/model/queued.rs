@@ -5,7 +5,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::message::Message;
+use super::Message;
+
+/// What the queue envelope adds to a message: `{"id":…,"received_at":…,"message":…,"fingerprint":…}`,
+/// with room to spare. (Re-serialising a message can only shorten it: the publisher drops whitespace
+/// outside the attributes, which it keeps as sent.)
+pub const ENVELOPE_BYTES: usize = 512;
 
 /// A message accepted by the publisher and on its way to the database.
 ///
@@ -51,7 +56,7 @@ impl QueuedMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MessageInput;
+    use crate::model::MessageInput;
 
     #[test]
     fn a_queued_message_survives_the_round_trip_through_its_payload() {

@@ -19,7 +19,7 @@ use actix_web::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::problem::{kinds, Problem};
+use super::problem::{kinds, Problem};
 
 /// The shortest token accepted: shorter ones could be guessed.
 pub const MIN_TOKEN_CHARS: usize = 16;
@@ -33,7 +33,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    const ALL: [Scope; 3] = [Scope::Publish, Scope::Read, Scope::Admin];
+    pub(super) const ALL: [Scope; 3] = [Scope::Publish, Scope::Read, Scope::Admin];
 
     /// The variable that lists this scope's tokens.
     pub fn variable(self) -> &'static str {
@@ -229,7 +229,7 @@ impl Tokens {
     }
 }
 
-/// Who may use a route: chosen for every route where it is built (see [`crate::http::Doors`]), so that
+/// Who may use a route: chosen for every route where it is built (see [`super::Doors`]), so that
 /// no route exists without a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -250,7 +250,7 @@ pub async fn admit(
     request: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    crate::metrics::record_route(&request, pattern);
+    super::metrics::record_route(&request, pattern);
     if let Access::Needs(scope) = access {
         let mut given = request.headers().get_all(header::AUTHORIZATION);
         let authorization = given.next().and_then(|value| value.to_str().ok());

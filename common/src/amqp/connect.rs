@@ -1,8 +1,7 @@
-//! Opening a connection to RabbitMQ and publishing with confirms, shared by both services.
+//! Opening a connection to RabbitMQ: the one way both services reach a node, over TCP or TLS.
 
 use std::{
     fmt,
-    future::Future,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -11,12 +10,14 @@ use std::{
 };
 
 use lapin::{
-    options::{BasicPublishOptions, QueueDeclareOptions},
+    options::QueueDeclareOptions,
     tcp::OwnedTLSConfig,
     types::FieldTable,
     uri::{AMQPScheme, AMQPUri},
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+    Channel, Connection, ConnectionProperties,
 };
+
+use super::BrokerError;
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 
 /// Longest wait for the broker to answer a close (or a cancel); a dead peer never answers.
@@ -99,13 +100,13 @@ impl BrokerAddress {
 
     /// Connects as `name` (the connection name the broker's management UI and `rabbitmqctl
     /// list_connections` show), to a node that answers, as [`BrokerAddress::connect`] does.
-    pub async fn connect_as(&self, name: &str) -> lapin::Result<Connection> {
+    pub async fn connect_as(&self, name: &str) -> Result<Connection, BrokerError> {
         self.connect(ConnectionProperties::default().with_connection_name(name.into()))
             .await
     }
 
     /// [`BrokerAddress::connect_as`], and a channel on the new connection.
-    pub async fn channel_as(&self, name: &str) -> lapin::Result<(Connection, Channel)> {
+    pub async fn channel_as(&self, name: &str) -> Result<(Connection, Channel), BrokerError> {
         let connection = self.connect_as(name).await?;
         let channel = connection.create_channel().await?;
         Ok((connection, channel))
@@ -113,7 +114,10 @@ impl BrokerAddress {
 
     /// Connects to a node that answers, trying each in turn, starting after the node the previous
     /// connection tried first. Fails with the last node's error when none answers.
-    pub async fn connect(&self, properties: ConnectionProperties) -> lapin::Result<Connection> {
+    pub async fn connect(
+        &self,
+        properties: ConnectionProperties,
+    ) -> Result<Connection, BrokerError> {
         let nodes: Vec<&str> = node_urls(&self.urls).collect();
         let first = NEXT_NODE.fetch_add(1, Ordering::Relaxed);
         let mut last_error = None;
@@ -127,7 +131,7 @@ impl BrokerAddress {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| invalid_input("AMQP_URL names no broker")))
+        Err(last_error.unwrap_or(BrokerError::NoNode))
     }
 
     /// Connects to the node at `url`, after checking that its port accepts TCP connections at all.
@@ -141,8 +145,10 @@ impl BrokerAddress {
         &self,
         url: &str,
         properties: ConnectionProperties,
-    ) -> lapin::Result<Connection> {
-        let mut uri: AMQPUri = url.parse().map_err(|e: String| invalid_input(&e))?;
+    ) -> Result<Connection, BrokerError> {
+        let mut uri: AMQPUri = url
+            .parse()
+            .map_err(|e: String| BrokerError::BadUrl(crate::redact::url(url), e))?;
         uri.query.frame_max.get_or_insert(self.frame_max);
         uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
         let address = (uri.authority.host.clone(), uri.authority.port);
@@ -152,7 +158,7 @@ impl BrokerAddress {
             tokio::net::TcpStream::connect(address),
         )
         .await?;
-        drop(probe?);
+        drop(probe.map_err(BrokerError::Unreachable)?);
         let tls = OwnedTLSConfig {
             identity: None,
             cert_chain: self.trusted_pem.as_deref().map(str::to_owned),
@@ -166,28 +172,31 @@ impl BrokerAddress {
         );
         // A TLS listener that never finishes its handshake would hold the attempt for ever.
         let connected = within(HANDSHAKE_TIMEOUT, "no AMQP handshake", handshake).await?;
-        connected.map_err(|error| if over_tls { explain_tls(error) } else { error })
+        connected.map_err(|error| {
+            if over_tls {
+                explain_tls(error)
+            } else {
+                error.into()
+            }
+        })
     }
 }
 
-/// `future`'s output, or a `TimedOut` error saying `what` happened within `limit`.
+/// `future`'s output, or [`BrokerError::TimedOut`] saying `what` did not happen within `limit`.
 async fn within<T>(
     limit: Duration,
-    what: &str,
+    what: &'static str,
     future: impl std::future::Future<Output = T>,
-) -> lapin::Result<T> {
-    tokio::time::timeout(limit, future).await.map_err(|_| {
-        lapin::Error::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("{what} within {limit:?}"),
-        ))
-    })
+) -> Result<T, BrokerError> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| BrokerError::TimedOut { what, limit })
 }
 
 /// `error` with what a TLS failure means for the person reading the log, its own words kept.
-fn explain_tls(error: lapin::Error) -> lapin::Error {
+fn explain_tls(error: lapin::Error) -> BrokerError {
     let lapin::ErrorKind::IOError(io) = error.kind() else {
-        return error;
+        return error.into();
     };
     let text = io.to_string();
     let hint = if text.contains("corrupt message") {
@@ -196,12 +205,12 @@ fn explain_tls(error: lapin::Error) -> lapin::Error {
         "the node's certificate does not verify against the system's roots and AMQP_CA_FILE, or does \
          not name the host dialled"
     } else {
-        return error;
+        return error.into();
     };
-    lapin::Error::from(std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!("{text} ({hint})"),
-    ))
+    BrokerError::Tls {
+        source: error,
+        hint,
+    }
 }
 
 impl fmt::Debug for BrokerAddress {
@@ -215,13 +224,6 @@ impl fmt::Debug for BrokerAddress {
 
 /// Longest wait for a node that accepted TCP to finish the TLS and AMQP handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn invalid_input(message: &str) -> lapin::Error {
-    lapin::Error::from(std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        message.to_owned(),
-    ))
-}
 
 /// Looks at `queue` without declaring it (a passive declaration, which needs no permission): its
 /// message and consumer counts. A missing queue is the broker's `NOT_FOUND`, which closes `channel`.
@@ -243,7 +245,7 @@ pub async fn queue_exists(connection: &Connection, queue: &str) -> lapin::Result
             let _ = channel.close(200, "looked".into()).await;
             Ok(true)
         }
-        Err(error) if crate::topology::is_not_found(&error) => Ok(false),
+        Err(error) if super::topology::is_not_found(&error) => Ok(false),
         Err(error) => Err(error),
     }
 }
@@ -252,111 +254,6 @@ pub async fn queue_exists(connection: &Connection, queue: &str) -> lapin::Result
 /// already gone is left as it is.
 pub async fn close(connection: &Connection, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
-}
-
-/// What the broker said of one publish, once it answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Confirmed {
-    /// Routed to a queue and taken: the message is the broker's now.
-    Acked,
-    /// No queue was bound for it (`mandatory`), so the broker returned it.
-    Returned,
-    /// The broker refused it.
-    Nacked,
-    /// The channel is not in confirm mode, so nothing can be known.
-    NotRequested,
-}
-
-impl From<Confirmation> for Confirmed {
-    fn from(confirmation: Confirmation) -> Self {
-        match confirmation {
-            Confirmation::Ack(None) => Self::Acked,
-            Confirmation::Ack(Some(_returned)) => Self::Returned,
-            Confirmation::Nack(_) => Self::Nacked,
-            Confirmation::NotRequested => Self::NotRequested,
-        }
-    }
-}
-
-/// A channel in confirm mode that any number of threads may publish on at once, each publish matched to
-/// its own confirm.
-///
-/// The broker numbers confirms in the order messages reach it. lapin takes a publish's delivery tag and
-/// queues its frames under two different locks, so two threads publishing on one bare channel can put
-/// their frames on the wire in the opposite order to their tags, and a nack or a return would then be
-/// taken for the other message. Here a lock held while a publish is handed to lapin (tag and frames
-/// together, before anything waits) keeps wire order and tag order the same.
-#[derive(Clone)]
-pub struct ConfirmChannel {
-    channel: Channel,
-    order: Arc<std::sync::Mutex<()>>,
-}
-
-impl ConfirmChannel {
-    /// Puts `channel` in confirm mode.
-    pub async fn select(channel: Channel) -> lapin::Result<Self> {
-        channel
-            .confirm_select(lapin::options::ConfirmSelectOptions::default())
-            .await?;
-        Ok(Self {
-            channel,
-            order: Arc::default(),
-        })
-    }
-
-    /// The channel itself, for what is not a publish.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
-    }
-
-    /// Hands `payload` to lapin as a `mandatory` publish and resolves once its frames are written (or
-    /// the channel failed), with the confirm to await.
-    pub async fn send(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        payload: &[u8],
-        properties: BasicProperties,
-    ) -> lapin::Result<PublisherConfirm> {
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let mut publish = std::pin::pin!(self.channel.basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            options,
-            payload,
-            properties,
-        ));
-        // lapin takes the tag and queues the frames in the first poll, before its first wait.
-        let mut first = true;
-        std::future::poll_fn(|context| {
-            if std::mem::take(&mut first) {
-                let _in_order = self.order.lock().unwrap_or_else(|e| e.into_inner());
-                publish.as_mut().poll(context)
-            } else {
-                publish.as_mut().poll(context)
-            }
-        })
-        .await
-    }
-
-    /// Publishes `payload` as `mandatory` and waits for the broker's answer for this very message: a
-    /// confirm is awaited per publish, never for the channel as a whole, since lapin cannot tell which
-    /// message a channel-wide wait was for.
-    pub async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        payload: &[u8],
-        properties: BasicProperties,
-    ) -> lapin::Result<Confirmed> {
-        let confirm = self
-            .send(exchange, routing_key, payload, properties)
-            .await?;
-        Ok(confirm.await?.into())
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,107 @@
+//! The consumer's configuration as users meet it: defaults, refusals naming the variable, the round
+//! trip through variables, redaction, and the configuration page that documents it.
+
+use common::web::Scope;
+
+use super::*;
+
+fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn an_empty_environment_gives_the_contract_defaults() {
+    let config = Config::from_vars([]).unwrap();
+    assert_eq!(config.http.http_port, 8081);
+    assert_eq!(
+        config.database.database_url,
+        "postgres://postgres@127.0.0.1:5432/messages"
+    );
+    assert_eq!(config.broker.queue_name, "messages");
+    assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+}
+
+#[test]
+fn a_value_that_does_not_parse_is_reported_with_its_variable() {
+    let err = Config::from_vars(pairs(&[("DELIVERY_LIMIT", "many")])).unwrap_err();
+    assert!(err.to_string().contains("DELIVERY_LIMIT"), "{err}");
+    let err = Config::from_vars(pairs(&[("BATCH_SIZE", "10"), ("PREFETCH", "5")])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("PREFETCH must be at least BATCH_SIZE"),
+        "{err}"
+    );
+    let err = Config::from_vars(pairs(&[("QUEUE_SHARDS", "257")])).unwrap_err();
+    assert!(err.to_string().contains("QUEUE_SHARDS"), "{err}");
+}
+
+#[test]
+fn required_tokens_stop_the_consumer_naming_the_scope_it_lacks() {
+    const READ: &str = "read-token-secret-000001";
+    const ADMIN: &str = "admin-token-secret-00001";
+    let required = ("REQUIRE_TOKENS", "true");
+    let check = |vars: &[(&str, &str)]| {
+        Config::from_vars(pairs(vars))
+            .unwrap()
+            .http
+            .require_tokens_for(&[Scope::Read, Scope::Admin])
+    };
+    let err = check(&[required, ("READ_TOKENS", READ)]).unwrap_err();
+    assert!(err.to_string().contains("ADMIN_TOKENS"), "{err}");
+    let err = check(&[required, ("ADMIN_TOKENS", ADMIN)]).unwrap_err();
+    assert!(err.to_string().contains("READ_TOKENS"), "{err}");
+    // The consumer does not need the publisher's scope.
+    assert!(check(&[required, ("READ_TOKENS", READ), ("ADMIN_TOKENS", ADMIN)]).is_ok());
+    assert!(check(&[]).is_ok());
+}
+
+#[test]
+fn a_configuration_read_back_from_its_environment_is_the_same() {
+    let vars = pairs(&[
+        ("AMQP_URL", "amqp://u:p@broker:5673/v"),
+        ("QUEUE_TYPE", "classic"),
+        ("BATCH_SIZE", "7"),
+        ("PREFETCH", "9"),
+        ("PUBLIC_BASE_URL", "https://api.example.com/queue"),
+    ]);
+    let config = Config::from_vars(vars).unwrap();
+    let again = Config::from_vars(config.environment()).unwrap();
+    assert_eq!(format!("{again:?}"), format!("{config:?}"));
+}
+
+#[test]
+fn the_configuration_prints_without_passwords_or_tokens() {
+    let vars = pairs(&[
+        ("AMQP_URL", "amqp://app:amqp-secret@10.0.0.1:5672/%2f"),
+        ("DATABASE_URL", "postgres://app:db-secret@db:5432/messages"),
+        ("READ_TOKENS", "read-token-secret-000001"),
+    ]);
+    let shown = format!("{:?}", Config::from_vars(vars).unwrap());
+    for secret in ["amqp-secret", "db-secret", "token-secret"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(
+        shown.contains("app:***@10.0.0.1")
+            && shown.contains("app:***@db")
+            && shown.contains("read: 1"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn the_prefetch_is_lowered_until_that_many_of_the_largest_payloads_fit() {
+    let ingest = IngestConfig {
+        prefetch: 1_000,
+        prefetch_bytes: 10 * (64 * 1024 + common::model::ENVELOPE_BYTES),
+        ..IngestConfig::default()
+    };
+    assert_eq!(ingest.effective_prefetch(), 10);
+    let tiny = IngestConfig {
+        prefetch_bytes: 1,
+        ..IngestConfig::default()
+    };
+    assert_eq!(tiny.effective_prefetch(), 1);
+}
