@@ -54,6 +54,21 @@ pub trait Settings: Serialize + Default + Sized {
     }
 }
 
+/// Implements [`Settings`] for a struct whose every field is a [`Group`], each read on its own from the
+/// same variables: `common::settings!(Config { broker, http, telemetry });`.
+#[macro_export]
+macro_rules! settings {
+    ($config:ty { $($group:ident),+ $(,)? }) => {
+        impl $crate::settings::Settings for $config {
+            fn read(vars: &$crate::settings::Vars) -> anyhow::Result<Self> {
+                Ok(Self {
+                    $($group: vars.read()?),+
+                })
+            }
+        }
+    };
+}
+
 /// Variables whose value must be one of a few words. envy's own error for these quotes the value but
 /// not the variable, so they are checked first.
 const CHOICES: &[(&str, &[&str])] = &[
@@ -137,6 +152,14 @@ fn flatten(value: serde_json::Value, each: &mut impl FnMut(String, serde_json::V
             leaf => each(field.to_uppercase(), leaf),
         }
     }
+}
+
+/// `(name, value)` pairs as [`Settings::from_vars`] takes them, from string literals (for tests).
+pub fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
 }
 
 /// Fails with `message`, as an invalid configuration, unless `condition` holds.

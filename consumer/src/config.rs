@@ -3,25 +3,24 @@
 
 use std::fmt;
 
-use common::{
-    amqp::BrokerConfig,
-    settings::{ensure, Group, Settings, Vars},
-    telemetry::TelemetryConfig,
-    web::{DefaultPort, HttpConfig},
-};
+use common::amqp::BrokerConfig;
+use common::settings::{ensure, Group, Vars};
+use common::telemetry::TelemetryConfig;
+use common::web::{DefaultPort, HttpConfig};
 use serde::{Deserialize, Serialize};
 
 /// Everything the consumer reads from the environment.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Config {
-    pub broker: BrokerConfig,
-    pub http: HttpConfig<Port>,
-    pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
     pub ingest: IngestConfig,
     pub scaling: ScalingConfig,
     pub reads: ReadConfig,
     pub dead_letters: DeadLetterConfig,
+    /// What both services read alike.
+    pub broker: BrokerConfig,
+    pub http: HttpConfig<Port>,
+    pub telemetry: TelemetryConfig,
 }
 
 /// The consumer listens on 8081 unless `HTTP_PORT` says otherwise.
@@ -276,20 +275,16 @@ impl Default for DeadLetterConfig {
 
 impl Group for DeadLetterConfig {}
 
-impl Settings for Config {
-    fn read(vars: &Vars) -> anyhow::Result<Self> {
-        Ok(Self {
-            broker: vars.read()?,
-            http: vars.read()?,
-            telemetry: vars.read()?,
-            database: vars.read()?,
-            ingest: vars.read()?,
-            scaling: vars.read()?,
-            reads: vars.read()?,
-            dead_letters: vars.read()?,
-        })
-    }
-}
+common::settings!(Config {
+    broker,
+    http,
+    telemetry,
+    database,
+    ingest,
+    scaling,
+    reads,
+    dead_letters
+});
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use actix_web::dev::Server;
-use common::web::{self, Access, OpenApiDocument, Scope};
+use common::web::{self, Scope};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -12,15 +12,12 @@ use crate::{
     database,
     ingest::{Ingest, Outlets},
     metrics::Metrics,
-    monitor::{self, Board},
+    monitor::Board,
     routes,
     state::AppState,
     status::PeerStatus,
     store::MessageStore,
 };
-
-/// The service's OpenAPI document, the one source of truth for its API.
-pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// A built consumer, bound to its port but not yet serving or consuming.
 pub struct Application {
@@ -46,6 +43,7 @@ impl Application {
         )
         .with_read_pool(config.database.read_pool()?);
         let metrics = Arc::new(Metrics::new());
+        let requests = metrics.http.clone();
         let status = Arc::new(PeerStatus::new(
             metrics.broker_connected.clone(),
             metrics.database_up.clone(),
@@ -76,27 +74,7 @@ impl Application {
             stuck_write: Duration::from_millis(config.database.db_stuck_write_ms),
             reads: config.reads.clone(),
         });
-        // Reading messages and the monitor's data needs a read token when tokens are configured, and
-        // dead-letter operations an admin token. The monitor page itself holds no data; probes, metrics
-        // and the OpenAPI document stay open.
-        let requests = state.metrics.http.clone();
-        let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
-        let server = config
-            .http
-            .serve(listener, requests, openapi, move |app, doors| {
-                use routes::{dead_letters, health, messages};
-                const READ: Access = Access::Needs(Scope::Read);
-                const ADMIN: Access = Access::Needs(Scope::Admin);
-                app.app_data(state.clone())
-                    .service(doors.get("/", Access::Open, monitor::page))
-                    .service(doors.get("/monitor/status", READ, monitor::status))
-                    .service(doors.get("/dead-letters", ADMIN, dead_letters::list))
-                    .service(doors.post("/dead-letters/replay", ADMIN, dead_letters::replay))
-                    .service(doors.get("/message", READ, messages::list))
-                    .service(doors.get("/message/{id}", READ, messages::get))
-                    .service(doors.get("/readyz", Access::Open, health::readyz))
-                    .service(doors.get("/metrics", Access::Open, health::metrics));
-            })?;
+        let server = config.http.serve(listener, state, requests, &routes::API)?;
         Ok(Self {
             port,
             server,

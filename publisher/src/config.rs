@@ -1,12 +1,10 @@
 //! The publisher's configuration: a group of settings for each of its parts, read from the environment
 //! with envy, each group handed whole to the part that uses it.
 
-use common::{
-    amqp::BrokerConfig,
-    settings::{ensure, Group, Settings, Vars},
-    telemetry::TelemetryConfig,
-    web::{DefaultPort, HttpConfig},
-};
+use common::amqp::BrokerConfig;
+use common::settings::{ensure, Group, Vars};
+use common::telemetry::TelemetryConfig;
+use common::web::{DefaultPort, HttpConfig};
 use serde::{Deserialize, Serialize};
 
 /// Everything the publisher reads from the environment.
@@ -128,30 +126,22 @@ impl Group for BodyConfig {
     }
 }
 
-impl Settings for Config {
-    fn read(vars: &Vars) -> anyhow::Result<Self> {
-        Ok(Self {
-            broker: vars.read()?,
-            http: vars.read()?,
-            telemetry: vars.read()?,
-            links: vars.read()?,
-            body: vars.read()?,
-        })
-    }
-}
+common::settings!(Config {
+    broker,
+    http,
+    telemetry,
+    links,
+    body
+});
 
 #[cfg(test)]
 mod tests {
-    use common::web::Scope;
+    use common::{
+        settings::{pairs, Settings},
+        web::Scope,
+    };
 
     use super::*;
-
-    fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn an_empty_environment_gives_the_contract_defaults() {
@@ -187,34 +177,5 @@ mod tests {
         assert!(err.to_string().contains("PUBLISH_TOKENS"), "{err}");
         assert!(check(&[required, ("PUBLISH_TOKENS", "publish-token-secret-0001")]).is_ok());
         assert!(check(&[]).is_ok());
-    }
-
-    #[test]
-    fn a_configuration_read_back_from_its_environment_is_the_same() {
-        let vars = pairs(&[
-            ("AMQP_URL", "amqp://u:p@broker:5673/v"),
-            ("QUEUE_TYPE", "classic"),
-            ("PUBLISH_CHANNELS", "7"),
-            ("AMQP_CA_FILE", "/etc/ca.pem"),
-        ]);
-        let config = Config::from_vars(vars).unwrap();
-        let again = Config::from_vars(config.environment()).unwrap();
-        assert_eq!(format!("{again:?}"), format!("{config:?}"));
-    }
-
-    #[test]
-    fn the_configuration_prints_without_passwords_or_tokens() {
-        let vars = pairs(&[
-            ("AMQP_URL", "amqp://app:amqp-secret@10.0.0.1:5672/%2f"),
-            ("PUBLISH_TOKENS", "publish-token-secret-0001"),
-        ]);
-        let shown = format!("{:?}", Config::from_vars(vars).unwrap());
-        for secret in ["amqp-secret", "token-secret"] {
-            assert!(!shown.contains(secret), "{secret} in {shown}");
-        }
-        assert!(
-            shown.contains("app:***@10.0.0.1") && shown.contains("publish: 1"),
-            "{shown}"
-        );
     }
 }

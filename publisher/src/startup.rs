@@ -4,14 +4,11 @@
 use std::{future::Future, sync::Arc};
 
 use actix_web::dev::Server;
-use common::web::{self, Access, OpenApiDocument, Scope};
+use common::web::{self, Scope};
 
 use crate::{
     body::InflightBytes, broker::Broker, config::Config, metrics::Metrics, routes, state::AppState,
 };
-
-/// The service's OpenAPI document, the one source of truth for its API.
-pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
 
 /// A built publisher, bound to its port but not yet serving.
 pub struct Application {
@@ -26,6 +23,7 @@ impl Application {
         config.http.require_tokens_for(&[Scope::Publish])?;
         let (listener, port) = config.http.bind()?;
         let metrics = Arc::new(Metrics::new());
+        let requests = metrics.http.clone();
         let broker = Arc::new(Broker::new(
             config.broker.address()?,
             config.broker.topology(),
@@ -38,24 +36,9 @@ impl Application {
             body: config.body.clone(),
             inflight: InflightBytes::new(config.body.max_inflight_bytes),
         });
-        // Publishing needs a publish token when tokens are configured; health, readiness, metrics and
-        // the OpenAPI document stay open for probes and scrapers.
-        let requests = state.metrics.http.clone();
-        let openapi = OpenApiDocument::from_yaml(OPENAPI_YAML)?;
-        let server = config
-            .http
-            .serve(listener, requests, openapi, move |app, doors| {
-                use routes::{health, publish};
-                const PUBLISH: Access = Access::Needs(Scope::Publish);
-                app.app_data(state.clone())
-                    .service(doors.post("/message/publish", PUBLISH, publish::publish_one))
-                    .service(doors.post("/message/publish/batch", PUBLISH, publish::publish_batch))
-                    .service(doors.get("/readyz", Access::Open, health::readyz))
-                    .service(doors.get("/metrics", Access::Open, health::metrics));
-            })?;
         Ok(Self {
             port,
-            server,
+            server: config.http.serve(listener, state, requests, &routes::API)?,
             broker,
         })
     }

@@ -2,11 +2,23 @@
 
 use std::{fmt, marker::PhantomData, net::TcpListener, time::Duration};
 
-use actix_web::{dev::Server, web::ServiceConfig};
+use actix_web::{
+    dev::Server,
+    web::{get, to, Data, ServiceConfig},
+    Route,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{auth::Scope, metrics::HttpMetrics, server, Access, Doors, OpenApiDocument, Tokens};
 use crate::settings::{Group, Vars};
+
+/// What a service serves: its OpenAPI document (YAML), its own routes with who may use each, and its
+/// probes' handlers (`GET /readyz`, `GET /metrics`), which are open like `/healthz`.
+pub struct Api {
+    pub openapi: &'static str,
+    pub routes: fn(&mut ServiceConfig, &Doors),
+    pub probes: fn() -> [Route; 2],
+}
 
 /// The port a service listens on unless `HTTP_PORT` says otherwise (serde cannot derive for a const
 /// generic, so each service names its port with a type).
@@ -87,25 +99,31 @@ impl<P: DefaultPort> HttpConfig<P> {
         }
     }
 
-    /// The server of a service, bound to `listener`: the service's own routes (added by `routes`, with
-    /// the [`Doors`] that guard them with these tokens), then what both services serve alike —
-    /// `GET /healthz`, `GET /openapi.json` (`openapi`) and 404 for any other path — all behind the
-    /// request metrics of `requests`, with this group's workers and timeouts.
-    pub fn serve(
+    /// The server of a service, bound to `listener`, with this group's workers and timeouts: the
+    /// service's `state` for its handlers and its [`Api`], then what every service serves alike —
+    /// `GET /healthz`, `GET /openapi.json` and 404 for any other path — all behind the request metrics
+    /// of `requests`.
+    pub fn serve<S: Send + Sync + 'static>(
         &self,
         listener: TcpListener,
+        state: Data<S>,
         requests: HttpMetrics,
-        openapi: OpenApiDocument,
-        routes: impl Fn(&mut ServiceConfig, &Doors) + Clone + Send + 'static,
+        api: &Api,
     ) -> anyhow::Result<Server> {
+        let openapi = OpenApiDocument::from_yaml(api.openapi)?;
         let doors = Doors::new(self.tokens.clone());
+        let (routes, probes) = (api.routes, api.probes);
         let app = move || {
-            let open = |path, handler| doors.route(path, Access::Open, "GET", handler);
+            let open = |path, route| doors.route(path, Access::Open, "GET", route);
+            let [readyz, metrics] = probes();
             server::app(requests.clone())
+                .app_data(state.clone())
                 .configure(|config| routes(config, &doors))
-                .service(open("/healthz", actix_web::web::get().to(server::healthz)))
+                .service(open("/readyz", readyz))
+                .service(open("/metrics", metrics))
+                .service(open("/healthz", get().to(server::healthz)))
                 .service(open("/openapi.json", openapi.route()))
-                .default_service(actix_web::web::to(server::not_found))
+                .default_service(to(server::not_found))
         };
         server::server(
             app,

@@ -9,7 +9,7 @@ pub mod problem;
 mod server;
 
 pub use auth::{Access, Identity, Scope, Tokens};
-pub use config::{token_variables, DefaultPort, HttpConfig};
+pub use config::{token_variables, Api, DefaultPort, HttpConfig};
 pub use openapi::OpenApiDocument;
 pub use problem::Problem;
 pub use server::{serve_until, Doors};

@@ -1,16 +1,12 @@
 //! The consumer's configuration as users meet it: defaults, refusals naming the variable, the round
 //! trip through variables, redaction, and the configuration page that documents it.
 
-use common::web::Scope;
+use common::{
+    settings::{pairs, Settings},
+    web::Scope,
+};
 
 use super::*;
-
-fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 #[test]
 fn an_empty_environment_gives_the_contract_defaults() {
@@ -56,39 +52,6 @@ fn required_tokens_stop_the_consumer_naming_the_scope_it_lacks() {
     // The consumer does not need the publisher's scope.
     assert!(check(&[required, ("READ_TOKENS", READ), ("ADMIN_TOKENS", ADMIN)]).is_ok());
     assert!(check(&[]).is_ok());
-}
-
-#[test]
-fn a_configuration_read_back_from_its_environment_is_the_same() {
-    let vars = pairs(&[
-        ("AMQP_URL", "amqp://u:p@broker:5673/v"),
-        ("QUEUE_TYPE", "classic"),
-        ("BATCH_SIZE", "7"),
-        ("PREFETCH", "9"),
-        ("PUBLIC_BASE_URL", "https://api.example.com/queue"),
-    ]);
-    let config = Config::from_vars(vars).unwrap();
-    let again = Config::from_vars(config.environment()).unwrap();
-    assert_eq!(format!("{again:?}"), format!("{config:?}"));
-}
-
-#[test]
-fn the_configuration_prints_without_passwords_or_tokens() {
-    let vars = pairs(&[
-        ("AMQP_URL", "amqp://app:amqp-secret@10.0.0.1:5672/%2f"),
-        ("DATABASE_URL", "postgres://app:db-secret@db:5432/messages"),
-        ("READ_TOKENS", "read-token-secret-000001"),
-    ]);
-    let shown = format!("{:?}", Config::from_vars(vars).unwrap());
-    for secret in ["amqp-secret", "db-secret", "token-secret"] {
-        assert!(!shown.contains(secret), "{secret} in {shown}");
-    }
-    assert!(
-        shown.contains("app:***@10.0.0.1")
-            && shown.contains("app:***@db")
-            && shown.contains("read: 1"),
-        "{shown}"
-    );
 }
 
 #[test]

@@ -1,10 +1,33 @@
-//! HTTP routes of the consumer, one module an endpoint group.
+//! HTTP routes of the consumer, one module an endpoint group; [`API`] lists them with who may use
+//! each.
 
 pub mod dead_letters;
 pub mod health;
 pub mod messages;
 
-use crate::error::ApiError;
+use actix_web::web::{get, ServiceConfig};
+use common::web::{Access, Api, Doors, Scope};
+
+use crate::{error::ApiError, monitor};
+
+/// The consumer's own routes. Reading messages and the monitor's data needs a read token when tokens
+/// are configured, and dead-letter operations an admin token. The monitor page itself holds no data.
+fn routes(app: &mut ServiceConfig, doors: &Doors) {
+    let (read, admin) = (Access::Needs(Scope::Read), Access::Needs(Scope::Admin));
+    app.service(doors.get("/", Access::Open, monitor::page))
+        .service(doors.get("/monitor/status", read, monitor::status))
+        .service(doors.get("/dead-letters", admin, dead_letters::list))
+        .service(doors.post("/dead-letters/replay", admin, dead_letters::replay))
+        .service(doors.get("/message", read, messages::list))
+        .service(doors.get("/message/{id}", read, messages::get));
+}
+
+/// What the consumer serves: its routes, and its probes and metrics, open for probes and scrapers.
+pub const API: Api = Api {
+    openapi: include_str!("../../openapi.yaml"),
+    routes,
+    probes: || [get().to(health::readyz), get().to(health::metrics)],
+};
 
 /// The integer query parameter `name` as sent (`raw`), `default` when absent, refused with a problem
 /// that names the parameter and its range when it is not an integer within `range` (both ends in).
