@@ -7,7 +7,7 @@ use std::{
 };
 
 use common::QueuedMessage;
-use consumer::store::MessageStore;
+use consumer::MessageStore;
 use futures::{stream::FuturesUnordered, StreamExt};
 use lapin::{
     options::{

@@ -8,7 +8,7 @@ use crate::{
     fixture::Scratch,
     services::{self, Service},
 };
-use consumer::store::MessageStore;
+use consumer::MessageStore;
 
 use crate::table::{Plan, Table};
 

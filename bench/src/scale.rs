@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, time::Instant};
 
-use consumer::store::MessageStore;
+use consumer::MessageStore;
 
 use crate::{
     ceilings,

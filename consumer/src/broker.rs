@@ -13,9 +13,9 @@ use common::amqp::{BrokerAddress, BrokerConfig};
 
 /// The frame size the consumer proposes, unless `AMQP_URL` sets its own `?frame_max=`: RabbitMQ's
 /// default `frame_max`, the largest frame a client of a default broker can send.
-pub const FRAME_MAX: u32 = 128 * 1024;
+pub(crate) const FRAME_MAX: u32 = 128 * 1024;
 
 /// The broker of `config`, proposing [`FRAME_MAX`] to every node whose URL does not set a frame size.
-pub fn address(config: &BrokerConfig) -> anyhow::Result<BrokerAddress> {
+pub(crate) fn address(config: &BrokerConfig) -> anyhow::Result<BrokerAddress> {
     Ok(config.address()?.with_frame_max(FRAME_MAX))
 }

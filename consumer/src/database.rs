@@ -19,7 +19,7 @@ use crate::{
 
 /// The host of `database_url` when it is not this machine and its `sslmode` does not require TLS (the
 /// default, `prefer`, goes on in plaintext when the server offers none), as sqlx reads the URL.
-pub fn plaintext_host(database_url: &str) -> Option<String> {
+pub(crate) fn plaintext_host(database_url: &str) -> Option<String> {
     let options = PgConnectOptions::from_str(database_url).ok()?;
     let required = matches!(
         options.get_ssl_mode(),
@@ -31,7 +31,7 @@ pub fn plaintext_host(database_url: &str) -> Option<String> {
 }
 
 /// Logs a warning when `database_url` may be used in plaintext to a host off this machine.
-pub fn warn_about_plaintext(database_url: &str) {
+pub(crate) fn warn_about_plaintext(database_url: &str) {
     if let Some(host) = plaintext_host(database_url) {
         tracing::warn!(
             %host,
@@ -97,11 +97,11 @@ impl DatabaseConfig {
 /// A database the consumer must not run against, whatever the retries: it stops the service.
 #[derive(Debug, thiserror::Error)]
 #[error("the database's encoding is {0}, not UTF8: it cannot store every sender and attribute a client may send; create the database with ENCODING 'UTF8'")]
-pub struct NotUtf8(pub String);
+pub(crate) struct NotUtf8(pub String);
 
 /// Why the consumer stops instead of trying to prepare the database again.
 #[derive(Debug, thiserror::Error)]
-pub enum Unusable {
+pub(crate) enum Unusable {
     #[error(transparent)]
     NotUtf8(#[from] NotUtf8),
     /// Trying again would hold the table's lock for as long again, and fail again.
@@ -111,7 +111,7 @@ pub enum Unusable {
 
 /// Creates the database if needed, checks its encoding and migrates it, retrying with backoff until it
 /// works or `cancel` fires. Returns whether the database is ready, or the reason it can never be.
-pub async fn prepare(
+pub(crate) async fn prepare(
     config: &DatabaseConfig,
     pool: &PgPool,
     cancel: &CancellationToken,

@@ -4,6 +4,8 @@
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 use common::web::problem::{kinds, Problem};
 
+use crate::store::StoreError;
+
 /// Why a read request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -15,22 +17,21 @@ pub enum ApiError {
     NotFound(String),
     /// 503: the database could not be reached.
     #[error("the database is unavailable; retry shortly")]
-    DatabaseUnavailable(#[source] sqlx::Error),
+    DatabaseUnavailable(#[source] StoreError),
     /// 503: the broker could not be reached (dead-letter operations).
     #[error("the message broker is unavailable; retry shortly")]
     BrokerUnavailable(#[from] common::amqp::BrokerError),
     /// 500: a stored row could not be read back; logged, not shown.
     #[error("an unexpected error occurred")]
-    Internal(#[source] sqlx::Error),
+    Internal(#[source] StoreError),
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::ColumnDecode { .. }
-            | sqlx::Error::Decode(_)
-            | sqlx::Error::ColumnNotFound(_) => Self::Internal(error),
-            other => Self::DatabaseUnavailable(other),
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        if error.is_unreadable_row() {
+            Self::Internal(error)
+        } else {
+            Self::DatabaseUnavailable(error)
         }
     }
 }

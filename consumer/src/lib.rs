@@ -1,25 +1,35 @@
 //! The consumer service: drains RabbitMQ into PostgreSQL and serves the stored messages over HTTP.
 //!
-//! `startup` wires everything; `ingest` is the queue-to-table loop; `scaling` decides how many batch
-//! writers each queue gets; `store` owns the SQL; `routes` holds the endpoints; `monitor` is the worker
-//! monitor page; `error` maps every failure to a status.
+//! `startup` wires everything; `ingest` is the queue-to-table loop (a pipeline per queue, and the queue
+//! watch whose scaler decides how many batch writers each gets); `dead_letters` is everything about
+//! `<QUEUE_NAME>.dead`; `store` owns the SQL and `database` the pools and start-up; `routes` holds the
+//! endpoints; `monitor` is the worker monitor page; `error` maps every failure to a status.
 
-pub mod broker;
+mod broker;
 pub mod config;
-pub mod database;
-pub mod dead_letters;
-pub mod error;
-pub mod ingest;
-pub mod metrics;
+mod database;
+mod dead_letters;
+mod error;
+mod ingest;
+mod metrics;
 pub mod migrations;
-pub mod monitor;
-pub mod routes;
-pub mod scaling;
-pub mod setup;
-pub mod startup;
-pub mod state;
-pub mod status;
-pub mod store;
+mod monitor;
+mod routes;
+mod setup;
+mod startup;
+mod state;
+mod status;
+mod store;
+
+pub use config::Config;
+pub use dead_letters::{
+    CONNECTION_NAME as DEAD_LETTER_CONNECTION, REASON_HEADER as DEAD_LETTER_REASON_HEADER,
+};
+pub use ingest::{prefetch_of, KEY_REUSED};
+pub use routes::messages::{parse_list_query, ListQuery, MAX_LIMIT};
+pub use setup::{dead_letter_limit, declare_topology};
+pub use startup::Application;
+pub use store::{page_query, poisons_connection, Cursor, MessageStore, PageRequest};
 
 use common::settings::Settings as _;
 use common::{shutdown, telemetry};

@@ -7,52 +7,52 @@ use prometheus::{
 };
 
 /// The consumer's counters. Each application owns its registry, so several can run in one process.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Rows newly inserted.
-    pub messages_stored: IntCounter,
+    pub(crate) messages_stored: IntCounter,
     /// Deliveries whose id was already stored (redeliveries), skipped.
-    pub messages_duplicate: IntCounter,
+    pub(crate) messages_duplicate: IntCounter,
     /// Deliveries rejected to the dead-letter queue.
-    pub messages_dead_lettered: IntCounter,
+    pub(crate) messages_dead_lettered: IntCounter,
     /// Copies to the dead-letter queue that the broker refused (the queue is at its length limit, or
     /// the broker is out of resources), and originals rejected without a copy because the broker blocks
     /// the dead-letter connection (a resource alarm); a quorum queue keeps each until the dead-letter
     /// queue takes it.
-    pub dead_letters_refused: IntCounter,
+    pub(crate) dead_letters_refused: IntCounter,
     /// Keyed messages dead-lettered because their key names a stored message with other content.
-    pub key_conflicts: IntCounter,
+    pub(crate) key_conflicts: IntCounter,
     /// Messages per insert.
-    pub batch_size: Histogram,
+    pub(crate) batch_size: Histogram,
     /// Time of one batch insert.
-    pub batch_seconds: Histogram,
+    pub(crate) batch_seconds: Histogram,
     /// 1 while subscribed to the queue.
-    pub broker_connected: IntGauge,
+    pub(crate) broker_connected: IntGauge,
     /// 1 while the last write succeeded.
-    pub database_up: IntGauge,
+    pub(crate) database_up: IntGauge,
     /// Messages in each queue of the topology, dead letters included, by state: `ready` as the broker
     /// reports it, `unacknowledged` as this process holds them.
-    pub queue_messages: IntGaugeVec,
+    pub(crate) queue_messages: IntGaugeVec,
     /// Consumers of each drained queue, as the broker reports them.
-    pub queue_consumers: IntGaugeVec,
+    pub(crate) queue_consumers: IntGaugeVec,
     /// Messages in the dead-letter queue.
-    pub dead_letter_messages: IntGaugeVec,
+    pub(crate) dead_letter_messages: IntGaugeVec,
     /// Messages this process settled from each queue per second, between the last two looks.
-    pub drain_rate: GaugeVec,
+    pub(crate) drain_rate: GaugeVec,
     /// Messages arriving in each queue per second, as this process estimates them.
-    pub inflow_rate: GaugeVec,
+    pub(crate) inflow_rate: GaugeVec,
     /// Batch writers each queue may run at once.
-    pub writers: IntGaugeVec,
+    pub(crate) writers: IntGaugeVec,
     /// Every decision of the writer scaler, by queue, direction and reason.
-    pub scaling_decisions: IntCounterVec,
+    pub(crate) scaling_decisions: IntCounterVec,
     /// 1 when `/readyz` would answer 200, as of the last scrape.
-    pub ready: IntGauge,
+    pub(crate) ready: IntGauge,
     /// Requests answered, and their latency.
-    pub http: HttpMetrics,
+    pub(crate) http: HttpMetrics,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
@@ -168,7 +168,7 @@ impl Metrics {
     }
 
     /// The answer to `GET /metrics`: every metric in the Prometheus text format.
-    pub fn response(&self) -> actix_web::HttpResponse {
+    pub(crate) fn response(&self) -> actix_web::HttpResponse {
         common::web::metrics::response(&self.registry)
     }
 }

@@ -19,51 +19,51 @@ const RECENT_DECISIONS: usize = 20;
 
 /// One drained queue, as of the last look.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct QueueFigures {
-    pub queue: String,
-    pub ready: u64,
+pub(crate) struct QueueFigures {
+    pub(crate) queue: String,
+    pub(crate) ready: u64,
     /// Held by this process, not yet settled.
-    pub unacknowledged: u64,
-    pub consumers: u64,
-    pub writers: usize,
-    pub drain_per_second: f64,
-    pub inflow_per_second: f64,
+    pub(crate) unacknowledged: u64,
+    pub(crate) consumers: u64,
+    pub(crate) writers: usize,
+    pub(crate) drain_per_second: f64,
+    pub(crate) inflow_per_second: f64,
 }
 
 /// A change of a queue's writer count.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DecisionRecord {
-    pub at: DateTime<Utc>,
-    pub queue: String,
-    pub from: usize,
-    pub to: usize,
-    pub reason: &'static str,
-    pub backlog: u64,
+pub(crate) struct DecisionRecord {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) queue: String,
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) reason: &'static str,
+    pub(crate) backlog: u64,
 }
 
 /// What the page shows, as `GET /monitor/status` returns it.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// When the queues were last looked at; `None` before the first look.
-    pub looked_at: Option<DateTime<Utc>>,
-    pub queues: Vec<QueueFigures>,
+    pub(crate) looked_at: Option<DateTime<Utc>>,
+    pub(crate) queues: Vec<QueueFigures>,
     /// Messages in the dead-letter queue.
-    pub dead_letters: Option<u64>,
+    pub(crate) dead_letters: Option<u64>,
     /// Newest first.
-    pub decisions: VecDeque<DecisionRecord>,
+    pub(crate) decisions: VecDeque<DecisionRecord>,
     /// Rows this process has inserted since it started (`consumer_messages_stored_total`).
-    pub stored_total: u64,
+    pub(crate) stored_total: u64,
 }
 
 /// The figures the queue watch keeps for the page.
 #[derive(Debug, Default)]
-pub struct Board {
+pub(crate) struct Board {
     snapshot: Mutex<Snapshot>,
 }
 
 impl Board {
     /// The queues as just looked at, and the dead-letter depth if it could be read.
-    pub fn update_queues(&self, queues: Vec<QueueFigures>, dead_letters: Option<u64>) {
+    pub(crate) fn update_queues(&self, queues: Vec<QueueFigures>, dead_letters: Option<u64>) {
         let mut snapshot = self.snapshot.lock().expect("board lock poisoned");
         snapshot.looked_at = Some(Utc::now());
         snapshot.queues = queues;
@@ -73,7 +73,7 @@ impl Board {
     }
 
     /// Keeps a writer-count change, dropping the oldest beyond [`RECENT_DECISIONS`].
-    pub fn record(&self, decision: DecisionRecord) {
+    pub(crate) fn record(&self, decision: DecisionRecord) {
         let mut snapshot = self.snapshot.lock().expect("board lock poisoned");
         snapshot.decisions.push_front(decision);
         snapshot.decisions.truncate(RECENT_DECISIONS);
@@ -85,7 +85,7 @@ impl Board {
 }
 
 /// `GET /`: the worker monitor page.
-pub async fn page() -> HttpResponse {
+pub(crate) async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         // The page runs its own inline script and reaches this service only.
@@ -99,7 +99,7 @@ pub async fn page() -> HttpResponse {
 }
 
 /// `GET /monitor/status`: what the page shows, as JSON.
-pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn status(state: web::Data<AppState>) -> HttpResponse {
     let mut snapshot = state.board.snapshot();
     snapshot.stored_total = state.metrics.messages_stored.get();
     HttpResponse::Ok()

@@ -57,7 +57,7 @@ pub async fn declare_topology(config: &Config) -> anyhow::Result<()> {
 }
 
 /// `configure<TAB>write<TAB>read` of `service`'s broker user (`publisher` or `consumer`).
-pub fn permissions(config: &Config, service: &str) -> anyhow::Result<String> {
+pub(crate) fn permissions(config: &Config, service: &str) -> anyhow::Result<String> {
     let topology = config.broker.topology();
     let permissions = match service {
         "publisher" => topology.publisher_permissions(),
@@ -71,7 +71,7 @@ pub fn permissions(config: &Config, service: &str) -> anyhow::Result<String> {
 }
 
 /// Why no length limit is applied to `.dead` with classic queues.
-pub const CLASSIC_UNLIMITED: &str = "QUEUE_TYPE=classic: DEAD_LETTER_LIMIT is not applied and \
+pub(crate) const CLASSIC_UNLIMITED: &str = "QUEUE_TYPE=classic: DEAD_LETTER_LIMIT is not applied and \
 <QUEUE_NAME>.dead has no length limit, because a classic queue dead-letters at most once and would drop \
 every dead letter refused at the limit; watch consumer_dead_letter_messages instead";
 
@@ -85,7 +85,7 @@ pub fn dead_letter_limit(config: &Config) -> Option<common::amqp::Policy> {
 }
 
 /// `name<TAB>pattern<TAB>definition` of [`dead_letter_limit`], or `None` (nothing to apply).
-pub fn dead_letter_policy(config: &Config) -> Option<String> {
+pub(crate) fn dead_letter_policy(config: &Config) -> Option<String> {
     dead_letter_limit(config)
         .map(|policy| format!("{}\t{}\t{}", policy.name, policy.pattern, policy.definition))
 }

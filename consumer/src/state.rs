@@ -9,16 +9,16 @@ use crate::{
 };
 
 /// What every request handler can reach.
-pub struct AppState {
-    pub store: MessageStore,
-    pub status: Arc<PeerStatus>,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct AppState {
+    pub(crate) store: MessageStore,
+    pub(crate) status: Arc<PeerStatus>,
+    pub(crate) metrics: Arc<Metrics>,
     /// `<QUEUE_NAME>.dead`, for the admin routes.
-    pub dead_letters: DeadLetterQueue,
+    pub(crate) dead_letters: DeadLetterQueue,
     /// The queue watch's figures, for the worker monitor.
-    pub board: Arc<Board>,
+    pub(crate) board: Arc<Board>,
     /// A write running longer than this makes the consumer unready.
-    pub stuck_write: Duration,
+    pub(crate) stuck_write: Duration,
     /// How pages of `GET /message` are bounded and linked.
-    pub reads: ReadConfig,
+    pub(crate) reads: ReadConfig,
 }

@@ -11,7 +11,7 @@ use prometheus::IntGauge;
 /// Reachability of the broker and the database as last seen by ingestion. Each is kept in its gauge
 /// (`consumer_broker_connected`, `consumer_database_up`), so readiness and metrics cannot disagree.
 #[derive(Debug)]
-pub struct PeerStatus {
+pub(crate) struct PeerStatus {
     broker: IntGauge,
     database: IntGauge,
     /// When each write in progress began, by a number of its own: several batch writers write at
@@ -25,7 +25,7 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
-    pub fn new(broker: IntGauge, database: IntGauge) -> Self {
+    pub(crate) fn new(broker: IntGauge, database: IntGauge) -> Self {
         Self {
             broker,
             database,
@@ -36,7 +36,7 @@ impl PeerStatus {
     }
 
     /// Ingestion began a write; it ends when the guard is dropped, stored, failed or abandoned.
-    pub fn write_started(&self) -> WriteInProgress<'_> {
+    pub(crate) fn write_started(&self) -> WriteInProgress<'_> {
         let mut writes = self.writes.lock().expect("status lock poisoned");
         writes.next += 1;
         let id = writes.next;
@@ -45,13 +45,13 @@ impl PeerStatus {
     }
 
     /// A write was committed.
-    pub fn stored(&self) {
+    pub(crate) fn stored(&self) {
         *self.last_stored.lock().expect("status lock poisoned") = Some(Instant::now());
     }
 
     /// Whether a write was committed after `since`: the database stores, so what it keeps refusing is
     /// about the data.
-    pub fn stored_since(&self, since: Instant) -> bool {
+    pub(crate) fn stored_since(&self, since: Instant) -> bool {
         self.last_stored
             .lock()
             .expect("status lock poisoned")
@@ -60,14 +60,14 @@ impl PeerStatus {
 
     /// How long the oldest write in progress has been running, if it has run longer than `threshold`: a
     /// database that answers pings but holds writes (a lock, a full disk) is not ready to ingest.
-    pub fn write_stuck(&self, threshold: Duration) -> Option<Duration> {
+    pub(crate) fn write_stuck(&self, threshold: Duration) -> Option<Duration> {
         let writes = self.writes.lock().expect("status lock poisoned");
         let oldest = writes.started.values().min()?;
         Some(oldest.elapsed()).filter(|elapsed| *elapsed > threshold)
     }
 
     /// The broker refuses `what` (a queue, or a setup step) for `reason`, until an operator acts.
-    pub fn refused(&self, what: &str, reason: String) {
+    pub(crate) fn refused(&self, what: &str, reason: String) {
         self.refusals
             .lock()
             .expect("status lock poisoned")
@@ -75,7 +75,7 @@ impl PeerStatus {
     }
 
     /// The broker took `what` again.
-    pub fn accepted(&self, what: &str) {
+    pub(crate) fn accepted(&self, what: &str) {
         self.refusals
             .lock()
             .expect("status lock poisoned")
@@ -83,7 +83,7 @@ impl PeerStatus {
     }
 
     /// Every refusal in force, as one sentence per refused step, if there is any.
-    pub fn refusal(&self) -> Option<String> {
+    pub(crate) fn refusal(&self) -> Option<String> {
         let refusals = self.refusals.lock().expect("status lock poisoned");
         (!refusals.is_empty()).then(|| {
             refusals
@@ -94,21 +94,21 @@ impl PeerStatus {
         })
     }
 
-    pub fn set_broker(&self, up: bool) {
+    pub(crate) fn set_broker(&self, up: bool) {
         self.broker.set(i64::from(up));
     }
 
-    pub fn set_database(&self, up: bool) {
+    pub(crate) fn set_database(&self, up: bool) {
         self.database.set(i64::from(up));
     }
 
     /// Whether the subscription to the queue is live.
-    pub fn broker(&self) -> bool {
+    pub(crate) fn broker(&self) -> bool {
         self.broker.get() == 1
     }
 
     /// Whether the database is migrated and took the last write.
-    pub fn database(&self) -> bool {
+    pub(crate) fn database(&self) -> bool {
         self.database.get() == 1
     }
 }
@@ -122,7 +122,7 @@ struct Writes {
 
 /// One write in progress; dropping it ends the write.
 #[must_use = "the write ends when this is dropped"]
-pub struct WriteInProgress<'a> {
+pub(crate) struct WriteInProgress<'a> {
     status: &'a PeerStatus,
     id: u64,
 }

@@ -16,19 +16,19 @@ const COLUMNS: &str =
 
 /// A message as stored, served by the HTTP API with the contract's field names.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct StoredMessage {
-    pub id: Uuid,
-    pub sender: String,
-    pub ts: Option<String>,
+pub(crate) struct StoredMessage {
+    pub(crate) id: Uuid,
+    pub(crate) sender: String,
+    pub(crate) ts: Option<String>,
     /// The JSON text that was sent, served as PostgreSQL returns it from its `json` column: never parsed
     /// into floats and back, so every number keeps its exact value and spelling.
     #[serde(rename = "messageAttributes")]
     #[sqlx(json)]
-    pub message_attributes: Box<RawValue>,
-    pub sent_from_ip: Option<IpAddr>,
-    pub priority: i16,
-    pub received_at: DateTime<Utc>,
-    pub stored_at: DateTime<Utc>,
+    pub(crate) message_attributes: Box<RawValue>,
+    pub(crate) sent_from_ip: Option<IpAddr>,
+    pub(crate) priority: i16,
+    pub(crate) received_at: DateTime<Utc>,
+    pub(crate) stored_at: DateTime<Utc>,
 }
 
 /// Where a page of messages starts and what it keeps.
@@ -57,34 +57,56 @@ pub struct Inserted {
     pub conflicting: Vec<usize>,
 }
 
-/// How a database failure should be handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The data itself was refused (bad value, constraint, too large): retrying cannot help.
-    Refused,
-    /// The database is unreachable or busy: retry later.
-    Transient,
+/// Why the store could not do what was asked. Knows nothing of HTTP: [`crate::error`] gives each its
+/// status, and ingestion decides from it whether to retry, split or dead-letter.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An insert did not finish within `DB_WRITE_TIMEOUT_MS`; its connection was closed.
+    #[error("the write did not finish within {0:?}; its connection is closed")]
+    WriteTimedOut(std::time::Duration),
+    /// What PostgreSQL or sqlx reported.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
-/// Sorts a failure into [`FailureKind`] by SQLSTATE class: data exceptions (22), integrity constraint
-/// violations (23) and program limits (54) are about the row; anything else is about the database.
-pub fn classify(error: &sqlx::Error) -> FailureKind {
-    match error {
-        sqlx::Error::Database(db) => match db.code().as_deref().map(|code| &code[..2]) {
-            Some("22" | "23" | "54") => FailureKind::Refused,
-            _ => FailureKind::Transient,
-        },
-        sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-            FailureKind::Refused
+impl StoreError {
+    /// Whether the data itself was refused (bad value, constraint, too large), so that retrying the
+    /// same rows cannot help: SQLSTATE classes 22 (data exceptions), 23 (integrity constraints) and 54
+    /// (program limits), or a value that would not encode. Anything else is about the database, and
+    /// passes.
+    pub(crate) fn refused(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(db)) => {
+                matches!(
+                    db.code().as_deref().map(|code| &code[..2]),
+                    Some("22" | "23" | "54")
+                )
+            }
+            Self::Database(
+                sqlx::Error::Encode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_),
+            ) => true,
+            _ => false,
         }
-        _ => FailureKind::Transient,
     }
-}
 
-/// Whether PostgreSQL cancelled the statement (SQLSTATE 57014), as it does at `statement_timeout`: the
-/// batch took too long, which a smaller batch may not, so it is split rather than retried whole.
-pub fn is_statement_timeout(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+    /// Whether PostgreSQL cancelled the statement (SQLSTATE 57014), as it does at `statement_timeout`:
+    /// the batch took too long, which a smaller batch may not, so it is split rather than retried whole.
+    pub(crate) fn is_statement_timeout(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("57014"))
+    }
+
+    /// Whether a row that was stored could not be read back: the store's fault, not the database's
+    /// availability.
+    pub(crate) fn is_unreadable_row(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(
+                sqlx::Error::ColumnDecode { .. }
+                    | sqlx::Error::Decode(_)
+                    | sqlx::Error::ColumnNotFound(_)
+            )
+        )
+    }
 }
 
 /// Whether `error` leaves its connection unfit for more writes, so that it must be closed rather than
@@ -125,20 +147,20 @@ impl MessageStore {
     }
 
     /// Reads from `reads` instead of the ingestion pool.
-    pub fn with_read_pool(mut self, reads: PgPool) -> Self {
+    pub(crate) fn with_read_pool(mut self, reads: PgPool) -> Self {
         self.reads = reads;
         self
     }
 
     /// The pool reads use.
-    pub fn read_pool(&self) -> &PgPool {
+    pub(crate) fn read_pool(&self) -> &PgPool {
         &self.reads
     }
 
     /// Stores `messages` as [`MessageStore::insert_on`] does, on a pooled connection, within the write
     /// timeout. A connection that timed out or failed in a way that [`poisons_connection`] is closed
     /// instead of going back to the pool.
-    pub async fn insert(&self, messages: &[QueuedMessage]) -> Result<Inserted, sqlx::Error> {
+    pub async fn insert(&self, messages: &[QueuedMessage]) -> Result<Inserted, StoreError> {
         let mut connection = self.pool.acquire().await?;
         match tokio::time::timeout(
             self.write_timeout,
@@ -152,17 +174,11 @@ impl MessageStore {
                     tracing::warn!(error = %error, "closing a database connection that cannot write");
                     connection.close_on_drop();
                 }
-                Err(error)
+                Err(error.into())
             }
             Err(_) => {
                 connection.close_on_drop();
-                Err(sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "the write did not finish within {:?}; its connection is closed",
-                        self.write_timeout
-                    ),
-                )))
+                Err(StoreError::WriteTimedOut(self.write_timeout))
             }
         }
     }
@@ -170,7 +186,7 @@ impl MessageStore {
     /// Whether the table takes writes now: an insert of no row, which needs the lock every insert
     /// takes but fires no trigger and checks no value. One that passes while a message keeps timing
     /// out shows the message, not the database, is what is slow.
-    pub async fn writable(&self) -> bool {
+    pub(crate) async fn writable(&self) -> bool {
         let probe = sqlx::query("INSERT INTO messages SELECT * FROM messages WHERE false")
             .execute(&self.pool);
         matches!(
@@ -188,7 +204,7 @@ impl MessageStore {
     /// messages (by index) carry a fingerprint that differs from the row already stored under their id:
     /// an `Idempotency-Key` reused for another message, which must not pass for a retry.
     #[tracing::instrument(name = "insert batch", skip_all, fields(count = messages.len()))]
-    pub async fn insert_on(
+    pub(crate) async fn insert_on(
         connection: &mut sqlx::PgConnection,
         messages: &[QueuedMessage],
     ) -> Result<Inserted, sqlx::Error> {
@@ -265,15 +281,17 @@ impl MessageStore {
     }
 
     /// One message by id.
-    pub async fn find(&self, id: Uuid) -> Result<Option<StoredMessage>, sqlx::Error> {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM messages WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await
+    pub(crate) async fn find(&self, id: Uuid) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM messages WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.reads)
+                .await?,
+        )
     }
 
     /// The position of a message in the newest-first order, to continue a page after it.
-    pub async fn cursor_of(&self, id: Uuid) -> Result<Option<Cursor>, sqlx::Error> {
+    pub(crate) async fn cursor_of(&self, id: Uuid) -> Result<Option<Cursor>, StoreError> {
         let row: Option<(DateTime<Utc>, Uuid)> =
             sqlx::query_as("SELECT received_at, id FROM messages WHERE id = $1")
                 .bind(id)
@@ -288,11 +306,11 @@ impl MessageStore {
     /// Rows are read one at a time, and the page ends before the row that would take its attributes past
     /// `max_bytes` (it always holds at least one row): memory is set by the configuration, not by how
     /// large the stored messages are. Returns the rows and whether more follow them.
-    pub async fn page(
+    pub(crate) async fn page(
         &self,
         request: &PageRequest,
         max_bytes: usize,
-    ) -> Result<(Vec<StoredMessage>, bool), sqlx::Error> {
+    ) -> Result<(Vec<StoredMessage>, bool), StoreError> {
         let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
         let mut query = page_query(request, request.limit.saturating_add(1));
         let mut rows = query.build_query_as::<StoredMessage>().fetch(&self.reads);

@@ -6,7 +6,7 @@
 use actix_web::{http::header::HeaderValue, test::TestRequest};
 use common::Message;
 use libfuzzer_sys::fuzz_target;
-use publisher::idempotency::{IdempotencyKey, HEADER};
+use publisher::{IdempotencyKey, IDEMPOTENCY_KEY as HEADER};
 use service_fuzz::assert_renders;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,9 +1,9 @@
-//! `GET /message`'s query string: `consumer::routes::messages::parse_list_query` on any UTF-8. It must
+//! `GET /message`'s query string: `consumer::parse_list_query` on any UTF-8. It must
 //! never panic; what it accepts is within the documented limits; and the `Link: rel="next"` query built
 //! from it (as `next_url` builds it: `limit`, `sender`, `before`, urlencoded) reads back as the same filter.
 #![no_main]
 
-use consumer::routes::messages::{parse_list_query, ListQuery, MAX_LIMIT};
+use consumer::{parse_list_query, ListQuery, MAX_LIMIT};
 use libfuzzer_sys::fuzz_target;
 use service_fuzz::assert_renders;
 

@@ -1,11 +1,11 @@
-//! `POST /message/publish/batch`'s body: `publisher::body::parse_batch` on any bytes, with limits taken
+//! `POST /message/publish/batch`'s body: `publisher::parse_batch` on any bytes, with limits taken
 //! from the first three bytes (1 to 8 messages, 1 to 1021 bytes each, depth 2 to 17). It must never
 //! panic, and must agree with parsing the array element by element: a batch is accepted exactly when it
 //! holds 1 to `max_len` elements, each within `max_message_bytes` and each one `parse_message` accepts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use publisher::body::{parse_batch, parse_message};
+use publisher::{parse_batch, parse_message};
 use serde_json::value::RawValue;
 use service_fuzz::{assert_renders, assert_round_trip, assert_valid};
 

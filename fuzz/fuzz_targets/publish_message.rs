@@ -1,10 +1,10 @@
-//! `POST /message/publish`'s body: `publisher::body::parse_message` on any bytes. It must never panic;
+//! `POST /message/publish`'s body: `publisher::parse_message` on any bytes. It must never panic;
 //! what it accepts obeys every rule and reads back as itself; the depth limit refuses exactly the
 //! messages that nest deeper than it (the first byte picks the limit, 2 to 33).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use publisher::body::parse_message;
+use publisher::parse_message;
 use service_fuzz::{assert_renders, assert_round_trip, assert_valid};
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 
 use common::QueuedMessage;
 use libfuzzer_sys::fuzz_target;
-use publisher::body::parse_message;
+use publisher::parse_message;
 use service_fuzz::{assert_round_trip, assert_valid};
 
 fuzz_target!(|data: &[u8]| {

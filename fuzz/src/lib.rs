@@ -106,7 +106,7 @@ pub fn assert_valid(message: &Message) {
 /// A message serialises and reads back as itself, both alone and inside a queue payload.
 pub fn assert_round_trip(message: &Message) {
     let text = serde_json::to_vec(message).expect("a message serialises");
-    let again = publisher::body::parse_message(&text, usize::MAX).unwrap_or_else(|e| {
+    let again = publisher::parse_message(&text, usize::MAX).unwrap_or_else(|e| {
         panic!(
             "{} does not parse back: {e}",
             String::from_utf8_lossy(&text)

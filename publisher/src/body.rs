@@ -1,4 +1,4 @@
-//! Turns an HTTP request body into validated messages, or into the [`PublishError`] that says exactly
+//! Turns an HTTP request body into validated messages, or into the [`BodyError`] that says exactly
 //! what is wrong: the media type, the size, the JSON syntax (with line and column) or the field.
 
 use std::sync::Arc;
@@ -10,10 +10,35 @@ use serde::de::{self, DeserializeOwned, SeqAccess, Visitor};
 use serde_json::{error::Category, value::RawValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::PublishError;
+/// Why a request body is not a message (or a batch) the publisher takes. Knows nothing of HTTP:
+/// [`crate::error`] gives each its status.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body is not declared as JSON.
+    #[error("Content-Type must be application/json, got {0}")]
+    UnsupportedMediaType(String),
+    /// The body is compressed (any `Content-Encoding` but `identity`).
+    #[error("Content-Encoding {0} is not accepted; send the body uncompressed")]
+    UnsupportedEncoding(String),
+    /// The publisher already holds its limit of request bytes in flight.
+    #[error("the publisher is at its limit of {0} bytes of requests in flight; retry shortly")]
+    Busy(usize),
+    /// The body is over the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The client did not send its whole body in time.
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u128),
+    /// The body is not JSON; the detail gives line and column.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The JSON does not describe a valid message; the detail names the field (and index in a batch).
+    #[error("{0}")]
+    InvalidMessage(String),
+}
 
 /// Refuses anything but `application/json` (parameters such as `charset` are allowed).
-pub fn require_json(request: &HttpRequest) -> Result<(), PublishError> {
+pub(crate) fn require_json(request: &HttpRequest) -> Result<(), BodyError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -25,7 +50,7 @@ pub fn require_json(request: &HttpRequest) -> Result<(), PublishError> {
     if is_json {
         Ok(())
     } else {
-        Err(PublishError::UnsupportedMediaType(
+        Err(BodyError::UnsupportedMediaType(
             content_type.unwrap_or("no Content-Type").to_owned(),
         ))
     }
@@ -33,11 +58,11 @@ pub fn require_json(request: &HttpRequest) -> Result<(), PublishError> {
 
 /// Refuses a compressed body: decompressing it would let a small request cost unbounded memory, and
 /// the size limits are meant for what is stored.
-pub fn require_identity_encoding(request: &HttpRequest) -> Result<(), PublishError> {
+pub(crate) fn require_identity_encoding(request: &HttpRequest) -> Result<(), BodyError> {
     match request.headers().get(header::CONTENT_ENCODING) {
         None => Ok(()),
         Some(value) if value.as_bytes().eq_ignore_ascii_case(b"identity") => Ok(()),
-        Some(value) => Err(PublishError::UnsupportedEncoding(
+        Some(value) => Err(BodyError::UnsupportedEncoding(
             value.to_str().unwrap_or("a non-ASCII value").to_owned(),
         )),
     }
@@ -46,16 +71,16 @@ pub fn require_identity_encoding(request: &HttpRequest) -> Result<(), PublishErr
 /// Reads the whole body within `deadline` (a stalled upload must not hold a request open forever),
 /// refusing it as soon as it is known to exceed `limit` bytes. Every byte is reserved from `budget`, the
 /// publisher's cap on request bytes in flight, and stays reserved while the returned permit lives.
-pub async fn read_limited(
+pub(crate) async fn read_limited(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
     deadline: std::time::Duration,
     budget: &InflightBytes,
-) -> Result<(web::Bytes, InflightPermit), PublishError> {
+) -> Result<(web::Bytes, InflightPermit), BodyError> {
     tokio::time::timeout(deadline, read_body(request, payload, limit, budget))
         .await
-        .map_err(|_| PublishError::BodyTimeout(deadline.as_millis()))?
+        .map_err(|_| BodyError::BodyTimeout(deadline.as_millis()))?
 }
 
 async fn read_body(
@@ -63,9 +88,8 @@ async fn read_body(
     mut payload: web::Payload,
     limit: usize,
     budget: &InflightBytes,
-) -> Result<(web::Bytes, InflightPermit), PublishError> {
-    let too_large =
-        || PublishError::TooLarge(format!("the body is over the limit of {limit} bytes"));
+) -> Result<(web::Bytes, InflightPermit), BodyError> {
+    let too_large = || BodyError::TooLarge(format!("the body is over the limit of {limit} bytes"));
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -80,7 +104,7 @@ async fn read_body(
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
-            .map_err(|e| PublishError::MalformedJson(format!("the body could not be read: {e}")))?;
+            .map_err(|e| BodyError::MalformedJson(format!("the body could not be read: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -92,13 +116,13 @@ async fn read_body(
 
 /// The publisher's cap on request body bytes held at once, across all requests: what bounds its memory
 /// whatever the clients send. A request that would pass it is answered 503 with `Retry-After` at once.
-pub struct InflightBytes {
+pub(crate) struct InflightBytes {
     semaphore: Arc<Semaphore>,
     limit: usize,
 }
 
 /// Bytes reserved from [`InflightBytes`] by one request, given back when dropped.
-pub struct InflightPermit {
+pub(crate) struct InflightPermit {
     budget: Arc<Semaphore>,
     limit: usize,
     held: Option<OwnedSemaphorePermit>,
@@ -106,7 +130,7 @@ pub struct InflightPermit {
 }
 
 impl InflightBytes {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             semaphore: Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS))),
             limit,
@@ -114,7 +138,7 @@ impl InflightBytes {
     }
 
     /// Reserves `bytes` now, or refuses.
-    pub fn reserve(&self, bytes: usize) -> Result<InflightPermit, PublishError> {
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<InflightPermit, BodyError> {
         let mut permit = InflightPermit {
             budget: self.semaphore.clone(),
             limit: self.limit,
@@ -126,14 +150,14 @@ impl InflightBytes {
     }
 
     /// Bytes reserved right now, for the metrics.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.limit - self.semaphore.available_permits()
     }
 }
 
 impl InflightPermit {
     /// Extends the reservation to `bytes` in all, or refuses.
-    fn grow_to(&mut self, bytes: usize) -> Result<(), PublishError> {
+    fn grow_to(&mut self, bytes: usize) -> Result<(), BodyError> {
         if bytes <= self.bytes {
             return Ok(());
         }
@@ -151,20 +175,19 @@ impl InflightPermit {
         Ok(())
     }
 
-    fn full(&self) -> PublishError {
-        PublishError::Busy(self.limit)
+    fn full(&self) -> BodyError {
+        BodyError::Busy(self.limit)
     }
 }
 
 /// Parses one message, refusing one whose arrays and objects nest deeper than `max_depth` (the message
 /// itself being 1): PostgreSQL's `json` parser could not store it, so it must not be accepted.
-pub fn parse_message(body: &[u8], max_depth: usize) -> Result<Message, PublishError> {
+pub fn parse_message(body: &[u8], max_depth: usize) -> Result<Message, BodyError> {
     let input: MessageInput = deserialize(body)?;
-    let message =
-        Message::try_from(input).map_err(|e| PublishError::InvalidMessage(e.to_string()))?;
+    let message = Message::try_from(input).map_err(|e| BodyError::InvalidMessage(e.to_string()))?;
     let depth = message.attributes().depth() + 1;
     if depth > max_depth {
-        return Err(PublishError::InvalidMessage(format!(
+        return Err(BodyError::InvalidMessage(format!(
             "messageAttributes: the message nests {depth} levels deep, over the limit of {max_depth} \
              (MAX_JSON_DEPTH), past which the database cannot store it"
         )));
@@ -182,7 +205,7 @@ pub fn parse_batch<T>(
     max_message_bytes: usize,
     max_depth: usize,
     mut build: impl FnMut(usize, Message) -> T,
-) -> Result<Vec<T>, PublishError> {
+) -> Result<Vec<T>, BodyError> {
     let mut failure = None;
     let visitor = BatchVisitor {
         max_len,
@@ -197,13 +220,13 @@ pub fn parse_batch<T>(
         .and_then(|items| deserializer.end().map(|()| items));
     match (parsed, failure) {
         (_, Some(failure)) => Err(failure),
-        (Ok(items), None) if items.is_empty() => Err(PublishError::InvalidMessage(
+        (Ok(items), None) if items.is_empty() => Err(BodyError::InvalidMessage(
             "a batch must contain at least one message".into(),
         )),
         (Ok(items), None) => Ok(items),
         (Err(error), None) => Err(match error.classify() {
-            Category::Data => PublishError::InvalidMessage(error.to_string()),
-            _ => PublishError::MalformedJson(error.to_string()),
+            Category::Data => BodyError::InvalidMessage(error.to_string()),
+            _ => BodyError::MalformedJson(error.to_string()),
         }),
     }
 }
@@ -213,7 +236,7 @@ struct BatchVisitor<'f, 'b, T, F> {
     max_message_bytes: usize,
     max_depth: usize,
     /// The refusal, kept whole: serde's error type can only carry a string.
-    failure: &'f mut Option<PublishError>,
+    failure: &'f mut Option<BodyError>,
     build: &'b mut F,
     _items: std::marker::PhantomData<fn() -> T>,
 }
@@ -231,12 +254,12 @@ impl<'de, T, F: FnMut(usize, Message) -> T> Visitor<'de> for BatchVisitor<'_, '_
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
             let index = items.len();
             let refusal = if index == self.max_len {
-                Some(PublishError::InvalidMessage(format!(
+                Some(BodyError::InvalidMessage(format!(
                     "a batch may contain at most {} messages",
                     self.max_len
                 )))
             } else if raw.get().len() > self.max_message_bytes {
-                Some(PublishError::TooLarge(format!(
+                Some(BodyError::TooLarge(format!(
                     "message at index {index} is {} bytes, over the limit of {} bytes a message",
                     raw.get().len(),
                     self.max_message_bytes
@@ -247,7 +270,7 @@ impl<'de, T, F: FnMut(usize, Message) -> T> Visitor<'de> for BatchVisitor<'_, '_
                         items.push((self.build)(index, message));
                         None
                     }
-                    Err(error) => Some(PublishError::InvalidMessage(format!(
+                    Err(error) => Some(BodyError::InvalidMessage(format!(
                         "message at index {index}: {error}"
                     ))),
                 }
@@ -263,21 +286,21 @@ impl<'de, T, F: FnMut(usize, Message) -> T> Visitor<'de> for BatchVisitor<'_, '_
 
 /// Deserialises JSON, telling syntax errors (with line and column) from type errors (with the path to the
 /// offending field, such as `[3].priority`).
-fn deserialize<T: DeserializeOwned>(body: &[u8]) -> Result<T, PublishError> {
+fn deserialize<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         match inner.classify() {
             Category::Syntax | Category::Eof | Category::Io => {
-                PublishError::MalformedJson(inner.to_string())
+                BodyError::MalformedJson(inner.to_string())
             }
-            Category::Data => PublishError::InvalidMessage(describe_data_error(&path, &inner)),
+            Category::Data => BodyError::InvalidMessage(describe_data_error(&path, &inner)),
         }
     })?;
     deserializer
         .end()
-        .map_err(|e| PublishError::MalformedJson(e.to_string()))?;
+        .map_err(|e| BodyError::MalformedJson(e.to_string()))?;
     Ok(value)
 }
 
@@ -309,7 +332,7 @@ mod tests {
     /// The tutorial's example, verbatim, with its missing comma after `messageAttributes`.
     const SEED_MALFORMED: &str = "{\n\n        \"ts\": \"19941114\",\n        \"sender\": \"haimeng\",\n        \"messageAttributes\": {\n            \"pubisher\": \"---publisher is ready rabbitmq---\",\n            \"consumer\" : \"postgres IS READY!\"\n        }\n        \"sent_from_ip\": \"0.0.0.0\",\n        \"priority\": 1\n}";
 
-    fn detail(result: Result<impl std::fmt::Debug, PublishError>) -> String {
+    fn detail(result: Result<impl std::fmt::Debug, BodyError>) -> String {
         result.unwrap_err().to_string()
     }
 
@@ -369,7 +392,7 @@ mod tests {
     fn an_empty_or_oversized_batch_is_refused() {
         assert!(matches!(
             parse_batch(b"[]", 10, 1000, 256, |_, m| m),
-            Err(PublishError::InvalidMessage(_))
+            Err(BodyError::InvalidMessage(_))
         ));
         assert!(matches!(
             parse_batch(
@@ -379,7 +402,7 @@ mod tests {
                 256,
                 |_, m| m
             ),
-            Err(PublishError::InvalidMessage(_))
+            Err(BodyError::InvalidMessage(_))
         ));
     }
 
@@ -387,7 +410,7 @@ mod tests {
     fn an_element_over_the_message_limit_is_too_large_naming_its_index() {
         let big = format!(r#"[{{"sender":"a"}},{{"sender":"{}"}}]"#, "x".repeat(2000));
         let error = parse_batch(big.as_bytes(), 10, 1000, 256, |_, m| m).unwrap_err();
-        assert!(matches!(error, PublishError::TooLarge(_)), "{error}");
+        assert!(matches!(error, BodyError::TooLarge(_)), "{error}");
         assert!(
             error.to_string().starts_with("message at index 1 is"),
             "{error}"
@@ -412,7 +435,7 @@ mod tests {
     fn an_array_is_not_a_message_and_an_object_is_not_a_batch() {
         let error =
             parse_message(br#"["positional","ts-x",{"k":1},"10.0.0.9",7]"#, 256).unwrap_err();
-        assert!(matches!(error, PublishError::InvalidMessage(_)), "{error}");
+        assert!(matches!(error, BodyError::InvalidMessage(_)), "{error}");
         let error = parse_batch(br#"{"sender":"a"}"#, 2, 1000, 256, |_, m| m).unwrap_err();
         assert!(
             error.to_string().contains("a JSON array of messages"),
@@ -432,7 +455,7 @@ mod tests {
         };
         assert!(parse_message(nested(254).as_bytes(), 256).is_ok());
         let error = parse_message(nested(255).as_bytes(), 256).unwrap_err();
-        assert!(matches!(error, PublishError::InvalidMessage(_)), "{error}");
+        assert!(matches!(error, BodyError::InvalidMessage(_)), "{error}");
         assert!(error.to_string().contains("257 levels deep"), "{error}");
         let batch = format!("[{},{}]", nested(1), nested(20_000));
         let error = parse_batch(batch.as_bytes(), 10, 1 << 20, 256, |_, m| m).unwrap_err();
@@ -447,7 +470,7 @@ mod tests {
     fn trailing_garbage_after_the_json_is_malformed() {
         assert!(matches!(
             parse_message(br#"{"sender":"a"} x"#, 256),
-            Err(PublishError::MalformedJson(_))
+            Err(BodyError::MalformedJson(_))
         ));
     }
 }

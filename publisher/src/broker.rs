@@ -2,7 +2,7 @@
 //! message, over the links of a pool (see [`crate::links`]).
 //!
 //! Requests never wait for a connection: while the broker is down `publish` fails at once with
-//! [`PublishError::BrokerUnavailable`] and the HTTP layer answers 503 with `Retry-After`.
+//! [`PublishFailure::Unavailable`] and the HTTP layer answers 503 with `Retry-After`.
 
 use std::{
     sync::Arc,
@@ -24,17 +24,67 @@ use lapin::{
 use crate::{
     body::InflightPermit,
     config::LinkConfig,
-    error::PublishError,
     links::{self, Link, LinkManager, LinkPool, Readiness, Unready},
     metrics::Metrics,
 };
+
+/// Why the broker did not take a publish. Knows nothing of HTTP: [`crate::error`] gives each its status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishFailure {
+    /// The broker did not confirm every message before the deadline, though some may have been
+    /// queued; the ids were assigned, and a retry with the same `Idempotency-Key` gets them again.
+    #[error("the message broker did not confirm every message within {deadline_ms} ms ({reason}); the outcome of the ids listed is unknown: retry with the same Idempotency-Key to avoid a duplicate")]
+    InDoubt {
+        ids: Vec<uuid::Uuid>,
+        deadline_ms: u128,
+        reason: &'static str,
+    },
+    /// No connection to the broker right now.
+    #[error("the message broker is unavailable; retry shortly")]
+    Unavailable,
+    /// The broker blocks publishing because of a resource alarm (memory or disk).
+    #[error("the message broker is refusing new messages for now ({0}); retry shortly")]
+    Blocked(String),
+    /// The broker refused the message (for example a full queue or a resource alarm).
+    #[error("the message broker refused the message; retry shortly")]
+    Refused,
+    /// The broker returned the message as unroutable; the link and topology are set up again.
+    #[error("the message broker could not route the message; retry shortly")]
+    Unroutable,
+    /// The channel was not in confirm mode, so delivery could not be guaranteed.
+    #[error("the message broker did not confirm the message; retry shortly")]
+    Unconfirmed,
+    /// The AMQP connection or channel failed while publishing.
+    #[error("the message broker connection failed; retry shortly (with the same Idempotency-Key to avoid a duplicate)")]
+    Amqp(#[source] lapin::Error),
+}
+
+impl PublishFailure {
+    /// A short label for metrics and logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::InDoubt { .. } => "in_doubt",
+            Self::Unavailable => "broker_unavailable",
+            Self::Blocked(_) => "broker_blocked",
+            Self::Refused => "refused",
+            Self::Unroutable => "unroutable",
+            Self::Unconfirmed => "unconfirmed",
+            Self::Amqp(_) => "amqp",
+        }
+    }
+
+    /// Whether the supervisor should replace the connection rather than wait for its next check.
+    pub(crate) fn means_link_is_broken(&self) -> bool {
+        matches!(self, Self::Amqp(_) | Self::Unroutable | Self::Unconfirmed)
+    }
+}
 
 /// The first pause before publishing again what the broker refused or lost; it doubles (with jitter)
 /// up to two seconds, so a broker that refuses every publish is not asked again in a tight loop.
 const REPUBLISH_FIRST_DELAY: Duration = Duration::from_millis(20);
 
 /// Publishes messages to the exchange of a [`Topology`], with publisher confirms.
-pub struct Broker {
+pub(crate) struct Broker {
     topology: Topology,
     confirm_timeout: Duration,
     pool: LinkPool,
@@ -45,7 +95,7 @@ pub struct Broker {
 impl Broker {
     /// A broker client with a pool of `connections` links of `channel_count` channels each, on the
     /// nodes of `address`. Nothing connects until [`Broker::tend`] runs.
-    pub fn new(
+    pub(crate) fn new(
         address: BrokerAddress,
         topology: Topology,
         links: &LinkConfig,
@@ -67,7 +117,7 @@ impl Broker {
     }
 
     /// Whether publishes can be accepted now; drives `/readyz`.
-    pub fn readiness(&self) -> Result<(), Unready> {
+    pub(crate) fn readiness(&self) -> Result<(), Unready> {
         self.readiness.get()
     }
 
@@ -84,7 +134,7 @@ impl Broker {
     }
 
     /// Keeps the pool's links up until `shutdown` resolves, then closes them.
-    pub async fn tend(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+    pub(crate) async fn tend(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         links::tend(&self.pool, &self.readiness, &self.metrics, shutdown).await;
     }
 
@@ -95,16 +145,16 @@ impl Broker {
     /// its confirm outstanding, a nack, a return) is in doubt. It is published again, with the same id
     /// and time, on the next link, until every message is confirmed or the confirm timeout since the
     /// first attempt passes. The consumer stores an id once, so a second copy is harmless. Only then does
-    /// the request fail, as [`PublishError::InDoubt`] listing the ids. A request that finds no link at
+    /// the request fail, as [`PublishFailure::InDoubt`] listing the ids. A request that finds no link at
     /// all fails at once, since nothing of it was sent. Every failure is counted in
     /// `publisher_broker_errors_total` under its kind.
     #[tracing::instrument(name = "publish", skip_all, fields(count = messages.len()))]
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         messages: &[QueuedMessage],
         trace: &TraceContext,
         reserved: InflightPermit,
-    ) -> Result<(), PublishError> {
+    ) -> Result<(), PublishFailure> {
         let mut headers = FieldTable::default();
         headers.insert(
             TRACEPARENT.into(),
@@ -127,10 +177,10 @@ impl Broker {
         messages: &[QueuedMessage],
         headers: &FieldTable,
         reserved: &Arc<InflightPermit>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<(), PublishFailure> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
-        let in_doubt = |reason: &'static str| PublishError::InDoubt {
+        let in_doubt = |reason: &'static str| PublishFailure::InDoubt {
             ids: messages.iter().map(|m| m.id).collect(),
             deadline_ms: self.confirm_timeout.as_millis(),
             reason,
@@ -138,9 +188,9 @@ impl Broker {
         let first = tokio::time::timeout_at(deadline, self.usable_link()).await;
         let mut link = match first.unwrap_or(Err(Unready::Disconnected)) {
             Ok(link) => link,
-            Err(Unready::Disconnected) => return Err(PublishError::BrokerUnavailable),
+            Err(Unready::Disconnected) => return Err(PublishFailure::Unavailable),
             // Publishing now would only wait for a confirm that cannot come before the alarm clears.
-            Err(Unready::Blocked(reason)) => return Err(PublishError::BrokerBlocked(reason)),
+            Err(Unready::Blocked(reason)) => return Err(PublishFailure::Blocked(reason)),
         };
         let mut pending: Vec<&QueuedMessage> = messages.iter().collect();
         let mut backoff = Backoff::starting_at(REPUBLISH_FIRST_DELAY);
@@ -226,7 +276,7 @@ impl Broker {
         messages: &[&QueuedMessage],
         headers: &FieldTable,
         reserved: &Arc<InflightPermit>,
-    ) -> Vec<Result<(), PublishError>> {
+    ) -> Vec<Result<(), PublishFailure>> {
         let confirms = messages.iter().map(|message| {
             let channel = link.channel().clone();
             let exchange = self.topology.exchange().to_owned();
@@ -244,13 +294,13 @@ impl Broker {
             async move {
                 let confirm = sent
                     .await
-                    .map_err(|_| PublishError::Unconfirmed)?
-                    .map_err(PublishError::Amqp)?;
-                match Confirmed::from(confirm.await.map_err(PublishError::Amqp)?) {
+                    .map_err(|_| PublishFailure::Unconfirmed)?
+                    .map_err(PublishFailure::Amqp)?;
+                match Confirmed::from(confirm.await.map_err(PublishFailure::Amqp)?) {
                     Confirmed::Acked => Ok(()),
-                    Confirmed::Returned => Err(PublishError::Unroutable),
-                    Confirmed::Nacked => Err(PublishError::Refused),
-                    Confirmed::NotRequested => Err(PublishError::Unconfirmed),
+                    Confirmed::Returned => Err(PublishFailure::Unroutable),
+                    Confirmed::Nacked => Err(PublishFailure::Refused),
+                    Confirmed::NotRequested => Err(PublishFailure::Unconfirmed),
                 }
             }
         });

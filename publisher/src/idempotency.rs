@@ -6,11 +6,14 @@ use common::web::Identity;
 use common::Message;
 use uuid::Uuid;
 
-use crate::error::PublishError;
-
 /// The request header's name.
 pub const HEADER: &str = "Idempotency-Key";
 const MAX_LEN: usize = 200;
+
+/// An `Idempotency-Key` header that breaks its rule; the text says which.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidKey(String);
 
 /// Namespace of the name-based (v5) ids derived from keys, so they cannot collide with other v5 uses.
 const NAMESPACE: Uuid = Uuid::from_u128(0x6d65_7373_6167_652d_7175_6575_652d_6964);
@@ -22,24 +25,22 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     /// Reads the header, if the request has one. Given more than once it is refused: which of the
     /// values a proxy or the service would take is not for the client to guess.
-    pub fn from_request(request: &HttpRequest) -> Result<Option<Self>, PublishError> {
+    pub(crate) fn from_request(request: &HttpRequest) -> Result<Option<Self>, InvalidKey> {
         let mut values = request.headers().get_all(HEADER);
         let Some(value) = values.next() else {
             return Ok(None);
         };
         if values.next().is_some() {
-            return Err(PublishError::InvalidHeader(format!(
-                "{HEADER} must be given once"
-            )));
+            return Err(InvalidKey(format!("{HEADER} must be given once")));
         }
         Self::parse(value.as_bytes()).map(Some)
     }
 
     /// Checks a key's rule; clients can use it to know the id a keyed request gets.
-    pub fn parse(bytes: &[u8]) -> Result<Self, PublishError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, InvalidKey> {
         let visible_ascii = bytes.iter().all(|b| (0x21..=0x7e).contains(b));
         if bytes.is_empty() || bytes.len() > MAX_LEN || !visible_ascii {
-            return Err(PublishError::InvalidHeader(format!(
+            return Err(InvalidKey(format!(
                 "{HEADER} must be 1 to {MAX_LEN} visible ASCII characters"
             )));
         }
@@ -76,7 +77,7 @@ mod tests {
         serde_json::from_str(&serde_json::json!({ "sender": sender }).to_string()).unwrap()
     }
 
-    fn key(value: &str) -> Result<Option<IdempotencyKey>, PublishError> {
+    fn key(value: &str) -> Result<Option<IdempotencyKey>, InvalidKey> {
         IdempotencyKey::from_request(
             &TestRequest::default()
                 .insert_header((HEADER, value))

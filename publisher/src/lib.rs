@@ -4,16 +4,21 @@
 //! `startup` wires everything; `routes` holds the endpoints; `body` and `idempotency` turn requests
 //! into messages; `broker` publishes them over the connections `links` pools; `error` maps every failure to a status.
 
-pub mod body;
-pub mod broker;
+mod body;
+mod broker;
 pub mod config;
-pub mod error;
-pub mod idempotency;
-pub mod links;
-pub mod metrics;
-pub mod routes;
-pub mod startup;
-pub mod state;
+mod error;
+mod idempotency;
+mod links;
+mod metrics;
+mod routes;
+mod startup;
+mod state;
+
+pub use body::{parse_batch, parse_message, BodyError};
+pub use config::Config;
+pub use idempotency::{IdempotencyKey, InvalidKey, HEADER as IDEMPOTENCY_KEY};
+pub use startup::Application;
 
 use common::settings::Settings as _;
 use common::{shutdown, telemetry};

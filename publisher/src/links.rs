@@ -53,7 +53,7 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_LATE_CONFIRMS: usize = 4096;
 
 /// A live connection and the channels publishes are spread over.
-pub struct Link {
+pub(crate) struct Link {
     connection: Connection,
     channels: Vec<ConfirmChannel>,
     next_channel: AtomicUsize,
@@ -68,13 +68,13 @@ pub struct Link {
 
 impl Link {
     /// The next channel to publish on, in turn.
-    pub fn channel(&self) -> &ConfirmChannel {
+    pub(crate) fn channel(&self) -> &ConfirmChannel {
         let next = self.next_channel.fetch_add(1, Ordering::Relaxed);
         &self.channels[next % self.channels.len()]
     }
 
     /// Whether publishes can go out on this link (it may still be blocked by an alarm).
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         !self.failed.load(Ordering::Relaxed)
             && self.connection.status().connected()
             && self
@@ -84,7 +84,7 @@ impl Link {
     }
 
     /// Why the broker blocks publishing on this link, if it does.
-    pub fn blocked(&self) -> Option<String> {
+    pub(crate) fn blocked(&self) -> Option<String> {
         self.blocked.lock().expect("blocked lock poisoned").clone()
     }
 
@@ -93,13 +93,13 @@ impl Link {
     }
 
     /// Takes the link out of use: the pool hands it out no more and [`tend`] replaces it.
-    pub fn mark_failed(&self) {
+    pub(crate) fn mark_failed(&self) {
         self.failed.store(true, Ordering::Relaxed);
     }
 
     /// Counts `count` confirms given up on; past [`MAX_LATE_CONFIRMS`] the link is taken out of use,
     /// which frees what lapin keeps of them when [`tend`] closes it.
-    pub fn gave_up_on(&self, count: usize) {
+    pub(crate) fn gave_up_on(&self, count: usize) {
         let late = self.late_confirms.fetch_add(count, Ordering::Relaxed) + count;
         if late > MAX_LATE_CONFIRMS && !self.failed.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -112,7 +112,7 @@ impl Link {
 
 /// Why a link could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("no answer within {0:?}")]
@@ -130,7 +130,7 @@ struct Pacing {
 }
 
 /// Makes and checks links for the pool.
-pub struct LinkManager {
+pub(crate) struct LinkManager {
     address: BrokerAddress,
     topology: Topology,
     channel_count: usize,
@@ -139,7 +139,7 @@ pub struct LinkManager {
 }
 
 impl LinkManager {
-    pub fn new(
+    pub(crate) fn new(
         address: BrokerAddress,
         topology: Topology,
         channel_count: usize,
@@ -226,12 +226,12 @@ impl managed::Manager for LinkManager {
 }
 
 /// The pool of links.
-pub type LinkPool = Pool<LinkManager>;
+pub(crate) type LinkPool = Pool<LinkManager>;
 
 /// A link for a request to publish on, handed back to the pool at once (links are shared). A request
 /// never makes a link itself: connecting can take [`CONNECT_TIMEOUT`] against a node that is frozen or
 /// cut off, and that is [`tend`]'s to wait out. With no usable link the request fails at once.
-pub async fn take(pool: &LinkPool) -> Option<Arc<Link>> {
+pub(crate) async fn take(pool: &LinkPool) -> Option<Arc<Link>> {
     let timeouts = Timeouts {
         wait: Some(WAIT_TIMEOUT),
         // A creation is polled once and then given up, before it has started anything.
@@ -245,7 +245,7 @@ pub async fn take(pool: &LinkPool) -> Option<Arc<Link>> {
 }
 
 /// A pool of at most `size` links, handed out in turn.
-pub fn pool(manager: LinkManager, size: usize) -> LinkPool {
+pub(crate) fn pool(manager: LinkManager, size: usize) -> LinkPool {
     Pool::builder(manager)
         .max_size(size)
         .queue_mode(QueueMode::Fifo)
@@ -296,7 +296,7 @@ async fn watch_alarms(link: Weak<Link>, events: impl futures::Stream<Item = Even
 
 /// Why the broker cannot take messages right now, for `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unready {
+pub(crate) enum Unready {
     /// No connection.
     Disconnected,
     /// Connected, but the broker blocks publishing (resource alarm).
@@ -304,14 +304,14 @@ pub enum Unready {
 }
 
 /// What [`tend`] last found, for `/readyz`.
-pub struct Readiness(RwLock<Result<(), Unready>>);
+pub(crate) struct Readiness(RwLock<Result<(), Unready>>);
 
 impl Readiness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(RwLock::new(Err(Unready::Disconnected)))
     }
 
-    pub fn get(&self) -> Result<(), Unready> {
+    pub(crate) fn get(&self) -> Result<(), Unready> {
         self.0.read().expect("readiness lock poisoned").clone()
     }
 
@@ -328,7 +328,7 @@ impl Default for Readiness {
 
 /// Keeps the pool full of usable links until `shutdown` resolves, then closes them all cleanly.
 /// Publishes still awaiting confirms are expected to have been answered before `shutdown` resolves.
-pub async fn tend(
+pub(crate) async fn tend(
     pool: &LinkPool,
     readiness: &Readiness,
     metrics: &Metrics,

@@ -4,34 +4,34 @@ use common::web::metrics::HttpMetrics;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The publisher's counters. Each application owns its registry, so several can run in one process.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Messages confirmed by the broker and answered 202.
-    pub messages_accepted: IntCounter,
+    pub(crate) messages_accepted: IntCounter,
     /// Requests refused, by HTTP status.
-    pub requests_refused: IntCounterVec,
+    pub(crate) requests_refused: IntCounterVec,
     /// Publish failures on the broker side, by kind.
-    pub broker_errors: IntCounterVec,
+    pub(crate) broker_errors: IntCounterVec,
     /// Time from the first publish of a request to its last confirm.
-    pub confirm_seconds: Histogram,
+    pub(crate) confirm_seconds: Histogram,
     /// 1 while a broker connection is up.
-    pub broker_connected: IntGauge,
+    pub(crate) broker_connected: IntGauge,
     /// Usable links in the pool, up to `AMQP_CONNECTIONS`.
-    pub broker_links: IntGauge,
+    pub(crate) broker_links: IntGauge,
     /// Messages published again because their first publish was in doubt.
-    pub republished: IntCounter,
+    pub(crate) republished: IntCounter,
     /// Broker connections opened since start: `AMQP_CONNECTIONS`, unless links failed.
-    pub connections: IntCounter,
+    pub(crate) connections: IntCounter,
     /// 1 when `/readyz` answers 200, as of the last scrape.
-    pub ready: IntGauge,
+    pub(crate) ready: IntGauge,
     /// Bytes held against `MAX_INFLIGHT_BYTES`, as of the last scrape.
-    pub inflight_bytes: IntGauge,
+    pub(crate) inflight_bytes: IntGauge,
     /// Requests answered, and their latency.
-    pub http: HttpMetrics,
+    pub(crate) http: HttpMetrics,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let messages_accepted = IntCounter::new(
             "publisher_messages_accepted_total",
@@ -128,7 +128,7 @@ impl Metrics {
     }
 
     /// The answer to `GET /metrics`: every metric in the Prometheus text format.
-    pub fn response(&self) -> actix_web::HttpResponse {
+    pub(crate) fn response(&self) -> actix_web::HttpResponse {
         common::web::metrics::response(&self.registry)
     }
 }

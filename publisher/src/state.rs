@@ -6,11 +6,11 @@ use std::sync::Arc;
 use crate::{body::InflightBytes, broker::Broker, config::BodyConfig, metrics::Metrics};
 
 /// What every request handler can reach.
-pub struct AppState {
-    pub broker: Arc<Broker>,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct AppState {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) metrics: Arc<Metrics>,
     /// What a request body may be.
-    pub body: BodyConfig,
+    pub(crate) body: BodyConfig,
     /// The cap on request bytes held at once, shared by every worker.
-    pub inflight: InflightBytes,
+    pub(crate) inflight: InflightBytes,
 }

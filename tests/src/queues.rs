@@ -53,7 +53,7 @@ impl TestStack {
                 .and_then(|headers| {
                     headers
                         .inner()
-                        .get(consumer::ingest::dead_letter::REASON_HEADER)
+                        .get(consumer::DEAD_LETTER_REASON_HEADER)
                         .cloned()
                 })
                 .map(|value| match value {

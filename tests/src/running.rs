@@ -40,13 +40,13 @@ impl Drop for RunningService {
 
 /// Starts a publisher in this process.
 pub fn spawn_publisher(config: &PublisherConfig) -> RunningService {
-    let app = publisher::startup::Application::build(config).expect("publisher builds");
+    let app = publisher::Application::build(config).expect("publisher builds");
     spawn_service(app.port(), |shutdown| app.run_until_stopped(shutdown))
 }
 
 /// Starts a consumer in this process.
 pub fn spawn_consumer(config: &ConsumerConfig) -> RunningService {
-    let app = consumer::startup::Application::build(config).expect("consumer builds");
+    let app = consumer::Application::build(config).expect("consumer builds");
     spawn_service(app.port(), |shutdown| app.run_until_stopped(shutdown))
 }
 

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Why no batch was returned.
 #[derive(Debug, thiserror::Error)]
-pub enum BatchEnd {
+pub(crate) enum BatchEnd {
     #[error("shutdown requested")]
     Cancelled,
     #[error("the broker ended the subscription")]
@@ -22,7 +22,7 @@ pub enum BatchEnd {
 /// Waits for the next delivery (however long the queue stays empty), then gathers more until the batch
 /// is full or `linger` has passed. Cancellation is honoured only while waiting for the first delivery,
 /// so a batch that has begun is always handed over whole.
-pub async fn next_batch(
+pub(crate) async fn next_batch(
     consumer: &mut Consumer,
     max: usize,
     max_bytes: usize,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The live figures of one drained queue within one broker session.
 #[derive(Debug)]
-pub struct QueueFlow {
+pub(crate) struct QueueFlow {
     queue: String,
     writers: AtomicUsize,
     held: AtomicU64,
@@ -14,7 +14,7 @@ pub struct QueueFlow {
 }
 
 impl QueueFlow {
-    pub fn new(queue: impl Into<String>, writers: usize) -> Self {
+    pub(crate) fn new(queue: impl Into<String>, writers: usize) -> Self {
         Self {
             queue: queue.into(),
             writers: AtomicUsize::new(writers.max(1)),
@@ -23,16 +23,16 @@ impl QueueFlow {
         }
     }
 
-    pub fn queue(&self) -> &str {
+    pub(crate) fn queue(&self) -> &str {
         &self.queue
     }
 
     /// How many batches of this queue may be written at once.
-    pub fn writers(&self) -> usize {
+    pub(crate) fn writers(&self) -> usize {
         self.writers.load(Ordering::Relaxed)
     }
 
-    pub fn set_writers(&self, writers: usize) {
+    pub(crate) fn set_writers(&self, writers: usize) {
         self.writers.store(writers.max(1), Ordering::Relaxed);
     }
 
@@ -40,29 +40,29 @@ impl QueueFlow {
     /// prefetch: `prefetch / (writers + 1)`, at most `batch_size` and at least 1. With one writer and the
     /// defaults (prefetch 1,000, batches of 500) that is the configured batch; with more writers the
     /// batches get smaller, so the memory the prefetch bounds is the same.
-    pub fn batch_limit(&self, batch_size: usize, prefetch: u16) -> usize {
+    pub(crate) fn batch_limit(&self, batch_size: usize, prefetch: u16) -> usize {
         (usize::from(prefetch) / (self.writers() + 1)).clamp(1, batch_size.max(1))
     }
 
     /// `count` deliveries were gathered into a batch.
-    pub fn gathered(&self, count: usize) {
+    pub(crate) fn gathered(&self, count: usize) {
         self.held.fetch_add(count as u64, Ordering::Relaxed);
     }
 
     /// `count` deliveries were settled: stored and acknowledged, or dead-lettered.
-    pub fn settled(&self, count: usize) {
+    pub(crate) fn settled(&self, count: usize) {
         self.held.fetch_sub(count as u64, Ordering::Relaxed);
         self.drained.fetch_add(count as u64, Ordering::Relaxed);
     }
 
     /// Deliveries gathered and not yet settled: this process's share of the queue's unacknowledged
     /// messages (the broker may hold a few more in flight to it, within the prefetch).
-    pub fn held(&self) -> u64 {
+    pub(crate) fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }
 
     /// Deliveries settled since the session began.
-    pub fn drained(&self) -> u64 {
+    pub(crate) fn drained(&self) -> u64 {
         self.drained.load(Ordering::Relaxed)
     }
 }

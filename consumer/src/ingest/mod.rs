@@ -11,14 +11,14 @@
 //!
 //! Here: the reconnect loop. `session` holds one connection and its per-queue pipelines, `batch`
 //! gathers deliveries, `storing` writes and acknowledges a batch (`splitting` halves one that runs into the statement
-//! timeout), `poison` and `dead_letter` send what
-//! can never be stored to `<QUEUE_NAME>.dead`, `flow` is what a queue's pipeline and the queue watch
+//! timeout), `poison` sends what
+//! can never be stored to `<QUEUE_NAME>.dead` (through [`crate::dead_letters`]), `flow` is what a queue's pipeline and the queue watch
 //! share, and `watch` reports the queues' depths and sets each queue's writer count.
 
 mod batch;
-pub mod dead_letter;
 mod flow;
 mod poison;
+mod scaling;
 mod session;
 mod splitting;
 mod storing;
@@ -34,12 +34,11 @@ use common::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::batch::BatchEnd;
+use self::{batch::BatchEnd, scaling::ScalingSettings};
 use crate::{
     config::{IngestConfig, ScalingConfig},
     metrics::Metrics,
     monitor::Board,
-    scaling::ScalingSettings,
     status::PeerStatus,
     store::MessageStore,
 };
@@ -47,29 +46,29 @@ use crate::{
 /// Settings of the ingestion loop, in the units it works in.
 #[derive(Debug, Clone)]
 struct IngestSettings {
-    pub broker: BrokerAddress,
-    pub topology: Topology,
-    pub batch_size: usize,
+    pub(crate) broker: BrokerAddress,
+    pub(crate) topology: Topology,
+    pub(crate) batch_size: usize,
     /// A batch closes once its payloads reach this many bytes.
-    pub batch_bytes: usize,
-    pub batch_linger: Duration,
+    pub(crate) batch_bytes: usize,
+    pub(crate) batch_linger: Duration,
     /// Unacknowledged deliveries on the main queue, already bounded so that this many of the largest
     /// payloads fit the configured bytes (the fallback queue gets a sixteenth).
-    pub prefetch: u16,
+    pub(crate) prefetch: u16,
     /// The largest payload a publisher can send (its message limit plus the envelope); anything larger
     /// was put on the queue by other means and is dead-lettered without being decoded.
-    pub max_payload_bytes: usize,
+    pub(crate) max_payload_bytes: usize,
     /// Bounds and pace of each queue's batch writers.
-    pub scaling: ScalingSettings,
+    pub(crate) scaling: ScalingSettings,
     /// How often the queues are looked at and the writer counts decided.
-    pub watch_interval: Duration,
+    pub(crate) watch_interval: Duration,
 }
 
 /// Why the consumer dead-letters a message whose key was reused for other content.
 pub const KEY_REUSED: &str = "Idempotency-Key reused with a different message";
 
 /// The ingestion loop and what it needs.
-pub struct Ingest {
+pub(crate) struct Ingest {
     settings: IngestSettings,
     store: MessageStore,
     status: Arc<PeerStatus>,
@@ -108,16 +107,16 @@ impl From<BatchEnd> for SessionEnd {
 }
 
 /// What the ingestion loop works with besides its settings: where it stores, and what it reports to.
-pub struct Outlets {
-    pub store: MessageStore,
-    pub status: Arc<PeerStatus>,
-    pub metrics: Arc<Metrics>,
-    pub board: Arc<Board>,
+pub(crate) struct Outlets {
+    pub(crate) store: MessageStore,
+    pub(crate) status: Arc<PeerStatus>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) board: Arc<Board>,
 }
 
 impl Ingest {
     /// The loop that drains `topology`'s queues on `broker` as `ingest` and `scaling` say.
-    pub fn new(
+    pub(crate) fn new(
         broker: BrokerAddress,
         topology: Topology,
         ingest: &IngestConfig,
@@ -153,7 +152,7 @@ impl Ingest {
 
     /// Consumes until `cancel` fires, reconnecting to the broker with backoff whenever the session ends.
     /// On cancellation the batch in hand is stored and acknowledged before returning.
-    pub async fn run(self, cancel: CancellationToken) {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
         let session = || async {
             let end = self.session(&cancel).await;
             self.status.set_broker(false);

@@ -21,10 +21,8 @@ use futures::{
     StreamExt,
 };
 
-use super::{
-    batch::next_batch, dead_letter::DeadLetters, flow::QueueFlow, storing::Written, Ingest,
-    SessionEnd,
-};
+use super::{batch::next_batch, flow::QueueFlow, storing::Written, Ingest, SessionEnd};
+use crate::dead_letters::DeadLetters;
 
 /// How often a session looks at whether its connection is still up.
 const CONNECTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);

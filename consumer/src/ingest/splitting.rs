@@ -14,7 +14,7 @@ use common::{backoff::Backoff, QueuedMessage};
 use futures::{future::BoxFuture, FutureExt};
 
 use super::Ingest;
-use crate::store::{classify, is_statement_timeout, FailureKind};
+use crate::store::StoreError;
 
 /// How many times a message that times out on its own is tried before it is dead-lettered.
 const ALONE_ATTEMPTS: u32 = 3;
@@ -27,7 +27,7 @@ impl Ingest {
         &'a self,
         messages: &'a [QueuedMessage],
         since: Instant,
-    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<(usize, String)>, StoreError>> {
         async move {
             if messages.len() == 1 {
                 return self.store_alone(&messages[0], since).await;
@@ -38,13 +38,11 @@ impl Ingest {
             for (half, offset) in [(left, 0), (right, left.len())] {
                 let outcome = match self.insert(half).await {
                     Ok(conflicts) => conflicts,
-                    Err(error) if is_statement_timeout(&error) => {
+                    Err(error) if error.is_statement_timeout() => {
                         timed_out.push((half, offset, error));
                         continue;
                     }
-                    Err(error) if classify(&error) == FailureKind::Refused => {
-                        self.store_one_by_one(half).await?
-                    }
+                    Err(error) if error.refused() => self.store_one_by_one(half).await?,
                     Err(error) => return Err(error),
                 };
                 refused.extend(shifted(outcome, offset));
@@ -68,18 +66,18 @@ impl Ingest {
         &self,
         message: &QueuedMessage,
         since: Instant,
-    ) -> Result<Vec<(usize, String)>, sqlx::Error> {
+    ) -> Result<Vec<(usize, String)>, StoreError> {
         let mut backoff = Backoff::new();
         let mut attempts = 0;
         loop {
             attempts += 1;
             let error = match self.insert(std::slice::from_ref(message)).await {
                 Ok(conflicts) => return Ok(conflicts),
-                Err(error) if classify(&error) == FailureKind::Refused => {
+                Err(error) if error.refused() => {
                     tracing::warn!(id = %message.id, error = %error, "the database refused a message; dead-lettering");
                     return Ok(vec![(0, format!("refused by PostgreSQL: {error}"))]);
                 }
-                Err(error) if is_statement_timeout(&error) => error,
+                Err(error) if error.is_statement_timeout() => error,
                 Err(error) => return Err(error),
             };
             if attempts >= ALONE_ATTEMPTS {

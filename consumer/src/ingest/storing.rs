@@ -9,20 +9,18 @@ use common::{
 use lapin::{message::Delivery, options::BasicAckOptions, types::DeliveryTag, Acker};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    dead_letter::DeadLetters, poison::Unanswered, settled, Ingest, SessionEnd, KEY_REUSED,
-};
-use crate::store::{classify, is_statement_timeout, FailureKind};
+use super::{poison::Unanswered, settled, Ingest, SessionEnd, KEY_REUSED};
+use crate::{dead_letters::DeadLetters, store::StoreError};
 
 /// A batch whose rows are stored and whose refused deliveries are dead-lettered (or their copies sent
 /// and awaiting an answer), waiting for its acknowledgement.
 pub(super) struct Written<'a> {
     /// Deliveries the batch held.
-    pub count: usize,
+    pub(crate) count: usize,
     /// The stored deliveries, in delivery order.
-    pub stored: Vec<(DeliveryTag, Acker)>,
+    pub(crate) stored: Vec<(DeliveryTag, Acker)>,
     /// Copies to the dead-letter queue not answered yet; their originals are still unsettled.
-    pub unanswered: Vec<Unanswered<'a>>,
+    pub(crate) unanswered: Vec<Unanswered<'a>>,
 }
 
 /// The span of one message, with the trace id it was published under (empty if it carries none), so
@@ -147,11 +145,11 @@ impl Ingest {
         let attempt = || async {
             let outcome = match self.insert(messages).await {
                 Ok(conflicts) => Ok(conflicts),
-                Err(error) if classify(&error) == FailureKind::Refused => {
+                Err(error) if error.refused() => {
                     tracing::warn!(error = %error, "the database refused a batch; storing its rows one by one");
                     self.store_one_by_one(messages).await
                 }
-                Err(error) if is_statement_timeout(&error) => {
+                Err(error) if error.is_statement_timeout() => {
                     tracing::warn!(error = %error, count = messages.len(), "a batch ran into the statement timeout; storing it in halves");
                     self.store_split(messages, std::time::Instant::now()).await
                 }
@@ -172,7 +170,7 @@ impl Ingest {
     pub(super) async fn insert(
         &self,
         messages: &[QueuedMessage],
-    ) -> Result<Vec<(usize, String)>, sqlx::Error> {
+    ) -> Result<Vec<(usize, String)>, StoreError> {
         let started = std::time::Instant::now();
         let writing = self.status.write_started();
         let written = self.store.insert(messages).await;
@@ -185,14 +183,14 @@ impl Ingest {
     pub(super) async fn store_one_by_one(
         &self,
         messages: &[QueuedMessage],
-    ) -> Result<Vec<(usize, String)>, sqlx::Error> {
+    ) -> Result<Vec<(usize, String)>, StoreError> {
         let mut refused = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             match self.insert(std::slice::from_ref(message)).await {
                 Ok(conflicts) => {
                     refused.extend(conflicts.into_iter().map(|(_, reason)| (index, reason)));
                 }
-                Err(error) if classify(&error) == FailureKind::Refused => {
+                Err(error) if error.refused() => {
                     tracing::warn!(id = %message.id, error = %error, "the database refused a message; dead-lettering");
                     refused.push((index, format!("refused by PostgreSQL: {error}")));
                 }

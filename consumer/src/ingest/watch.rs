@@ -12,11 +12,12 @@ use std::{convert::Infallible, time::Instant};
 
 use lapin::Connection;
 
-use super::{flow::QueueFlow, Ingest};
-use crate::{
-    monitor::{DecisionRecord, QueueFigures},
+use super::{
+    flow::QueueFlow,
     scaling::{Decision, Observation, Scaler},
+    Ingest,
 };
+use crate::monitor::{DecisionRecord, QueueFigures};
 
 /// What one look at the broker found for one queue.
 #[derive(Debug, Clone, Copy)]

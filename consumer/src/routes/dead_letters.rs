@@ -16,19 +16,19 @@ const MAX_DEPTH: usize = 1_000;
 const MAX_REPLAY: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
-pub struct PageQuery {
+pub(crate) struct PageQuery {
     limit: Option<String>,
     offset: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ReplayQuery {
+pub(crate) struct ReplayQuery {
     limit: Option<String>,
 }
 
 /// `GET /dead-letters?limit=&offset=`: oldest first, each with its reason, origin queue, time and the
 /// start of its payload; a `Link: rel="next"` when a full page came back.
-pub async fn list(
+pub(crate) async fn list(
     request: HttpRequest,
     query: web::Query<PageQuery>,
     state: web::Data<AppState>,
@@ -51,7 +51,7 @@ pub async fn list(
 }
 
 /// `POST /dead-letters/replay?limit=N` (default 10): `{"replayed": n}`.
-pub async fn replay(
+pub(crate) async fn replay(
     query: web::Query<ReplayQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

@@ -10,7 +10,7 @@ use crate::state::AppState;
 
 /// `GET /readyz`: 200 only while the queue subscription is live, the database answers (on the read
 /// pool), and no write has been running longer than `DB_STUCK_WRITE_MS`.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let answer = readiness(&state).await;
     state
         .metrics
@@ -72,7 +72,7 @@ async fn readiness(state: &AppState) -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text format, with `consumer_ready` brought up to date first.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     readyz(state.clone()).await;
     state.metrics.response()
 }

@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Page size when `limit` is not given.
-pub const DEFAULT_LIMIT: u32 = 100;
+pub(crate) const DEFAULT_LIMIT: u32 = 100;
 /// Largest `limit` accepted.
 pub const MAX_LIMIT: u32 = 1000;
 
@@ -28,9 +28,9 @@ struct ListParams {
 /// The query string of `GET /message`, validated: everything but whether `before` names a stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
-    pub limit: u32,
-    pub sender: Option<String>,
-    pub before: Option<Uuid>,
+    pub(crate) limit: u32,
+    pub(crate) sender: Option<String>,
+    pub(crate) before: Option<Uuid>,
 }
 
 /// Parses and validates the query string of `GET /message` without touching the database, so that the
@@ -60,7 +60,7 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
 
 /// Lists stored messages newest first.
 #[tracing::instrument(name = "list messages", skip_all)]
-pub async fn list(
+pub(crate) async fn list(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -107,7 +107,7 @@ pub async fn list(
 
 /// Returns one message.
 #[tracing::instrument(name = "get message", skip_all)]
-pub async fn get(
+pub(crate) async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

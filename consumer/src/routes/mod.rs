@@ -1,9 +1,9 @@
 //! HTTP routes of the consumer, one module an endpoint group; [`API`] lists them with who may use
 //! each.
 
-pub mod dead_letters;
-pub mod health;
-pub mod messages;
+pub(crate) mod dead_letters;
+pub(crate) mod health;
+pub(crate) mod messages;
 
 use actix_web::web::{get, ServiceConfig};
 use common::web::{Access, Api, Doors, Scope};
@@ -23,7 +23,7 @@ fn routes(app: &mut ServiceConfig, doors: &Doors) {
 }
 
 /// What the consumer serves: its routes, and its probes and metrics, open for probes and scrapers.
-pub const API: Api = Api {
+pub(crate) const API: Api = Api {
     openapi: include_str!("../../openapi.yaml"),
     routes,
     probes: || [get().to(health::readyz), get().to(health::metrics)],

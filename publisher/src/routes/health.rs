@@ -8,7 +8,7 @@ use crate::{links::Unready, state::AppState};
 
 /// `GET /readyz`: 200 only while the broker connection is up and not blocked by a resource alarm, so
 /// load balancers stop sending messages that could only be refused.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     readiness(&state)
 }
 
@@ -32,7 +32,7 @@ fn readiness(state: &AppState) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format, with `publisher_ready` and `publisher_inflight_bytes` brought
 /// up to date first.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     readiness(&state);
     state
         .metrics

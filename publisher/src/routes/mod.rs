@@ -1,15 +1,15 @@
 //! HTTP routes of the publisher, one module an endpoint group; [`API`] lists them with who may use
 //! each.
 
-pub mod health;
-pub mod publish;
+pub(crate) mod health;
+pub(crate) mod publish;
 
 use actix_web::web::{get, ServiceConfig};
 use common::web::{Access, Api, Doors, Scope};
 
 /// What the publisher serves. Publishing needs a publish token when tokens are configured; the probes,
 /// metrics and the OpenAPI document stay open for probes and scrapers.
-pub const API: Api = Api {
+pub(crate) const API: Api = Api {
     openapi: include_str!("../../openapi.yaml"),
     routes: |app: &mut ServiceConfig, doors: &Doors| {
         let publish = Access::Needs(Scope::Publish);

@@ -22,7 +22,7 @@ use crate::{
 
 /// Accepts one message.
 #[tracing::instrument(name = "publish one", skip_all, fields(trace_id = tracing::field::Empty))]
-pub async fn publish_one(
+pub(crate) async fn publish_one(
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -53,7 +53,7 @@ pub async fn publish_one(
 
 /// Accepts a batch of messages, all or none.
 #[tracing::instrument(name = "publish batch", skip_all, fields(trace_id = tracing::field::Empty))]
-pub async fn publish_batch(
+pub(crate) async fn publish_batch(
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,

@@ -18,7 +18,7 @@ use std::{
 };
 
 use common::Message;
-use publisher::idempotency::IdempotencyKey;
+use publisher::IdempotencyKey;
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -22,7 +22,7 @@ fn production_consumer_settings_obey_the_rules_of_the_code_and_the_readme() {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let per_shard = usize::from(consumer::ingest::prefetch_of(
+        let per_shard = usize::from(consumer::prefetch_of(
             &topology.shards()[0],
             &queues,
             &topology,

@@ -16,7 +16,7 @@ async fn with_classic_queues_every_dead_letter_reaches_the_dead_letter_queue_pas
     config.consumer.broker.queue_type = QueueType::Classic;
     config.consumer.dead_letters.dead_letter_limit = 1;
     let stack = TestStack::start_with(config).await;
-    let _policy = consumer::setup::dead_letter_limit(&stack.consumer_config)
+    let _policy = consumer::dead_letter_limit(&stack.consumer_config)
         .map(|policy| BrokerPolicy::apply(&policy));
 
     // Act: three messages that can never be stored.

@@ -180,7 +180,7 @@ async fn every_pooled_session_carries_the_configured_statement_timeout_and_keepa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_that_leave_a_connection_unable_to_write_are_told_apart_from_refused_rows() {
-    use consumer::store::poisons_connection;
+    use consumer::poisons_connection;
     // Arrange: real errors from the server, one of each kind.
     let admin = admin().await;
     let mut terminated = PgConnection::connect(&server_url()).await.unwrap();

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use consumer::ingest::dead_letter::CONNECTION_NAME;
+use consumer::DEAD_LETTER_CONNECTION as CONNECTION_NAME;
 use end_to_end::{amqp_url, broker_users::broker_message_count, eventually, url_address};
 use end_to_end::{StackConfig, TestStack};
 use tokio::{

@@ -103,7 +103,7 @@ async fn a_key_reused_with_a_different_message_is_dead_lettered_with_its_reason_
     .await;
     assert_eq!(
         stack.drain_dead_letter_reasons().await,
-        vec![consumer::ingest::KEY_REUSED.to_owned()]
+        vec![consumer::KEY_REUSED.to_owned()]
     );
     assert_eq!(stack.row_count().await, 1);
     assert_eq!(

@@ -63,7 +63,7 @@ async fn the_consumer_migrates_and_stores_as_a_role_that_only_owns_its_database(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_runs_as_a_broker_user_that_may_touch_only_its_own_names() {
     let mut config = StackConfig::unique();
-    consumer::setup::declare_topology(&config.consumer)
+    consumer::declare_topology(&config.consumer)
         .await
         .expect("the setup step declares the topology");
     let topology = config.consumer.broker.topology();

@@ -1,4 +1,4 @@
-use consumer::store::{page_query, Cursor, PageRequest};
+use consumer::{page_query, Cursor, PageRequest};
 use end_to_end::TestStack;
 use uuid::Uuid;
 

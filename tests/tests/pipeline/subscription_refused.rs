@@ -10,7 +10,7 @@ async fn a_queue_the_consumer_may_not_read_makes_it_unready_and_costs_the_other_
     // Arrange: a consumer user that may read the main queue and `.dead`, but not `.unrouted`, and a
     // backlog on the main queue.
     let mut config = StackConfig::unique();
-    consumer::setup::declare_topology(&config.consumer)
+    consumer::declare_topology(&config.consumer)
         .await
         .expect("the setup step declares the topology");
     let granted = config.consumer.broker.topology().consumer_permissions();

@@ -9,7 +9,7 @@ use std::{
 
 use common::Message;
 use end_to_end::eventually;
-use publisher::idempotency::IdempotencyKey;
+use publisher::IdempotencyKey;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 

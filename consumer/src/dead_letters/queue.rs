@@ -23,43 +23,43 @@ use lapin::{
 };
 use serde::Serialize;
 
-use crate::ingest::dead_letter::{ORIGIN_HEADER, REASON_HEADER};
+use super::outbox::{ORIGIN_HEADER, REASON_HEADER};
 
 /// Bytes of a dead letter's payload shown; the rest is counted.
-pub const PAYLOAD_PREFIX_BYTES: usize = 1024;
+pub(crate) const PAYLOAD_PREFIX_BYTES: usize = 1024;
 
 /// The header a replay sets on each message it puts back: the replay's own id, which the message keeps
 /// if it is dead-lettered again, so that the replay can tell its own copies from what it came for.
-pub const REPLAY_HEADER: &str = "x-replay-id";
+pub(crate) const REPLAY_HEADER: &str = "x-replay-id";
 
 /// One dead letter, as `GET /dead-letters` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     /// The message id the publisher gave it, if it carries one.
-    pub message_id: Option<String>,
+    pub(crate) message_id: Option<String>,
     /// Why it was dead-lettered: the consumer's reason, or the broker's (`rejected`, `delivery_limit`, …).
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// The queue it was taken from.
-    pub queue: Option<String>,
+    pub(crate) queue: Option<String>,
     /// When the publisher accepted it.
-    pub received_at: Option<DateTime<Utc>>,
+    pub(crate) received_at: Option<DateTime<Utc>>,
     /// The payload's whole length.
-    pub payload_bytes: usize,
+    pub(crate) payload_bytes: usize,
     /// The start of the payload, as text (invalid UTF-8 replaced).
-    pub payload: String,
+    pub(crate) payload: String,
     /// Whether `payload` is the whole of it.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 /// The admin side of the dead-letter queue.
 #[derive(Debug, Clone)]
-pub struct DeadLetterQueue {
+pub(crate) struct DeadLetterQueue {
     broker: BrokerAddress,
     topology: Topology,
 }
 
 impl DeadLetterQueue {
-    pub fn new(broker: BrokerAddress, topology: Topology) -> Self {
+    pub(crate) fn new(broker: BrokerAddress, topology: Topology) -> Self {
         Self { broker, topology }
     }
 
@@ -79,7 +79,11 @@ impl DeadLetterQueue {
     }
 
     /// Up to `limit` dead letters after the first `offset`, oldest first, all left where they are.
-    pub async fn look(&self, offset: usize, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+    pub(crate) async fn look(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
         let (connection, channel) = self.connect().await?;
         let mut letters = Vec::new();
         let mut seen = 0;
@@ -100,7 +104,7 @@ impl DeadLetterQueue {
     /// Puts up to `limit` of the dead letters `.dead` holds now back on the main exchange, each
     /// acknowledged in `.dead` only once its publish is confirmed. Returns how many went back; none is
     /// taken or counted twice, even if it fails again while the replay runs.
-    pub async fn replay(&self, limit: usize) -> Result<usize, BrokerError> {
+    pub(crate) async fn replay(&self, limit: usize) -> Result<usize, BrokerError> {
         let (connection, channel) = self.connect().await?;
         let channel = ConfirmChannel::select(channel).await?;
         let replay_id = uuid::Uuid::new_v4().to_string();

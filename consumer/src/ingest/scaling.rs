@@ -12,25 +12,25 @@ use std::time::{Duration, Instant};
 
 /// Bounds and pace of the writer count.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ScalingSettings {
+pub(crate) struct ScalingSettings {
     /// Writers a queue never goes below.
-    pub min: usize,
+    pub(crate) min: usize,
     /// Writers a queue never goes above.
-    pub max: usize,
+    pub(crate) max: usize,
     /// The longest the backlog should take to drain; beyond it, writers are added.
-    pub target_drain: Duration,
+    pub(crate) target_drain: Duration,
     /// How long the backlog must stay gone, since the last change, before writers are removed.
-    pub cooldown: Duration,
+    pub(crate) cooldown: Duration,
     /// The least time between two increases, so that one step's effect is measured before the next.
-    pub settle: Duration,
+    pub(crate) settle: Duration,
     /// A backlog of at most this many messages counts as gone (a batch in gathering is not a backlog).
-    pub idle_backlog: u64,
+    pub(crate) idle_backlog: u64,
 }
 
 impl ScalingSettings {
     /// The settings `WRITERS_MIN`, `WRITERS_MAX`, `SCALE_TARGET_DRAIN_SECS`, `SCALE_COOLDOWN_SECS` and
     /// `QUEUE_WATCH_INTERVAL_MS` give, where a backlog of at most one batch (`batch_size`) counts as gone.
-    pub fn of(config: &crate::config::ScalingConfig, batch_size: usize) -> Self {
+    pub(crate) fn of(config: &crate::config::ScalingConfig, batch_size: usize) -> Self {
         Self {
             min: config.writers_min,
             max: config.writers_max,
@@ -45,19 +45,19 @@ impl ScalingSettings {
 
 /// One look at a queue.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Observation {
-    pub at: Instant,
+pub(crate) struct Observation {
+    pub(crate) at: Instant,
     /// Messages waiting: ready on the broker plus delivered and not yet stored.
-    pub backlog: u64,
+    pub(crate) backlog: u64,
     /// Messages this process stored from the queue per second since the previous look.
-    pub drain_per_second: f64,
+    pub(crate) drain_per_second: f64,
     /// Whether the database took the last write: writers cannot help a database that is down.
-    pub database_up: bool,
+    pub(crate) database_up: bool,
 }
 
 /// Why the writer count changed, or did not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// The backlog would take longer than the target to drain.
     DrainSlowerThanTarget,
     /// The backlog has been gone for the cooldown.
@@ -76,7 +76,7 @@ pub enum Reason {
 
 impl Reason {
     /// The label of `consumer_scaling_decisions_total` and of the log line.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::DrainSlowerThanTarget => "drain_slower_than_target",
             Self::BacklogGone => "backlog_gone",
@@ -91,7 +91,7 @@ impl Reason {
 
 /// The outcome of one look.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Grow {
         from: usize,
         to: usize,
@@ -110,7 +110,8 @@ pub enum Decision {
 
 impl Decision {
     /// The writer count after the decision.
-    pub fn writers(self) -> usize {
+    #[cfg(test)]
+    fn writers(self) -> usize {
         match self {
             Self::Grow { to, .. } | Self::Shrink { to, .. } => to,
             Self::Hold { writers, .. } => writers,
@@ -118,7 +119,7 @@ impl Decision {
     }
 
     /// The direction label: `up`, `down` or `hold`.
-    pub fn direction(self) -> &'static str {
+    pub(crate) fn direction(self) -> &'static str {
         match self {
             Self::Grow { .. } => "up",
             Self::Shrink { .. } => "down",
@@ -126,7 +127,7 @@ impl Decision {
         }
     }
 
-    pub fn reason(self) -> Reason {
+    pub(crate) fn reason(self) -> Reason {
         match self {
             Self::Grow { reason, .. } | Self::Shrink { reason, .. } | Self::Hold { reason, .. } => {
                 reason
@@ -137,7 +138,7 @@ impl Decision {
 
 /// The writer count of one queue and what it remembers between looks.
 #[derive(Debug, Clone)]
-pub struct Scaler {
+pub(crate) struct Scaler {
     settings: ScalingSettings,
     writers: usize,
     /// When the writer count last changed.
@@ -148,7 +149,7 @@ pub struct Scaler {
 
 impl Scaler {
     /// A queue at its minimum. `settings.min` is raised to 1 and `settings.max` to `min` if below.
-    pub fn new(mut settings: ScalingSettings) -> Self {
+    pub(crate) fn new(mut settings: ScalingSettings) -> Self {
         settings.min = settings.min.max(1);
         settings.max = settings.max.max(settings.min);
         Self {
@@ -159,12 +160,13 @@ impl Scaler {
         }
     }
 
-    pub fn writers(&self) -> usize {
+    #[cfg(test)]
+    fn writers(&self) -> usize {
         self.writers
     }
 
     /// Decides from one look, and remembers the outcome.
-    pub fn decide(&mut self, seen: Observation) -> Decision {
+    pub(crate) fn decide(&mut self, seen: Observation) -> Decision {
         let settings = self.settings;
         let from = self.writers;
         if seen.backlog <= settings.idle_backlog {

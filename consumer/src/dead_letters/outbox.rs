@@ -14,14 +14,14 @@ use lapin::{
 /// The header that carries why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-dead-letter-reason";
 /// The header that carries the queue the consumer took it from.
-pub const ORIGIN_HEADER: &str = "x-dead-letter-queue";
+pub(crate) const ORIGIN_HEADER: &str = "x-dead-letter-queue";
 /// Longest reason kept; PostgreSQL and serde errors can quote a lot of the payload.
 const MAX_REASON_CHARS: usize = 1000;
 /// The largest content header (properties and headers, as encoded on the wire) the consumer takes.
 /// The publisher writes a few hundred bytes (message id, trace context); anything larger was written by
 /// another client. Its copy to `.dead` keeps the properties but not the headers, so that the copy, with
 /// its reason added, always fits the frame the broker accepts.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// How long a batch waits in all for its copies' answers. Copies are sent one after another, each once
 /// the one before is answered, so that `.dead`'s length limit (checked as copies land) sees each; a copy
 /// still unanswered at the deadline stays outstanding, its original unsettled until the answer comes,
@@ -31,10 +31,11 @@ const COPY_WAIT: Duration = Duration::from_secs(1);
 
 /// A copy's send and confirm, running: it resolves to the broker's answer for this very copy, or to an
 /// error if the channel or connection failed before that answer came.
-pub type CopyInFlight<'a> = Pin<Box<dyn Future<Output = lapin::Result<Confirmed>> + Send + 'a>>;
+pub(crate) type CopyInFlight<'a> =
+    Pin<Box<dyn Future<Output = lapin::Result<Confirmed>> + Send + 'a>>;
 
 /// What became of a copy to the dead-letter queue, which decides what is done with the original.
-pub enum Copy<'a> {
+pub(crate) enum Copy<'a> {
     /// The broker took the copy: the original is acknowledged.
     Taken,
     /// No copy exists: none was sent, since the broker blocks the connection (a resource alarm holds
@@ -48,7 +49,7 @@ pub enum Copy<'a> {
 
 /// A confirm-mode channel to the dead-letter exchange, on a connection of its own: the broker blocks a
 /// connection that publishes during a resource alarm, and that must never be the one that consumes.
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     connection: Connection,
     channel: ConfirmChannel,
     exchange: String,
@@ -56,7 +57,10 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub async fn open(broker: &BrokerAddress, topology: &Topology) -> Result<Self, BrokerError> {
+    pub(crate) async fn open(
+        broker: &BrokerAddress,
+        topology: &Topology,
+    ) -> Result<Self, BrokerError> {
         let (connection, channel) = broker.channel_as(CONNECTION_NAME).await?;
         let channel = ConfirmChannel::select(channel).await?;
         Ok(Self {
@@ -68,17 +72,17 @@ impl DeadLetters {
     }
 
     /// The connection, for the session to notice when it is lost.
-    pub fn connection(&self) -> &Connection {
+    pub(crate) fn connection(&self) -> &Connection {
         &self.connection
     }
 
     /// Closes the connection, waiting a bounded time for the broker.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         common::amqp::close(&self.connection, "closing").await;
     }
 
     /// The latest time a batch whose copies start now waits for their answers.
-    pub fn answer_deadline() -> tokio::time::Instant {
+    pub(crate) fn answer_deadline() -> tokio::time::Instant {
         tokio::time::Instant::now() + COPY_WAIT
     }
 
@@ -86,7 +90,7 @@ impl DeadLetters {
     /// came from added to its headers, waiting until `deadline` at most for the broker's answer. Nothing
     /// is sent while the broker blocks the connection: lapin would hold the copy until the alarm clears.
     /// An error means the connection or its channel failed.
-    pub async fn copy(
+    pub(crate) async fn copy(
         &self,
         delivery: &Delivery,
         reason: &str,
@@ -112,7 +116,7 @@ impl DeadLetters {
 
     /// Whether the connection is up; a copy that failed on a live connection was refused by the broker
     /// (its channel closed on an error), so none exists.
-    pub fn connected(&self) -> bool {
+    pub(crate) fn connected(&self) -> bool {
         self.connection.status().connected()
     }
 }
@@ -121,7 +125,7 @@ impl DeadLetters {
 pub const CONNECTION_NAME: &str = "message-consumer-dead-letters";
 
 /// What the broker's answer to a copy means for the original.
-pub fn answered(confirmed: Confirmed) -> Copy<'static> {
+pub(crate) fn answered(confirmed: Confirmed) -> Copy<'static> {
     match confirmed {
         Confirmed::Acked => Copy::Taken,
         Confirmed::Returned | Confirmed::Nacked | Confirmed::NotRequested => Copy::NotTaken,
@@ -149,7 +153,7 @@ fn copy_properties(delivery: &Delivery, reason: &str, queue: &str) -> AMQPProper
 }
 
 /// The size of `properties` (headers included) as encoded in a content header frame.
-pub fn properties_bytes(properties: &AMQPProperties) -> usize {
+pub(crate) fn properties_bytes(properties: &AMQPProperties) -> usize {
     cookie_factory::gen_simple(gen_properties(properties), Vec::new())
         .map_or(usize::MAX, |encoded| encoded.len())
 }
