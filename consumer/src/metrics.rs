@@ -10,45 +10,45 @@ use prometheus::{
 pub(crate) struct Metrics {
     registry: Registry,
     /// Rows newly inserted.
-    pub(crate) messages_stored: IntCounter,
+    pub messages_stored: IntCounter,
     /// Deliveries whose id was already stored (redeliveries), skipped.
-    pub(crate) messages_duplicate: IntCounter,
+    pub messages_duplicate: IntCounter,
     /// Deliveries rejected to the dead-letter queue.
-    pub(crate) messages_dead_lettered: IntCounter,
+    pub messages_dead_lettered: IntCounter,
     /// Copies to the dead-letter queue that the broker refused (the queue is at its length limit, or
     /// the broker is out of resources), and originals rejected without a copy because the broker blocks
     /// the dead-letter connection (a resource alarm); a quorum queue keeps each until the dead-letter
     /// queue takes it.
-    pub(crate) dead_letters_refused: IntCounter,
+    pub dead_letters_refused: IntCounter,
     /// Keyed messages dead-lettered because their key names a stored message with other content.
-    pub(crate) key_conflicts: IntCounter,
+    pub key_conflicts: IntCounter,
     /// Messages per insert.
-    pub(crate) batch_size: Histogram,
+    pub batch_size: Histogram,
     /// Time of one batch insert.
-    pub(crate) batch_seconds: Histogram,
+    pub batch_seconds: Histogram,
     /// 1 while subscribed to the queue.
-    pub(crate) broker_connected: IntGauge,
+    pub broker_connected: IntGauge,
     /// 1 while the last write succeeded.
-    pub(crate) database_up: IntGauge,
+    pub database_up: IntGauge,
     /// Messages in each queue of the topology, dead letters included, by state: `ready` as the broker
     /// reports it, `unacknowledged` as this process holds them.
-    pub(crate) queue_messages: IntGaugeVec,
+    pub queue_messages: IntGaugeVec,
     /// Consumers of each drained queue, as the broker reports them.
-    pub(crate) queue_consumers: IntGaugeVec,
+    pub queue_consumers: IntGaugeVec,
     /// Messages in the dead-letter queue.
-    pub(crate) dead_letter_messages: IntGaugeVec,
+    pub dead_letter_messages: IntGaugeVec,
     /// Messages this process settled from each queue per second, between the last two looks.
-    pub(crate) drain_rate: GaugeVec,
+    pub drain_rate: GaugeVec,
     /// Messages arriving in each queue per second, as this process estimates them.
-    pub(crate) inflow_rate: GaugeVec,
+    pub inflow_rate: GaugeVec,
     /// Batch writers each queue may run at once.
-    pub(crate) writers: IntGaugeVec,
+    pub writers: IntGaugeVec,
     /// Every decision of the writer scaler, by queue, direction and reason.
-    pub(crate) scaling_decisions: IntCounterVec,
+    pub scaling_decisions: IntCounterVec,
     /// 1 when `/readyz` would answer 200, as of the last scrape.
-    pub(crate) ready: IntGauge,
+    pub ready: IntGauge,
     /// Requests answered, and their latency.
-    pub(crate) http: HttpMetrics,
+    pub http: HttpMetrics,
 }
 
 impl Metrics {

@@ -20,39 +20,39 @@ const RECENT_DECISIONS: usize = 20;
 /// One drained queue, as of the last look.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct QueueFigures {
-    pub(crate) queue: String,
-    pub(crate) ready: u64,
+    pub queue: String,
+    pub ready: u64,
     /// Held by this process, not yet settled.
-    pub(crate) unacknowledged: u64,
-    pub(crate) consumers: u64,
-    pub(crate) writers: usize,
-    pub(crate) drain_per_second: f64,
-    pub(crate) inflow_per_second: f64,
+    pub unacknowledged: u64,
+    pub consumers: u64,
+    pub writers: usize,
+    pub drain_per_second: f64,
+    pub inflow_per_second: f64,
 }
 
 /// A change of a queue's writer count.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct DecisionRecord {
-    pub(crate) at: DateTime<Utc>,
-    pub(crate) queue: String,
-    pub(crate) from: usize,
-    pub(crate) to: usize,
-    pub(crate) reason: &'static str,
-    pub(crate) backlog: u64,
+    pub at: DateTime<Utc>,
+    pub queue: String,
+    pub from: usize,
+    pub to: usize,
+    pub reason: &'static str,
+    pub backlog: u64,
 }
 
 /// What the page shows, as `GET /monitor/status` returns it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Snapshot {
     /// When the queues were last looked at; `None` before the first look.
-    pub(crate) looked_at: Option<DateTime<Utc>>,
-    pub(crate) queues: Vec<QueueFigures>,
+    pub looked_at: Option<DateTime<Utc>>,
+    pub queues: Vec<QueueFigures>,
     /// Messages in the dead-letter queue.
-    pub(crate) dead_letters: Option<u64>,
+    pub dead_letters: Option<u64>,
     /// Newest first.
-    pub(crate) decisions: VecDeque<DecisionRecord>,
+    pub decisions: VecDeque<DecisionRecord>,
     /// Rows this process has inserted since it started (`consumer_messages_stored_total`).
-    pub(crate) stored_total: u64,
+    pub stored_total: u64,
 }
 
 /// The figures the queue watch keeps for the page.

@@ -10,15 +10,15 @@ use crate::{
 
 /// What every request handler can reach.
 pub(crate) struct AppState {
-    pub(crate) store: MessageStore,
-    pub(crate) status: Arc<PeerStatus>,
-    pub(crate) metrics: Arc<Metrics>,
+    pub store: MessageStore,
+    pub status: Arc<PeerStatus>,
+    pub metrics: Arc<Metrics>,
     /// `<QUEUE_NAME>.dead`, for the admin routes.
-    pub(crate) dead_letters: DeadLetterQueue,
+    pub dead_letters: DeadLetterQueue,
     /// The queue watch's figures, for the worker monitor.
-    pub(crate) board: Arc<Board>,
+    pub board: Arc<Board>,
     /// A write running longer than this makes the consumer unready.
-    pub(crate) stuck_write: Duration,
+    pub stuck_write: Duration,
     /// How pages of `GET /message` are bounded and linked.
-    pub(crate) reads: ReadConfig,
+    pub reads: ReadConfig,
 }

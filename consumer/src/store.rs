@@ -17,18 +17,18 @@ const COLUMNS: &str =
 /// A message as stored, served by the HTTP API with the contract's field names.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub(crate) struct StoredMessage {
-    pub(crate) id: Uuid,
-    pub(crate) sender: String,
-    pub(crate) ts: Option<String>,
+    pub id: Uuid,
+    pub sender: String,
+    pub ts: Option<String>,
     /// The JSON text that was sent, served as PostgreSQL returns it from its `json` column: never parsed
     /// into floats and back, so every number keeps its exact value and spelling.
     #[serde(rename = "messageAttributes")]
     #[sqlx(json)]
-    pub(crate) message_attributes: Box<RawValue>,
-    pub(crate) sent_from_ip: Option<IpAddr>,
-    pub(crate) priority: i16,
-    pub(crate) received_at: DateTime<Utc>,
-    pub(crate) stored_at: DateTime<Utc>,
+    pub message_attributes: Box<RawValue>,
+    pub sent_from_ip: Option<IpAddr>,
+    pub priority: i16,
+    pub received_at: DateTime<Utc>,
+    pub stored_at: DateTime<Utc>,
 }
 
 /// Where a page of messages starts and what it keeps.

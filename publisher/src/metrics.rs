@@ -7,27 +7,27 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 pub(crate) struct Metrics {
     registry: Registry,
     /// Messages confirmed by the broker and answered 202.
-    pub(crate) messages_accepted: IntCounter,
+    pub messages_accepted: IntCounter,
     /// Requests refused, by HTTP status.
-    pub(crate) requests_refused: IntCounterVec,
+    pub requests_refused: IntCounterVec,
     /// Publish failures on the broker side, by kind.
-    pub(crate) broker_errors: IntCounterVec,
+    pub broker_errors: IntCounterVec,
     /// Time from the first publish of a request to its last confirm.
-    pub(crate) confirm_seconds: Histogram,
+    pub confirm_seconds: Histogram,
     /// 1 while a broker connection is up.
-    pub(crate) broker_connected: IntGauge,
+    pub broker_connected: IntGauge,
     /// Usable links in the pool, up to `AMQP_CONNECTIONS`.
-    pub(crate) broker_links: IntGauge,
+    pub broker_links: IntGauge,
     /// Messages published again because their first publish was in doubt.
-    pub(crate) republished: IntCounter,
+    pub republished: IntCounter,
     /// Broker connections opened since start: `AMQP_CONNECTIONS`, unless links failed.
-    pub(crate) connections: IntCounter,
+    pub connections: IntCounter,
     /// 1 when `/readyz` answers 200, as of the last scrape.
-    pub(crate) ready: IntGauge,
+    pub ready: IntGauge,
     /// Bytes held against `MAX_INFLIGHT_BYTES`, as of the last scrape.
-    pub(crate) inflight_bytes: IntGauge,
+    pub inflight_bytes: IntGauge,
     /// Requests answered, and their latency.
-    pub(crate) http: HttpMetrics,
+    pub http: HttpMetrics,
 }
 
 impl Metrics {

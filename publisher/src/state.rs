@@ -7,10 +7,10 @@ use crate::{body::InflightBytes, broker::Broker, config::BodyConfig, metrics::Me
 
 /// What every request handler can reach.
 pub(crate) struct AppState {
-    pub(crate) broker: Arc<Broker>,
-    pub(crate) metrics: Arc<Metrics>,
+    pub broker: Arc<Broker>,
+    pub metrics: Arc<Metrics>,
     /// What a request body may be.
-    pub(crate) body: BodyConfig,
+    pub body: BodyConfig,
     /// The cap on request bytes held at once, shared by every worker.
-    pub(crate) inflight: InflightBytes,
+    pub inflight: InflightBytes,
 }

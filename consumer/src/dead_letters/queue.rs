@@ -36,19 +36,19 @@ pub(crate) const REPLAY_HEADER: &str = "x-replay-id";
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct DeadLetter {
     /// The message id the publisher gave it, if it carries one.
-    pub(crate) message_id: Option<String>,
+    pub message_id: Option<String>,
     /// Why it was dead-lettered: the consumer's reason, or the broker's (`rejected`, `delivery_limit`, …).
-    pub(crate) reason: Option<String>,
+    pub reason: Option<String>,
     /// The queue it was taken from.
-    pub(crate) queue: Option<String>,
+    pub queue: Option<String>,
     /// When the publisher accepted it.
-    pub(crate) received_at: Option<DateTime<Utc>>,
+    pub received_at: Option<DateTime<Utc>>,
     /// The payload's whole length.
-    pub(crate) payload_bytes: usize,
+    pub payload_bytes: usize,
     /// The start of the payload, as text (invalid UTF-8 replaced).
-    pub(crate) payload: String,
+    pub payload: String,
     /// Whether `payload` is the whole of it.
-    pub(crate) truncated: bool,
+    pub truncated: bool,
 }
 
 /// The admin side of the dead-letter queue.

@@ -18,13 +18,14 @@
 mod batch;
 mod flow;
 mod poison;
+mod prefetch;
 mod scaling;
 mod session;
 mod splitting;
 mod storing;
 mod watch;
 
-pub use session::prefetch_of;
+pub use prefetch::prefetch_of;
 
 use std::{sync::Arc, time::Duration};
 
@@ -46,22 +47,22 @@ use crate::{
 /// Settings of the ingestion loop, in the units it works in.
 #[derive(Debug, Clone)]
 struct IngestSettings {
-    pub(crate) broker: BrokerAddress,
-    pub(crate) topology: Topology,
-    pub(crate) batch_size: usize,
+    pub broker: BrokerAddress,
+    pub topology: Topology,
+    pub batch_size: usize,
     /// A batch closes once its payloads reach this many bytes.
-    pub(crate) batch_bytes: usize,
-    pub(crate) batch_linger: Duration,
+    pub batch_bytes: usize,
+    pub batch_linger: Duration,
     /// Unacknowledged deliveries on the main queue, already bounded so that this many of the largest
     /// payloads fit the configured bytes (the fallback queue gets a sixteenth).
-    pub(crate) prefetch: u16,
+    pub prefetch: u16,
     /// The largest payload a publisher can send (its message limit plus the envelope); anything larger
     /// was put on the queue by other means and is dead-lettered without being decoded.
-    pub(crate) max_payload_bytes: usize,
+    pub max_payload_bytes: usize,
     /// Bounds and pace of each queue's batch writers.
-    pub(crate) scaling: ScalingSettings,
+    pub scaling: ScalingSettings,
     /// How often the queues are looked at and the writer counts decided.
-    pub(crate) watch_interval: Duration,
+    pub watch_interval: Duration,
 }
 
 /// Why the consumer dead-letters a message whose key was reused for other content.
@@ -108,10 +109,10 @@ impl From<BatchEnd> for SessionEnd {
 
 /// What the ingestion loop works with besides its settings: where it stores, and what it reports to.
 pub(crate) struct Outlets {
-    pub(crate) store: MessageStore,
-    pub(crate) status: Arc<PeerStatus>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) board: Arc<Board>,
+    pub store: MessageStore,
+    pub status: Arc<PeerStatus>,
+    pub metrics: Arc<Metrics>,
+    pub board: Arc<Board>,
 }
 
 impl Ingest {

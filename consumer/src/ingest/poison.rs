@@ -131,9 +131,9 @@ impl Ingest {
 
 /// A dead-letter copy that was sent but not answered in time, and the original it stands for.
 pub(super) struct Unanswered<'a> {
-    pub(crate) delivery_tag: DeliveryTag,
-    pub(crate) acker: Acker,
-    pub(crate) copy: CopyInFlight<'a>,
+    pub delivery_tag: DeliveryTag,
+    pub acker: Acker,
+    pub copy: CopyInFlight<'a>,
 }
 
 /// The broker's count of earlier deliveries of this message (`x-delivery-count`, set by quorum queues).

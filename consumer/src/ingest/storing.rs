@@ -16,11 +16,11 @@ use crate::{dead_letters::DeadLetters, store::StoreError};
 /// and awaiting an answer), waiting for its acknowledgement.
 pub(super) struct Written<'a> {
     /// Deliveries the batch held.
-    pub(crate) count: usize,
+    pub count: usize,
     /// The stored deliveries, in delivery order.
-    pub(crate) stored: Vec<(DeliveryTag, Acker)>,
+    pub stored: Vec<(DeliveryTag, Acker)>,
     /// Copies to the dead-letter queue not answered yet; their originals are still unsettled.
-    pub(crate) unanswered: Vec<Unanswered<'a>>,
+    pub unanswered: Vec<Unanswered<'a>>,
 }
 
 /// The span of one message, with the trace id it was published under (empty if it carries none), so

@@ -28,9 +28,9 @@ struct ListParams {
 /// The query string of `GET /message`, validated: everything but whether `before` names a stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
-    pub(crate) limit: u32,
-    pub(crate) sender: Option<String>,
-    pub(crate) before: Option<Uuid>,
+    pub limit: u32,
+    pub sender: Option<String>,
+    pub before: Option<Uuid>,
 }
 
 /// Parses and validates the query string of `GET /message` without touching the database, so that the

@@ -20,35 +20,18 @@ use crate::{
     state::AppState,
 };
 
+/// What a handler answers: 202 with the ids, or the problem that refused the request.
+type Reply = Result<HttpResponse, PublishError>;
+type State = web::Data<AppState>;
+
 /// Accepts one message.
 #[tracing::instrument(name = "publish one", skip_all, fields(trace_id = tracing::field::Empty))]
 pub(crate) async fn publish_one(
     request: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, PublishError> {
-    let trace = trace_of(&request);
-    let outcome = async {
-        let limit = state.body.max_message_bytes;
-        let Received {
-            body,
-            reserved,
-            key,
-            owner,
-        } = receive(&request, payload, &state, limit).await?;
-        let message = parse_message(&body, state.body.max_json_depth)?;
-        drop(body);
-        let queued = [enqueue(message, key.as_ref(), owner.as_ref(), None)];
-        state.broker.publish(&queued, &trace, reserved).await?;
-        tracing::debug!(id = %queued[0].id, "accepted");
-        Ok(queued[0].id)
-    }
-    .await;
-    respond(
-        &state,
-        outcome.map(|id| json!({ "id": id, "status": "queued" })),
-        1,
-    )
+    state: State,
+) -> Reply {
+    accept(request, payload, state, Shape::One).await
 }
 
 /// Accepts a batch of messages, all or none.
@@ -56,34 +39,55 @@ pub(crate) async fn publish_one(
 pub(crate) async fn publish_batch(
     request: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, PublishError> {
+    state: State,
+) -> Reply {
+    accept(request, payload, state, Shape::Batch).await
+}
+
+/// Whether a request carries one message or a batch: all that differs between the two routes.
+#[derive(Clone, Copy)]
+enum Shape {
+    One,
+    Batch,
+}
+
+/// Both routes: the body read within its limit, its messages validated and stamped, published, and
+/// answered once the broker has confirmed every one. The body's reservation lives until the messages
+/// are written to the broker: the messages built from it, and then their frames, take as much memory.
+async fn accept(request: HttpRequest, payload: web::Payload, state: State, shape: Shape) -> Reply {
     let trace = trace_of(&request);
+    let limits = &state.body;
     let outcome = async {
-        // The reservation lives until the messages are written to the broker: the messages built from
-        // the body, and then their frames, take as much memory.
-        let limit = state.body.max_batch_bytes;
-        let Received {
-            body,
-            reserved,
-            key,
-            owner,
-        } = receive(&request, payload, &state, limit).await?;
-        let queued = parse_batch(
-            &body,
-            state.body.max_batch_messages,
-            state.body.max_message_bytes,
-            state.body.max_json_depth,
-            |index, message| enqueue(message, key.as_ref(), owner.as_ref(), Some(index)),
-        )?;
-        drop(body);
-        state.broker.publish(&queued, &trace, reserved).await?;
-        tracing::debug!(count = queued.len(), first = ?queued.first().map(|q| q.id), "accepted");
+        let limit = match shape {
+            Shape::One => limits.max_message_bytes,
+            Shape::Batch => limits.max_batch_bytes,
+        };
+        let received = receive(&request, payload, &state, limit).await?;
+        let (key, owner) = (received.key.as_ref(), received.owner.as_ref());
+        let queued = match shape {
+            Shape::One => {
+                let message = parse_message(&received.body, limits.max_json_depth)?;
+                vec![enqueue(message, key, owner, None)]
+            }
+            Shape::Batch => parse_batch(
+                &received.body,
+                limits.max_batch_messages,
+                limits.max_message_bytes,
+                limits.max_json_depth,
+                |index, message| enqueue(message, key, owner, Some(index)),
+            )?,
+        };
+        drop(received.body);
+        state
+            .broker
+            .publish(&queued, &trace, received.reserved)
+            .await?;
+        // A batch is never empty: the first id stands for it, as the only one stands for one message.
+        tracing::debug!(id = %queued[0].id, count = queued.len(), "accepted");
         Ok(queued.iter().map(|q| q.id).collect::<Vec<Uuid>>())
     }
     .await;
-    let count = outcome.as_ref().map_or(0, Vec::len);
-    respond(&state, outcome.map(|ids| json!({ "ids": ids })), count)
+    respond(&state, outcome, shape)
 }
 
 /// A request body read whole within its limit, with what the request's headers say of it.
@@ -152,15 +156,16 @@ fn enqueue(
     }
 }
 
-fn respond(
-    state: &AppState,
-    outcome: Result<serde_json::Value, PublishError>,
-    accepted: usize,
-) -> Result<HttpResponse, PublishError> {
+/// 202 with the ids (`{"id", "status"}` for one message, `{"ids"}` for a batch), counted; or the
+/// refusal, counted by status.
+fn respond(state: &AppState, outcome: Result<Vec<Uuid>, PublishError>, shape: Shape) -> Reply {
     match outcome {
-        Ok(body) => {
-            state.metrics.messages_accepted.inc_by(accepted as u64);
-            Ok(HttpResponse::Accepted().json(body))
+        Ok(ids) => {
+            state.metrics.messages_accepted.inc_by(ids.len() as u64);
+            Ok(HttpResponse::Accepted().json(match shape {
+                Shape::One => json!({ "id": ids[0], "status": "queued" }),
+                Shape::Batch => json!({ "ids": ids }),
+            }))
         }
         Err(error) => {
             state
