@@ -1,4 +1,4 @@
-//! jemalloc, both services' global allocator, and the `main` both binaries share ([`service_main!`]).
+//! jemalloc, both services' global allocator, and the `main` both binaries share (`service_main!`).
 //!
 //! jemalloc instead of the system allocator: every message allocates its parsed form, its payload and its
 //! broker frames, and glibc's malloc spent about a third of the publisher's time under load.

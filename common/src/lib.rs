@@ -4,7 +4,7 @@
 //! - [`amqp`]: reaching the broker (address, TLS, connect), the topology, and publishing with confirms;
 //! - [`web`]: the HTTP server both run, guarded routes, request metrics, problem bodies and OpenAPI.
 //!
-//! Beside them, the few things every process needs: reading settings ([`settings`]), logging
+//! Beside them, the few things every process needs: reading settings ([`mod@settings`]), logging
 //! ([`telemetry`]), redacting secrets ([`redact`]), retry pacing ([`backoff`]), the shutdown signal and
 //! the allocator's tuning.
 

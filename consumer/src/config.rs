@@ -31,7 +31,7 @@ impl DefaultPort for Port {
     const PORT: u16 = 8081;
 }
 
-/// The database, its two pools and their timeouts, and how migrations run: see [`crate::database`].
+/// The database, its two pools and their timeouts, and how migrations run: see the `database` module.
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
@@ -107,7 +107,7 @@ impl fmt::Debug for DatabaseConfig {
     }
 }
 
-/// How deliveries are taken from the broker and gathered into batches: see [`crate::ingest`].
+/// How deliveries are taken from the broker and gathered into batches: see the `ingest` module.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct IngestConfig {
@@ -173,7 +173,7 @@ impl IngestConfig {
 }
 
 /// How many batch writers each queue gets, and how often the queues are looked at: see
-/// [`crate::ingest`]'s queue watch.
+/// the queue watch of `ingest`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ScalingConfig {
@@ -218,7 +218,7 @@ impl Group for ScalingConfig {
     }
 }
 
-/// How `GET /message` pages are bounded and linked: see [`crate::routes`].
+/// How `GET /message` pages are bounded and linked: see the `routes` module.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ReadConfig {
@@ -255,7 +255,7 @@ impl Group for ReadConfig {
     }
 }
 
-/// The dead-letter queue's limit, which the setup step applies as a policy: see [`crate::setup`].
+/// The dead-letter queue's limit, which the setup step applies as a policy: see the `setup` module.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct DeadLetterConfig {

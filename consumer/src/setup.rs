@@ -18,7 +18,7 @@ use crate::config::Config;
 const SETUP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Declares the configured topology, retrying with backoff while the broker is unreachable, and fails
-/// after [`SETUP_DEADLINE`] or at once when the broker refuses (wrong credentials, missing plugin,
+/// after `SETUP_DEADLINE` or at once when the broker refuses (wrong credentials, missing plugin,
 /// a queue of another type).
 pub async fn declare_topology(config: &Config) -> anyhow::Result<()> {
     let broker = config.broker.address()?;

@@ -157,7 +157,7 @@ impl MessageStore {
         &self.reads
     }
 
-    /// Stores `messages` as [`MessageStore::insert_on`] does, on a pooled connection, within the write
+    /// Stores `messages` as `MessageStore::insert_on` does, on a pooled connection, within the write
     /// timeout. A connection that timed out or failed in a way that [`poisons_connection`] is closed
     /// instead of going back to the pool.
     pub async fn insert(&self, messages: &[QueuedMessage]) -> Result<Inserted, StoreError> {

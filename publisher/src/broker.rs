@@ -28,7 +28,7 @@ use crate::{
     metrics::Metrics,
 };
 
-/// Why the broker did not take a publish. Knows nothing of HTTP: [`crate::error`] gives each its status.
+/// Why the broker did not take a publish. Knows nothing of HTTP: the `error` module gives each its status.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PublishFailure {
     /// The broker did not confirm every message before the deadline, though some may have been

@@ -27,7 +27,7 @@ impl DefaultPort for Port {
     const PORT: u16 = 8080;
 }
 
-/// The broker connections of [`crate::links`], and how long a publish waits for its confirm.
+/// The broker connections of the `links` module, and how long a publish waits for its confirm.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LinkConfig {
@@ -68,7 +68,7 @@ impl Group for LinkConfig {
     }
 }
 
-/// The limits of [`crate::body`]: how large, how deep and how slow a request body may be.
+/// The limits of the `body` module: how large, how deep and how slow a request body may be.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct BodyConfig {

@@ -54,7 +54,7 @@ impl Scope {
 }
 
 /// Who presented a token: `token:` and the first 16 hex digits of its SHA-256. Put in the request's
-/// extensions by [`admit`].
+/// extensions by `admit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity(String);
 
@@ -139,7 +139,7 @@ impl Denied {
 
 impl Tokens {
     /// Reads every scope's tokens from `vars` (name, value): `<NAME>` or the file `<NAME>_FILE` names,
-    /// not both. An unreadable file or a token shorter than [`MIN_TOKEN_CHARS`] is an error that names
+    /// not both. An unreadable file or a token shorter than `MIN_TOKEN_CHARS` is an error that names
     /// the variable.
     pub fn from_vars(vars: &[(String, String)]) -> anyhow::Result<Self> {
         let get = |name: &str| {

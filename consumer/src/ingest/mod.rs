@@ -9,14 +9,23 @@
 //! broker has not answered keeps its original unsettled until it does, so no original is ever both
 //! copied and rejected.
 //!
-//! Here: the reconnect loop. `session` holds one connection and its per-queue pipelines, `batch`
-//! gathers deliveries, `storing` writes and acknowledges a batch (`splitting` halves one that runs into the statement
-//! timeout), `poison` sends what
-//! can never be stored to `<QUEUE_NAME>.dead` (through [`crate::dead_letters`]), `flow` is what a queue's pipeline and the queue watch
-//! share, and `watch` reports the queues' depths and sets each queue's writer count.
+//! How it reads, top to bottom:
+//!
+//! - here, [`Ingest::run`]: the reconnect loop, one broker session after another;
+//! - `session`: one connection; it prepares a channel per drained queue (its share of the prefetch from
+//!   `prefetch`), then runs a `pipeline` per queue and one `watch` beside them, until the connection
+//!   fails, a new shard queue appears, or shutdown is asked for;
+//! - `pipeline`: one queue's subscription; it gathers the next batch (`batch`) while earlier ones are
+//!   written, and acknowledges them in delivery order;
+//! - `storing`: writing one batch and settling it (`splitting` halves a batch that runs into the
+//!   statement timeout; `poison` sends what can never be stored to `<QUEUE_NAME>.dead`, through
+//!   [`crate::dead_letters`]);
+//! - `watch`: the queue watch, which owns each queue's `scaling` decision and sets the writer count of
+//!   the queue's `flow`, the figures a pipeline and the watch share.
 
 mod batch;
 mod flow;
+mod pipeline;
 mod poison;
 mod prefetch;
 mod scaling;

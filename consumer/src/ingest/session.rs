@@ -2,33 +2,17 @@
 //! queue, only then subscribe to each, and run each queue's pipeline (gather the next batch while the previous one is stored) until
 //! the connection fails or shutdown is asked for.
 
-use common::{amqp::CLOSE_TIMEOUT, backoff::Backoff};
-use lapin::{
-    message::Delivery,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::FieldTable,
-    Channel, Connection, Consumer,
-};
+use lapin::{options::BasicQosOptions, Channel, Connection};
 use tokio_util::sync::CancellationToken;
 
-use std::collections::BTreeSet;
-
-use futures::{
-    stream::{FuturesOrdered, FuturesUnordered},
-    StreamExt,
-};
-
 use super::{
-    batch::next_batch, flow::QueueFlow, prefetch::prefetch_of, storing::Written, Ingest, SessionEnd,
+    flow::QueueFlow, pipeline::Pipeline, prefetch::prefetch_of, watch::QueueWatch, Ingest,
+    SessionEnd,
 };
 use crate::dead_letters::DeadLetters;
 
 /// How often a session looks at whether its connection is still up.
 const CONNECTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// How long a pipeline that has stopped taking batches waits for its dead-letter copies' answers. An
-/// original whose copy is still unanswered then is left unsettled, and delivered again.
-const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often, in queue-watch intervals, a session looks for a shard queue it does not drain.
 const SHARD_LOOK_EVERY: u32 = 6;
@@ -65,16 +49,17 @@ impl Ingest {
                     &self.settings.topology,
                     self.settings.prefetch,
                 );
-                Box::pin(self.drain(
-                    &connection,
-                    channel,
+                let pipeline = Pipeline {
+                    ingest: self,
+                    connection: &connection,
                     flow,
                     prefetch,
-                    &session,
-                    &dead_letters,
-                ))
+                    cancel: &session,
+                    dead_letters: &dead_letters,
+                };
+                Box::pin(async move { pipeline.run(channel).await })
             });
-            let counting = self.watch_queues(&connection, &flows);
+            let counting = QueueWatch::new(self, &flows).run(&connection);
             // A new shard queue ends the session as shutdown does (every batch in hand stored and
             // acknowledged), and the next one drains it too.
             let new_shard = async {
@@ -126,170 +111,15 @@ impl Ingest {
         ended
     }
 
-    /// Consumes `flow`'s queue on `channel` and runs its pipeline, then stops the deliveries.
-    ///
-    /// A subscription the broker refuses for a reason only an operator can cure (a missing read
-    /// permission, a missing queue) does not end the session: the other queues keep being drained,
-    /// so nothing they hold is returned to the broker and counted as a failed delivery. The refusal
-    /// makes the consumer unready, saying why, and the subscription is tried again with backoff.
-    async fn drain(
-        &self,
-        connection: &Connection,
-        mut channel: Channel,
-        flow: &QueueFlow,
-        prefetch: u16,
-        cancel: &CancellationToken,
-        dead_letters: &DeadLetters,
-    ) -> SessionEnd {
-        let queue = flow.queue();
-        let mut backoff = Backoff::new();
-        let mut consumer = loop {
-            let subscribed = channel
-                .basic_consume(
-                    queue.into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await;
-            let error = match subscribed {
-                Ok(consumer) => break consumer,
-                Err(error) => SessionEnd::Amqp(error),
-            };
-            if !self.note_refusal(queue, &error) {
-                return error;
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return SessionEnd::Cancelled,
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-            }
-            // The refusal closed the channel.
-            channel = match self.queue_channel(connection, queue, prefetch).await {
-                Ok(channel) => channel,
-                Err(end) => return end,
-            };
-        };
-        self.status.accepted(queue);
-        let ended = self
-            .pipeline(&mut consumer, flow, prefetch, cancel, dead_letters)
-            .await;
-        let cancelling = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default());
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancelling).await;
-        ended
-    }
-
     /// Records `end` as a refusal of `what` if only an operator can cure it, logging why; returns
     /// whether it was one.
-    fn note_refusal(&self, what: &str, end: &SessionEnd) -> bool {
+    pub(super) fn note_refusal(&self, what: &str, end: &SessionEnd) -> bool {
         let Some(reason) = refusal(end) else {
             return false;
         };
         tracing::error!(%what, %reason, "the broker refuses what only an operator can grant; not ready");
         self.status.refused(what, reason);
         true
-    }
-
-    /// Gathers the next batch while earlier ones are written, by as many writers as the queue's flow
-    /// allows. Batches are written concurrently but acknowledged one at a time, in delivery order, so a
-    /// `multiple` ack never covers a delivery of a batch still being written. Returns why the session
-    /// ended; on cancellation, batches already gathered are stored and acknowledged first.
-    async fn pipeline(
-        &self,
-        consumer: &mut Consumer,
-        flow: &QueueFlow,
-        prefetch: u16,
-        cancel: &CancellationToken,
-        dead_letters: &DeadLetters,
-    ) -> SessionEnd {
-        // One batch waiting while the writers work: with the prefetch bounding what the broker sends, a
-        // deeper queue would only hold more deliveries unacknowledged.
-        let (ready, mut gathered) = tokio::sync::mpsc::channel::<Vec<Delivery>>(1);
-        let (batch_size, batch_bytes, linger) = (
-            self.settings.batch_size,
-            self.settings.batch_bytes,
-            self.settings.batch_linger,
-        );
-        let gather = async move {
-            let end = loop {
-                let limit = flow.batch_limit(batch_size, prefetch);
-                match next_batch(consumer, limit, batch_bytes, linger, cancel).await {
-                    Ok(batch) => {
-                        flow.gathered(batch.len());
-                        if ready.send(batch).await.is_err() {
-                            // Only possible once storing has stopped, which ends the session first.
-                            break SessionEnd::ChannelClosed;
-                        }
-                    }
-                    Err(end) => break SessionEnd::from(end),
-                }
-            };
-            // Closing the channel lets storing finish what was gathered, then stop.
-            drop(ready);
-            end
-        };
-        let store = async {
-            let mut writing = FuturesOrdered::new();
-            // Dead-letter copies not answered when their batch was written, and the tags of their
-            // originals, which stay unsettled until the answer comes.
-            let mut answers = FuturesUnordered::new();
-            let mut unsettled = BTreeSet::new();
-            let mut open = true;
-            let mut give_up_answers = None;
-            while open || !writing.is_empty() || !answers.is_empty() {
-                if !open && writing.is_empty() && give_up_answers.is_none() {
-                    give_up_answers = Some(tokio::time::Instant::now() + ANSWER_GRACE);
-                }
-                tokio::select! {
-                    // Settling first keeps acknowledgements flowing while batches keep arriving.
-                    biased;
-                    Some((tag, acker, answer)) = answers.next(), if !answers.is_empty() => {
-                        self.copy_answered(&acker, answer, dead_letters).await?;
-                        unsettled.remove(&tag);
-                    }
-                    Some(written) = writing.next(), if !writing.is_empty() => {
-                        let written: Written = written?;
-                        let lowest = unsettled
-                            .first()
-                            .into_iter()
-                            .chain(written.unanswered.iter().map(|copy| &copy.delivery_tag))
-                            .min()
-                            .copied();
-                        self.settle(&written.stored, lowest).await?;
-                        flow.settled(written.count);
-                        for copy in written.unanswered {
-                            unsettled.insert(copy.delivery_tag);
-                            answers.push(async move { (copy.delivery_tag, copy.acker, copy.copy.await) });
-                        }
-                    }
-                    batch = gathered.recv(), if open && writing.len() < flow.writers() => match batch {
-                        Some(batch) => writing.push_back(self.write(batch, flow.queue(), cancel, dead_letters)),
-                        None => open = false,
-                    },
-                    () = tokio::time::sleep_until(give_up_answers.unwrap_or_else(tokio::time::Instant::now)), if give_up_answers.is_some() => {
-                        tracing::warn!(
-                            unanswered = answers.len(),
-                            "dead-letter copies still unanswered at the end of the session; their originals are delivered again"
-                        );
-                        break;
-                    }
-                }
-            }
-            Ok(())
-        };
-        tokio::pin!(gather, store);
-        tokio::select! {
-            // Gathering is polled first, so storing can see the channel closed only after it has ended.
-            biased;
-            end = &mut gather => match store.await {
-                // A channel found closed while settling is the failure gathering already reports.
-                Ok(()) | Err(SessionEnd::ChannelClosed) => end,
-                Err(error) => error,
-            },
-            stored = &mut store => match stored {
-                Err(error) => error,
-                Ok(()) => SessionEnd::ChannelClosed,
-            },
-        }
     }
 
     /// Connects, declares the topology, and prepares a channel for every queue it drains (its prefetch
@@ -337,7 +167,7 @@ impl Ingest {
     }
 
     /// A channel for `queue` with its prefetch set, once the queue is found to exist.
-    async fn queue_channel(
+    pub(super) async fn queue_channel(
         &self,
         connection: &Connection,
         queue: &str,

@@ -34,29 +34,43 @@ struct Previous {
     backlog: u64,
 }
 
-impl Ingest {
-    /// Watches the queues for as long as it is polled: it never ends by itself. A failed look leaves the
-    /// last figures; the session's own failure handling judges the connection.
-    pub(super) async fn watch_queues(
-        &self,
-        connection: &Connection,
-        flows: &[QueueFlow],
-    ) -> Infallible {
-        let mut scalers: Vec<Scaler> = flows
-            .iter()
-            .map(|_| Scaler::new(self.settings.scaling))
-            .collect();
-        let mut previous: Vec<Option<Previous>> = vec![None; flows.len()];
+/// The queue watch of one session: it owns each drained queue's scaler and what the previous look
+/// found, and gives each queue's flow the writer count its scaler decides.
+pub(super) struct QueueWatch<'s> {
+    ingest: &'s Ingest,
+    flows: &'s [QueueFlow],
+    scalers: Vec<Scaler>,
+    previous: Vec<Option<Previous>>,
+}
+
+impl<'s> QueueWatch<'s> {
+    /// A watch of `flows`, each queue at its minimum writer count.
+    pub(super) fn new(ingest: &'s Ingest, flows: &'s [QueueFlow]) -> Self {
         for flow in flows {
-            self.metrics
+            ingest
+                .metrics
                 .writers
                 .with_label_values(&[flow.queue()])
                 .set(flow.writers() as i64);
         }
-        let mut ticks = tokio::time::interval(self.settings.watch_interval);
+        Self {
+            ingest,
+            flows,
+            scalers: flows
+                .iter()
+                .map(|_| Scaler::new(ingest.settings.scaling))
+                .collect(),
+            previous: vec![None; flows.len()],
+        }
+    }
+
+    /// Watches the queues for as long as it is polled: it never ends by itself. A failed look leaves the
+    /// last figures; the session's own failure handling judges the connection.
+    pub(super) async fn run(mut self, connection: &Connection) -> Infallible {
+        let mut ticks = tokio::time::interval(self.ingest.settings.watch_interval);
         loop {
             ticks.tick().await;
-            let depths = match self.look(connection, flows).await {
+            let depths = match self.look(connection).await {
                 Ok(depths) => depths,
                 Err(error) => {
                     tracing::debug!(%error, "could not look at the queues");
@@ -64,8 +78,10 @@ impl Ingest {
                 }
             };
             let at = Instant::now();
-            let mut figures = Vec::with_capacity(flows.len());
-            for ((flow, scaler), last) in flows.iter().zip(&mut scalers).zip(&mut previous) {
+            let mut figures = Vec::with_capacity(self.flows.len());
+            let (flows, ingest) = (self.flows, self.ingest);
+            let looked = flows.iter().zip(&mut self.scalers).zip(&mut self.previous);
+            for ((flow, scaler), last) in looked {
                 let depth = depths
                     .iter()
                     .find(|(queue, _)| queue == flow.queue())
@@ -77,16 +93,16 @@ impl Ingest {
                     backlog: depth.ready + flow.held(),
                 };
                 let (drain, inflow) = last.map_or((0.0, 0.0), |last| rates(last, now));
-                self.export(flow.queue(), depth, flow.held(), drain, inflow);
+                ingest.export(flow.queue(), depth, flow.held(), drain, inflow);
                 if last.is_some() {
                     // The first look has no rate yet: decide from the second on.
                     let decision = scaler.decide(Observation {
                         at,
                         backlog: now.backlog,
                         drain_per_second: drain,
-                        database_up: self.status.database(),
+                        database_up: ingest.status.database(),
                     });
-                    self.apply(flow, decision, now.backlog, drain);
+                    ingest.apply(flow, decision, now.backlog, drain);
                 }
                 *last = Some(now);
                 figures.push(QueueFigures {
@@ -99,34 +115,32 @@ impl Ingest {
                     inflow_per_second: inflow,
                 });
             }
-            let dead_queue = self.settings.topology.dead_letter_queue();
+            let dead_queue = ingest.settings.topology.dead_letter_queue();
             let dead = depths
                 .iter()
                 .find(|(queue, _)| queue == dead_queue)
                 .map(|(_, depth)| depth.ready);
             if let Some(dead) = dead {
-                self.metrics
+                ingest
+                    .metrics
                     .dead_letter_messages
                     .with_label_values(&[dead_queue])
                     .set(dead as i64);
-                self.metrics
+                ingest
+                    .metrics
                     .queue_messages
                     .with_label_values(&[dead_queue, "ready"])
                     .set(dead as i64);
             }
-            self.board.update_queues(figures, dead);
+            ingest.board.update_queues(figures, dead);
         }
     }
 
     /// One passive declare per queue of the topology (the drained ones and the dead letters).
-    async fn look(
-        &self,
-        connection: &Connection,
-        flows: &[QueueFlow],
-    ) -> lapin::Result<Vec<(String, Depth)>> {
+    async fn look(&self, connection: &Connection) -> lapin::Result<Vec<(String, Depth)>> {
         let channel = connection.create_channel().await?;
-        let mut queues: Vec<&str> = flows.iter().map(QueueFlow::queue).collect();
-        queues.push(self.settings.topology.dead_letter_queue());
+        let mut queues: Vec<&str> = self.flows.iter().map(QueueFlow::queue).collect();
+        queues.push(self.ingest.settings.topology.dead_letter_queue());
         let mut depths = Vec::with_capacity(queues.len());
         for queue in queues {
             // A missing queue closes the channel; it is declared again by whoever finds it missing.
@@ -142,7 +156,10 @@ impl Ingest {
         let _ = channel.close(200, "looked".into()).await;
         Ok(depths)
     }
+}
 
+/// What the watch reports, through the metrics and the monitor's board that ingestion owns.
+impl Ingest {
     fn export(&self, queue: &str, depth: Depth, held: u64, drain: f64, inflow: f64) {
         let metrics = &self.metrics;
         metrics

@@ -12,7 +12,7 @@ mod parse;
 pub use parse::{parse_batch, parse_message};
 
 /// Why a request body is not a message (or a batch) the publisher takes. Knows nothing of HTTP:
-/// [`crate::error`] gives each its status.
+/// the `error` module gives each its status.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// The body is not declared as JSON.
