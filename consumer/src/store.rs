@@ -327,7 +327,7 @@ impl MessageStore {
     }
 }
 
-/// The SQL of [`MessageStore::page`], reading at most `rows`; one text per combination of filters, so
+/// The SQL of `MessageStore::page`, reading at most `rows`; one text per combination of filters, so
 /// each gets its own plan.
 pub fn page_query(request: &PageRequest, rows: u32) -> QueryBuilder<'_, Postgres> {
     let mut query = QueryBuilder::new(format!("SELECT {COLUMNS} FROM messages WHERE TRUE"));
