@@ -17,9 +17,9 @@
 //!   fails, a new shard queue appears, or shutdown is asked for;
 //! - `pipeline`: one queue's subscription; it gathers the next batch (`batch`) while earlier ones are
 //!   written, and acknowledges them in delivery order;
-//! - `storing`: writing one batch and settling it (`splitting` halves a batch that runs into the
-//!   statement timeout; `poison` sends what can never be stored to `<QUEUE_NAME>.dead`, through
-//!   [`crate::dead_letters`]);
+//! - `storing`: the `Writer` every pipeline hands its batches to, which stores one and settles it
+//!   (`splitting` halves a batch that runs into the statement timeout; `poison` sends what can never be
+//!   stored to `<QUEUE_NAME>.dead`, through [`crate::dead_letters`]);
 //! - `watch`: the queue watch, which owns each queue's `scaling` decision and sets the writer count of
 //!   the queue's `flow`, the figures a pipeline and the watch share.
 
@@ -44,7 +44,7 @@ use common::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::{batch::BatchEnd, scaling::ScalingSettings};
+use self::{batch::BatchEnd, scaling::ScalingSettings, storing::Writer};
 use crate::{
     config::{IngestConfig, ScalingConfig},
     metrics::Metrics,
@@ -65,9 +65,6 @@ struct IngestSettings {
     /// Unacknowledged deliveries on the main queue, already bounded so that this many of the largest
     /// payloads fit the configured bytes (the fallback queue gets a sixteenth).
     pub prefetch: u16,
-    /// The largest payload a publisher can send (its message limit plus the envelope); anything larger
-    /// was put on the queue by other means and is dead-lettered without being decoded.
-    pub max_payload_bytes: usize,
     /// Bounds and pace of each queue's batch writers.
     pub scaling: ScalingSettings,
     /// How often the queues are looked at and the writer counts decided.
@@ -80,7 +77,8 @@ pub const KEY_REUSED: &str = "Idempotency-Key reused with a different message";
 /// The ingestion loop and what it needs.
 pub(crate) struct Ingest {
     settings: IngestSettings,
-    store: MessageStore,
+    /// Writes and settles the batches of every pipeline.
+    writer: Writer,
     status: Arc<PeerStatus>,
     metrics: Arc<Metrics>,
     board: Arc<Board>,
@@ -141,7 +139,6 @@ impl Ingest {
             batch_bytes: ingest.batch_bytes,
             batch_linger: Duration::from_millis(ingest.batch_linger_ms),
             prefetch: ingest.effective_prefetch(),
-            max_payload_bytes: ingest.max_payload_bytes(),
             scaling: ScalingSettings::of(scaling, ingest.batch_size),
             watch_interval,
         };
@@ -151,9 +148,16 @@ impl Ingest {
             metrics,
             board,
         } = outlets;
+        let writer = Writer {
+            store,
+            status: status.clone(),
+            metrics: metrics.clone(),
+            max_payload_bytes: ingest.max_payload_bytes(),
+            delivery_limit: settings.topology.delivery_limit(),
+        };
         Self {
             settings,
-            store,
+            writer,
             status,
             metrics,
             board,

@@ -144,7 +144,7 @@ impl Pipeline<'_> {
                     // Settling first keeps acknowledgements flowing while batches keep arriving.
                     biased;
                     Some((tag, acker, answer)) = answers.next(), if !answers.is_empty() => {
-                        ingest.copy_answered(&acker, answer, dead_letters).await?;
+                        ingest.writer.copy_answered(&acker, answer, dead_letters).await?;
                         unsettled.remove(&tag);
                     }
                     Some(written) = writing.next(), if !writing.is_empty() => {
@@ -155,7 +155,7 @@ impl Pipeline<'_> {
                             .chain(written.unanswered.iter().map(|copy| &copy.delivery_tag))
                             .min()
                             .copied();
-                        ingest.settle(&written.stored, lowest).await?;
+                        ingest.writer.settle(&written.stored, lowest).await?;
                         flow.settled(written.count);
                         for copy in written.unanswered {
                             unsettled.insert(copy.delivery_tag);
@@ -163,7 +163,7 @@ impl Pipeline<'_> {
                         }
                     }
                     batch = gathered.recv(), if open && writing.len() < flow.writers() => match batch {
-                        Some(batch) => writing.push_back(ingest.write(batch, flow.queue(), cancel, dead_letters)),
+                        Some(batch) => writing.push_back(ingest.writer.write(batch, flow.queue(), cancel, dead_letters)),
                         None => open = false,
                     },
                     () = tokio::time::sleep_until(give_up_answers.unwrap_or_else(tokio::time::Instant::now)), if give_up_answers.is_some() => {

@@ -8,21 +8,21 @@ use lapin::{
     Acker,
 };
 
-use super::{settled, Ingest, SessionEnd};
+use super::{settled, storing::Writer, SessionEnd};
 use crate::dead_letters::{
     answered, properties_bytes, Copy, CopyInFlight, DeadLetters, MAX_HEADER_BYTES,
 };
 
-impl Ingest {
+impl Writer {
     /// Why `delivery` must be dead-lettered before it is even decoded, if it must: a payload or headers
     /// larger than any publisher sends, or a delivery the broker is about to dead-letter on its own for its delivery
     /// count (it would do so without a reason; here the reason travels with it).
     pub(super) fn refuse_unseen(&self, delivery: &Delivery) -> Option<String> {
-        if delivery.data.len() > self.settings.max_payload_bytes {
+        if delivery.data.len() > self.max_payload_bytes {
             return Some(format!(
                 "the payload is {} bytes, over the {} bytes the publisher can send",
                 delivery.data.len(),
-                self.settings.max_payload_bytes
+                self.max_payload_bytes
             ));
         }
         let header_bytes = properties_bytes(&delivery.properties);
@@ -32,7 +32,7 @@ impl Ingest {
                  the publisher writes; another client put it on the queue (its headers are not kept here)"
             ));
         }
-        let limit = self.settings.topology.delivery_limit()?;
+        let limit = self.delivery_limit?;
         let count = delivery_count(delivery)?;
         (count + 1 >= u64::from(limit)).then(|| {
             format!(

@@ -13,13 +13,13 @@ use std::time::Instant;
 use common::{backoff::Backoff, QueuedMessage};
 use futures::{future::BoxFuture, FutureExt};
 
-use super::Ingest;
+use super::storing::Writer;
 use crate::store::StoreError;
 
 /// How many times a message that times out on its own is tried before it is dead-lettered.
 const ALONE_ATTEMPTS: u32 = 3;
 
-impl Ingest {
+impl Writer {
     /// Stores `messages`, which together ran into the statement timeout, half by half. Returns the
     /// indexes (into `messages`) to dead-letter, with the reason, as the other ways of storing do.
     /// `since` is when the timeout was first seen.
@@ -100,7 +100,7 @@ impl Ingest {
     }
 }
 
-impl Ingest {
+impl Writer {
     /// Whether the database stores while these messages time out: a write committed since `since`, or
     /// the table taking a write now.
     async fn database_stores(&self, since: Instant) -> bool {

@@ -9,8 +9,30 @@ use common::{
 use lapin::{message::Delivery, options::BasicAckOptions, types::DeliveryTag, Acker};
 use tokio_util::sync::CancellationToken;
 
-use super::{poison::Unanswered, settled, Ingest, SessionEnd, KEY_REUSED};
-use crate::{dead_letters::DeadLetters, store::StoreError};
+use std::sync::Arc;
+
+use super::{poison::Unanswered, settled, SessionEnd, KEY_REUSED};
+use crate::{
+    dead_letters::DeadLetters,
+    metrics::Metrics,
+    status::PeerStatus,
+    store::{MessageStore, StoreError},
+};
+
+/// What writes the batches of every pipeline of the consumer: it decodes and stores them (retrying,
+/// splitting and storing row by row as the database answers), sends what can never be stored to the
+/// dead-letter queue (`poison`), and settles the deliveries. One for the whole ingestion, shared by every
+/// pipeline of every session.
+pub(super) struct Writer {
+    pub store: MessageStore,
+    pub status: Arc<PeerStatus>,
+    pub metrics: Arc<Metrics>,
+    /// The largest payload a publisher can send (its message limit plus the envelope); anything larger
+    /// was put on the queue by other means and is dead-lettered without being decoded.
+    pub max_payload_bytes: usize,
+    /// Deliveries of one message before the broker dead-letters it, where the queue type counts them.
+    pub delivery_limit: Option<u32>,
+}
 
 /// A batch whose rows are stored and whose refused deliveries are dead-lettered (or their copies sent
 /// and awaiting an answer), waiting for its acknowledgement.
@@ -34,9 +56,9 @@ fn message_span(delivery: &Delivery, message: &QueuedMessage) -> tracing::Span {
     )
 }
 
-impl Ingest {
+impl Writer {
     /// Decodes and stores one batch, dead-lettering what can never be stored. Batches of one queue may be
-    /// written concurrently; each is then settled with [`Ingest::settle`] in delivery order.
+    /// written concurrently; each is then settled with [`Writer::settle`] in delivery order.
     pub(super) async fn write<'a>(
         &self,
         batch: Vec<Delivery>,
