@@ -9,6 +9,7 @@
 //! `--production` the services with the production overlay's settings on that cluster.
 
 mod ceilings;
+mod feed;
 mod fixture;
 mod http_load;
 mod latency;
@@ -23,8 +24,8 @@ use std::time::Instant;
 
 use measure::{
     measure_ceilings, measure_consumer, measure_end_to_end, measure_publisher, CONSUMER_DRAIN,
-    E2E_RATE, PUB_BATCH, PUB_SINGLE, RAW_PIPELINE, RAW_PIPELINE_FLOWING, RAW_PUBLISH,
-    RAW_PUBLISH_64,
+    CONSUMER_DRAIN_FOLLOWED, E2E_RATE, PUB_BATCH, PUB_SINGLE, RAW_PIPELINE, RAW_PIPELINE_FLOWING,
+    RAW_PUBLISH, RAW_PUBLISH_64,
 };
 use table::{Plan, Table};
 
@@ -96,6 +97,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  consumer drain / raw pipeline drain:   {:>5.1} %",
         ratio(CONSUMER_DRAIN, RAW_PIPELINE)
+    );
+    println!(
+        "  drain followed by 8 feed streams / drain: {:>5.1} %",
+        ratio(CONSUMER_DRAIN_FOLLOWED, CONSUMER_DRAIN)
     );
     println!(
         "  end to end / raw pipeline end to end:  {:>5.1} %",

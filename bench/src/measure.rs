@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    ceilings,
+    ceilings, feed,
     fixture::Scratch,
     services::{self, Service},
 };
@@ -23,6 +23,7 @@ pub const STORED_METRIC: &str = "consumer_messages_stored_total";
 pub const PUB_SINGLE: &str = "publisher /message/publish, 64 clients";
 pub const PUB_BATCH: &str = "publisher /message/publish/batch (100), 64 clients";
 pub const CONSUMER_DRAIN: &str = "consumer drain of a backlog";
+pub const CONSUMER_DRAIN_FOLLOWED: &str = "consumer drain of a backlog, 8 feed streams following";
 pub const E2E_RATE: &str = "end to end (batches of 100), queue not growing";
 
 pub async fn measure_ceilings(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
@@ -140,11 +141,30 @@ pub async fn measure_publisher(plan: &Plan, table: &mut Table) -> anyhow::Result
 }
 
 pub async fn measure_consumer(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let (rate, cpu, peak) = drain(plan, 0).await?;
+    table.record(CONSUMER_DRAIN, "msg/s", rate);
+    table.record("  consumer CPU per 10,000 messages", "s", cpu);
+    table.record("consumer peak RSS", "MiB", peak);
+    // The same drain with event streams following the feed from the start: what followers cost ingestion.
+    let (rate, cpu, peak) = drain(plan, FEED_STREAMS).await?;
+    table.record(CONSUMER_DRAIN_FOLLOWED, "msg/s", rate);
+    table.record("  consumer CPU per 10,000 messages, followed", "s", cpu);
+    table.record("consumer peak RSS, followed", "MiB", peak);
+    Ok(())
+}
+
+/// Event streams that follow the feed while it is measured.
+const FEED_STREAMS: usize = 8;
+
+/// Drains a backlog of `plan.backlog` messages with `streams` event streams following the feed; returns
+/// the rate, the consumer's CPU per 10,000 messages and its peak RSS.
+async fn drain(plan: &Plan, streams: usize) -> anyhow::Result<(f64, f64, f64)> {
     let scratch = Scratch::new().await?;
     let pool = scratch.migrated_pool(1).await?;
     let payloads = ceilings::payloads(plan.backlog);
     ceilings::publish(&scratch, &payloads, ceilings::WIDE_WINDOW).await?;
     let consumer = Service::start("consumer", &scratch).await?;
+    let followers = (streams > 0).then(|| feed::Followers::start(&consumer.address, streams, None));
     // Timed from readiness, so that start-up (connections, migrations) does not count as draining. Progress
     // is read from the consumer's own counter: counting rows would load the database being measured.
     let started = Instant::now();
@@ -154,20 +174,20 @@ pub async fn measure_consumer(plan: &Plan, table: &mut Table) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let rate = (plan.backlog - at_start) as f64 / started.elapsed().as_secs_f64();
+    let cpu = services::per_10k(consumer.cpu_seconds() - cpu_before, plan.backlog);
     anyhow::ensure!(
         count_rows(&pool).await? == plan.backlog,
         "the consumer's counter and the table disagree"
     );
-    table.record(CONSUMER_DRAIN, "msg/s", rate);
-    table.record(
-        "  consumer CPU per 10,000 messages",
-        "s",
-        services::per_10k(consumer.cpu_seconds() - cpu_before, plan.backlog),
-    );
-    table.record("consumer peak RSS", "MiB", consumer.peak_rss_mib());
+    if let Some(followers) = followers {
+        followers.wait_for(streams * plan.backlog).await?;
+        followers.stop().await?;
+    }
+    let peak = consumer.peak_rss_mib();
     drop(consumer);
     pool.close().await;
-    scratch.remove().await
+    scratch.remove().await?;
+    Ok((rate, cpu, peak))
 }
 
 pub async fn measure_end_to_end(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
@@ -187,6 +207,11 @@ pub async fn measure_end_to_end(plan: &Plan, table: &mut Table) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let since = chrono::Utc::now();
+    let followers = feed::Followers::start(
+        &consumer.address,
+        4,
+        Some(feed::head(&consumer.address).await?),
+    );
     let half = services::load(
         &publisher,
         64,
@@ -223,6 +248,18 @@ pub async fn measure_end_to_end(plan: &Plan, table: &mut Table) -> anyhow::Resul
         "end to end at half that rate: publish-to-stored p99",
         "ms",
         p99 * 1e3,
+    );
+    followers.wait_for(4 * half.accepted).await?;
+    let mut delays = followers.stop().await?;
+    table.record(
+        "  feed at half that rate, 4 streams: stored-to-delivered p50",
+        "ms",
+        feed::quantile(&mut delays, 0.5),
+    );
+    table.record(
+        "  feed at half that rate, 4 streams: stored-to-delivered p99",
+        "ms",
+        feed::quantile(&mut delays, 0.99),
     );
     drop((publisher, consumer));
     pool.close().await;

@@ -16,6 +16,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub scaling: ScalingConfig,
     pub reads: ReadConfig,
+    pub feed: FeedConfig,
     pub dead_letters: DeadLetterConfig,
     /// What both services read alike.
     pub broker: BrokerConfig,
@@ -255,6 +256,46 @@ impl Group for ReadConfig {
     }
 }
 
+/// How the feed's followers (long polls with `wait=` and server-sent event streams) are bounded and
+/// woken: see the `feed` module.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct FeedConfig {
+    /// `FEED_MAX_FOLLOWERS`: event streams and waiting long polls open at once; one more is answered
+    /// `503` with `Retry-After`.
+    pub feed_max_followers: usize,
+    /// `FEED_POLL_MS`: how often a follower looks for rows that other consumer processes stored (rows
+    /// this process stores wake it at once).
+    pub feed_poll_ms: u64,
+    /// `FEED_HEARTBEAT_SECS`: an idle event stream sends a comment this often, so that proxies do not
+    /// close it.
+    pub feed_heartbeat_secs: u64,
+    /// `FEED_SLOW_READER_SECS`: an event stream whose reader takes nothing for this long is closed
+    /// rather than buffered for; the client resumes with `Last-Event-ID`.
+    pub feed_slow_reader_secs: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            feed_max_followers: 32,
+            feed_poll_ms: 250,
+            feed_heartbeat_secs: 15,
+            feed_slow_reader_secs: 10,
+        }
+    }
+}
+
+impl Group for FeedConfig {
+    fn complete(self, _vars: &Vars) -> anyhow::Result<Self> {
+        ensure(
+            self.feed_poll_ms > 0 && self.feed_heartbeat_secs > 0 && self.feed_slow_reader_secs > 0,
+            "FEED_POLL_MS, FEED_HEARTBEAT_SECS and FEED_SLOW_READER_SECS must be at least 1",
+        )?;
+        Ok(self)
+    }
+}
+
 /// The dead-letter queue's limit, which the setup step applies as a policy: see the `setup` module.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
@@ -283,6 +324,7 @@ common::settings!(Config {
     ingest,
     scaling,
     reads,
+    feed,
     dead_letters
 });
 

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// 503: the broker could not be reached (dead-letter operations).
     #[error("the message broker is unavailable; retry shortly")]
     BrokerUnavailable(#[from] common::amqp::BrokerError),
+    /// 503: `FEED_MAX_FOLLOWERS` event streams and waiting long polls are open already.
+    #[error("too many clients are following the feed; retry shortly")]
+    TooManyFollowers,
     /// 500: a stored row could not be read back; logged, not shown.
     #[error("an unexpected error occurred")]
     Internal(#[source] StoreError),
@@ -56,6 +59,12 @@ impl ApiError {
             Self::BrokerUnavailable(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 kinds::BROKER_UNAVAILABLE,
+                self.to_string(),
+            )
+            .with_retry_after(1),
+            Self::TooManyFollowers => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                kinds::BUSY,
                 self.to_string(),
             )
             .with_retry_after(1),

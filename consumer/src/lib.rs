@@ -2,14 +2,15 @@
 //!
 //! `startup` wires everything; `ingest` is the queue-to-table loop (a pipeline per queue, and the queue
 //! watch whose scaler decides how many batch writers each gets); `dead_letters` is everything about
-//! `<QUEUE_NAME>.dead`; `store` owns the SQL and `database` the pools and start-up; `routes` holds the
-//! endpoints; `monitor` is the worker monitor page; `error` maps every failure to a status.
+//! `<QUEUE_NAME>.dead`; `store` owns the SQL and `database` the pools and start-up; `feed` decides when
+//! the feed's followers look again and how many there may be; `routes` holds the endpoints; `monitor` is the worker monitor page; `error` maps every failure to a status.
 
 mod broker;
 pub mod config;
 mod database;
 mod dead_letters;
 mod error;
+mod feed;
 mod ingest;
 mod metrics;
 pub mod migrations;
@@ -29,7 +30,10 @@ pub use ingest::{prefetch_of, KEY_REUSED};
 pub use routes::messages::{parse_list_query, ListQuery, MAX_LIMIT};
 pub use setup::{dead_letter_limit, declare_topology};
 pub use startup::Application;
-pub use store::{page_query, poisons_connection, Cursor, MessageStore, PageRequest};
+pub use store::{
+    feed_query, page_query, poisons_connection, Cursor, FeedCursor, MessageStore, PageRequest,
+    Phase as FeedPhase,
+};
 
 use common::settings::Settings as _;
 use common::{shutdown, telemetry};

@@ -45,6 +45,12 @@ pub(crate) struct Metrics {
     pub writers: IntGaugeVec,
     /// Every decision of the writer scaler, by queue, direction and reason.
     pub scaling_decisions: IntCounterVec,
+    /// Event streams and waiting long polls of the feed open now.
+    pub feed_followers: IntGauge,
+    /// Feed followers refused because `FEED_MAX_FOLLOWERS` were open.
+    pub feed_refused: IntCounter,
+    /// Event streams closed because their reader took nothing for `FEED_SLOW_READER_SECS`.
+    pub feed_slow_readers: IntCounter,
     /// 1 when `/readyz` would answer 200, as of the last scrape.
     pub ready: IntGauge,
     /// Requests answered, and their latency.
@@ -138,6 +144,18 @@ impl Metrics {
                 &["queue", "direction", "reason"],
             )
             .expect("valid metric"),
+            feed_followers: gauge(
+                "consumer_feed_followers",
+                "Event streams and waiting long polls of GET /message/feed open now",
+            ),
+            feed_refused: counter(
+                "consumer_feed_refused_total",
+                "Followers of GET /message/feed refused because FEED_MAX_FOLLOWERS were open",
+            ),
+            feed_slow_readers: counter(
+                "consumer_feed_slow_readers_total",
+                "Event streams closed because their reader took nothing for FEED_SLOW_READER_SECS",
+            ),
             ready: gauge("consumer_ready", "1 when /readyz answers 200, as of the last scrape"),
             http: HttpMetrics::new("consumer"),
         };
@@ -149,6 +167,9 @@ impl Metrics {
                 Box::new(metrics.messages_dead_lettered.clone()),
                 Box::new(metrics.dead_letters_refused.clone()),
                 Box::new(metrics.key_conflicts.clone()),
+                Box::new(metrics.feed_followers.clone()),
+                Box::new(metrics.feed_refused.clone()),
+                Box::new(metrics.feed_slow_readers.clone()),
                 Box::new(metrics.batch_size.clone()),
                 Box::new(metrics.batch_seconds.clone()),
                 Box::new(metrics.broker_connected.clone()),

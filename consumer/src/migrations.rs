@@ -225,6 +225,11 @@ async fn apply_one(
     );
     let mut backoff = Backoff::starting_at(settings.lock_timeout.min(Duration::from_millis(500)));
     for attempt in 1.. {
+        if migration.no_tx {
+            within(UNANSWERED, drop_invalid_indexes(connection))
+                .await?
+                .context("Failed to remove an index left unfinished")?;
+        }
         let started = Instant::now();
         tracing::info!(version, %description, attempt, "applying migration");
         let run = step.run_direct(&mut *connection);
@@ -278,6 +283,28 @@ async fn apply_one(
         }
     }
     unreachable!("the attempts never run out")
+}
+
+/// Drops the indexes of `messages` that are marked invalid: what a `CREATE INDEX CONCURRENTLY` leaves
+/// when it fails (a lock it could not have, a lost connection). `IF NOT EXISTS` would take one for done,
+/// so it is removed first, and built again. Only the replica holding the migration lock builds indexes,
+/// so none of these is being built now.
+async fn drop_invalid_indexes(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let invalid: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT i.indisvalid AND i.indrelid = 'messages'::regclass",
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    for index in invalid {
+        tracing::warn!(%index, "dropping an index that an interrupted build left invalid");
+        sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The SQLSTATE of the database error behind `error`, if it is one.

@@ -28,6 +28,8 @@ pub struct Application {
     status: Arc<PeerStatus>,
     database: DatabaseConfig,
     shutdown_timeout: Duration,
+    /// Cancelled at the shutdown signal, to end the feed's streams and long polls.
+    feed_closing: CancellationToken,
 }
 
 impl Application {
@@ -49,6 +51,8 @@ impl Application {
             metrics.database_up.clone(),
         ));
         let board = Arc::new(Board::default());
+        let feed = crate::feed::Feed::new(&config.feed, metrics.clone());
+        let feed_closing = feed.closing.clone();
         let broker = crate::broker::address(&config.broker)?;
         let ingest = Ingest::new(
             broker.clone(),
@@ -73,6 +77,7 @@ impl Application {
             ),
             stuck_write: Duration::from_millis(config.database.db_stuck_write_ms),
             reads: config.reads.clone(),
+            feed,
         });
         let server = config.http.serve(listener, state, requests, &routes::API)?;
         Ok(Self {
@@ -83,6 +88,7 @@ impl Application {
             status,
             database: config.database.clone(),
             shutdown_timeout: config.http.shutdown_timeout(),
+            feed_closing,
         })
     }
 
@@ -133,9 +139,11 @@ impl Application {
         };
         let served = web::serve_until(self.server, shutdown, {
             let (cancel, signal_at) = (cancel.clone(), signal_at.clone());
+            let feed_closing = self.feed_closing.clone();
             move || {
                 let _ = signal_at.set(tokio::time::Instant::now());
                 cancel.cancel();
+                feed_closing.cancel();
             }
         })
         .await;

@@ -4,8 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    config::ReadConfig, dead_letters::DeadLetterQueue, metrics::Metrics, monitor::Board,
-    status::PeerStatus, store::MessageStore,
+    config::ReadConfig, dead_letters::DeadLetterQueue, feed::Feed, metrics::Metrics,
+    monitor::Board, status::PeerStatus, store::MessageStore,
 };
 
 /// What every request handler can reach.
@@ -21,4 +21,6 @@ pub(crate) struct AppState {
     pub stuck_write: Duration,
     /// How pages of `GET /message` are bounded and linked.
     pub reads: ReadConfig,
+    /// The followers of `GET /message/feed`.
+    pub feed: Feed,
 }

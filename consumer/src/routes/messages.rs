@@ -39,13 +39,7 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
     let params: ListParams = serde_urlencoded::from_str(query)
         .map_err(|e| ApiError::InvalidParameter(format!("query string: {e}")))?;
     let limit = parse_limit(params.limit.as_deref())?;
-    if let Some(sender) = params.sender.as_deref() {
-        if sender.is_empty() || sender.contains('\0') {
-            return Err(ApiError::InvalidParameter(
-                "sender must be a non-empty name without NUL characters".into(),
-            ));
-        }
-    }
+    parse_sender(params.sender.as_deref())?;
     let before = params
         .before
         .as_deref()
@@ -120,7 +114,20 @@ pub(crate) async fn get(
     Ok(HttpResponse::Ok().json(message))
 }
 
-fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+/// Refuses a `sender` filter that no stored message can have.
+pub(crate) fn parse_sender(sender: Option<&str>) -> Result<(), ApiError> {
+    match sender {
+        Some(sender) if sender.is_empty() || sender.contains('\0') => {
+            Err(ApiError::InvalidParameter(
+                "sender must be a non-empty name without NUL characters".into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `limit`: 100 when absent, 1 to [`MAX_LIMIT`].
+pub(crate) fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
     let limit = super::bounded(
         "limit",
         raw,

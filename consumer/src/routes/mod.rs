@@ -2,6 +2,7 @@
 //! each.
 
 pub(crate) mod dead_letters;
+pub(crate) mod feed;
 pub(crate) mod health;
 pub(crate) mod messages;
 
@@ -19,6 +20,8 @@ fn routes(app: &mut ServiceConfig, doors: &Doors) {
         .service(doors.get("/dead-letters", admin, dead_letters::list))
         .service(doors.post("/dead-letters/replay", admin, dead_letters::replay))
         .service(doors.get("/message", read, messages::list))
+        // Before `/message/{id}`, which would take `feed` for an id.
+        .service(doors.get("/message/feed", read, feed::feed))
         .service(doors.get("/message/{id}", read, messages::get));
 }
 

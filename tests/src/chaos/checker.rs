@@ -38,6 +38,18 @@ pub async fn rows(url: &str) -> anyhow::Result<Vec<(Uuid, Option<String>)>> {
     Ok(rows)
 }
 
+/// Every row's place in the feed: the transaction that stored it, then its id.
+pub async fn feed_order(url: &str) -> anyhow::Result<HashMap<Uuid, (u64, Uuid)>> {
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+    let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, xid::text FROM messages")
+        .fetch_all(&pool)
+        .await?;
+    pool.close().await;
+    rows.into_iter()
+        .map(|(id, xid)| Ok((id, (xid.parse()?, id))))
+        .collect()
+}
+
 pub fn check(record: &Record, rows: &[(Uuid, Option<String>)]) -> Outcome {
     let mut outcome = Outcome {
         stored: rows.len(),

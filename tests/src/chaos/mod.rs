@@ -11,6 +11,7 @@ mod clients;
 mod faults;
 mod net;
 mod postgres;
+mod readers;
 mod relay;
 mod rng;
 mod services;
@@ -148,6 +149,7 @@ async fn soak(world: Arc<World>, options: &Options) -> ExitCode {
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(options.minutes * 60.0);
     let clients = Clients::start(&world.queue, world.publisher_urls(), CLIENTS);
+    let readers = readers::Readers::start(world.consumer_urls());
     let scheduler = faults::Scheduler::new(world.clone(), seed, started);
     let tally = scheduler.run(until, &clients).await;
     tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
@@ -156,6 +158,7 @@ async fn soak(world: Arc<World>, options: &Options) -> ExitCode {
         started.elapsed().as_secs()
     );
 
+    readers.stop_replaying();
     let restoring = world.clone();
     let restored = tokio::task::spawn_blocking(move || restoring.restore()).await;
     let recovery = Instant::now();
@@ -194,6 +197,43 @@ async fn soak(world: Arc<World>, options: &Options) -> ExitCode {
         }
     };
     let outcome = checker::check(&record, &rows);
+    let order = match checker::feed_order(&url).await {
+        Ok(order) => order,
+        Err(error) => {
+            eprintln!("chaos: reading the feed order: {error:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let (readings, replays) = readers.finish(rows.len(), Duration::from_secs(120)).await;
+    let mut feed_exact = true;
+    println!(
+        "dead-letter replays: {} answered, {} messages put back",
+        replays.0, replays.1
+    );
+    for reading in &readings {
+        let compared = readers::compare(&reading.ids, &order);
+        let polling = !reading.name.starts_with("feed");
+        if !polling && !compared.exact() {
+            feed_exact = false;
+        }
+        println!(
+            "reader {}: {} served, {} twice, {} of {} stored never served, {} unknown, {} out of order; \
+             {} failures, {} resumes{}",
+            reading.name,
+            reading.ids.len(),
+            compared.twice,
+            compared.missing,
+            order.len(),
+            compared.unknown,
+            compared.backwards,
+            reading.failures,
+            reading.resumes,
+            if polling { " (newest-first polling: misses are expected)" } else { "" }
+        );
+    }
+    if !feed_exact {
+        trouble.push("a feed reader did not see every stored row exactly once in order".into());
+    }
     print_report(
         &record,
         &tally,

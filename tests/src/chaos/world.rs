@@ -113,6 +113,13 @@ impl World {
             .collect()
     }
 
+    pub fn consumer_urls(&self) -> Vec<String> {
+        self.services[2..]
+            .iter()
+            .map(|service| service.lock().unwrap().url())
+            .collect()
+    }
+
     pub fn urls(&self) -> Vec<(String, String)> {
         self.services
             .iter()

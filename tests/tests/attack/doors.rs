@@ -147,6 +147,7 @@ async fn no_spelling_and_no_method_reaches_a_guarded_handler_without_its_token()
         (&publisher, "/message/publish", "", &message, PUBLISH),
         (&publisher, "/message/publish/batch", "", &batch, PUBLISH),
         (&consumer, "/message", "?limit=1", "", READ),
+        (&consumer, "/message/feed", "?limit=1", "", READ),
         (&consumer, &message_path, "", "", READ),
         (&consumer, "/monitor/status", "", "", READ),
         (&consumer, "/dead-letters", "", "", ADMIN),

@@ -8,6 +8,7 @@ mod confirm_order;
 mod database_faults;
 mod dead_letter_connection;
 mod dead_letters;
+mod feed;
 mod fixtures;
 mod hard_conditions;
 mod hard_input;

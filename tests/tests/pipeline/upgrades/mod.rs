@@ -60,7 +60,11 @@ async fn every_migration_after_the_released_ones_holds_its_locks_briefly() {
         );
         let database = ScratchDatabase::with_schema(&before).await;
         fill(&database, CI_ROWS).await;
-        let through = with_extra(step.clone());
+        let through = if MIGRATOR.version_exists(step.version) {
+            migrations::through(step.version)
+        } else {
+            with_extra(step.clone())
+        };
 
         // Act
         let (applied, stalls) = probe(

@@ -1,7 +1,13 @@
-//! The `messages` table: batched idempotent inserts for ingestion, and the reads behind the HTTP API.
+//! The `messages` table: batched idempotent inserts for ingestion, and the reads behind the HTTP API
+//! (the newest-first pages here, the feed in [`feed`]).
+
+mod feed;
+
+pub use feed::{feed_query, FeedCursor, FeedRequest, Phase};
 
 use futures::TryStreamExt;
 use std::net::IpAddr;
+use tokio::sync::watch;
 
 use chrono::{DateTime, Utc};
 use common::QueuedMessage;
@@ -132,6 +138,9 @@ pub struct MessageStore {
     /// ingestion needs (and a statement timeout of its own bounds every read).
     reads: PgPool,
     write_timeout: std::time::Duration,
+    /// Marked each time an insert here stores new rows, so that feed readers of this process look again
+    /// at once rather than at their next poll.
+    commits: std::sync::Arc<watch::Sender<()>>,
 }
 
 impl MessageStore {
@@ -143,6 +152,7 @@ impl MessageStore {
             reads: pool.clone(),
             pool,
             write_timeout,
+            commits: std::sync::Arc::new(watch::channel(()).0),
         }
     }
 
@@ -150,6 +160,11 @@ impl MessageStore {
     pub(crate) fn with_read_pool(mut self, reads: PgPool) -> Self {
         self.reads = reads;
         self
+    }
+
+    /// Marked each time an insert of this store commits new rows.
+    pub(crate) fn commits(&self) -> watch::Receiver<()> {
+        self.commits.subscribe()
     }
 
     /// The pool reads use.
@@ -168,7 +183,12 @@ impl MessageStore {
         )
         .await
         {
-            Ok(Ok(inserted)) => Ok(inserted),
+            Ok(Ok(inserted)) => {
+                if inserted.new > 0 {
+                    self.commits.send_replace(());
+                }
+                Ok(inserted)
+            }
             Ok(Err(error)) => {
                 if poisons_connection(&error) {
                     tracing::warn!(error = %error, "closing a database connection that cannot write");
