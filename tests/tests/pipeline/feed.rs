@@ -45,15 +45,28 @@ async fn page(stack: &TestStack, url: &str) -> Page {
     }
 }
 
-/// Follows the feed from `url` until a page comes back empty; returns the ids seen and the last link.
-async fn follow_to_the_end(stack: &TestStack, url: String) -> (Vec<Uuid>, String) {
+/// Follows the feed from `url` until it has served `count` messages and then a page comes back empty
+/// (30 s at most); returns the ids seen and the last link. The feed serves a row once every transaction
+/// older than its own has ended, on the whole server: tests of other databases running alongside may
+/// hold it back for a moment, so an empty page before `count` is waited past rather than taken for the
+/// end.
+async fn follow_to_the_end(stack: &TestStack, url: String, count: usize) -> (Vec<Uuid>, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     let (mut seen, mut url) = (Vec::new(), url);
     loop {
         let page = page(stack, &url).await;
         if page.ids.is_empty() {
             // An empty page links to where it was asked from.
             assert_eq!(after(&page.next), after(&url).or(Some("0".into())));
-            return (seen, page.next);
+            if seen.len() >= count {
+                return (seen, page.next);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the feed served {} of {count} messages in 30 s",
+                seen.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         seen.extend(page.ids);
         url = page.next;
@@ -96,13 +109,13 @@ async fn following_the_links_visits_every_message_once_and_an_empty_page_links_t
 
     // Act
     let first = format!("{}/message/feed?limit=37", stack.consumer_url());
-    let (seen, end) = follow_to_the_end(&stack, first).await;
+    let (seen, end) = follow_to_the_end(&stack, first, published.len()).await;
     let more: Vec<Value> = (0..20).map(|_| message_from("later")).collect();
     let later = stack.publish_batch_ok(&more).await;
     stored(&stack, &later).await;
-    let (after, _) = follow_to_the_end(&stack, end).await;
+    let (after, _) = follow_to_the_end(&stack, end, later.len()).await;
     let sender = format!("{}/message/feed?sender=s3", stack.consumer_url());
-    let (of_sender, _) = follow_to_the_end(&stack, sender).await;
+    let (of_sender, _) = follow_to_the_end(&stack, sender, 50).await;
 
     // Assert
     assert_eq!(exactly_once(&seen), published.iter().copied().collect());
@@ -124,7 +137,7 @@ async fn a_row_committed_late_is_served_in_commit_order_where_newest_first_polli
     let first = stack.publish_ok(&message_from("before")).await;
     stack.wait_stored(first).await;
     let (_, head) =
-        follow_to_the_end(&stack, format!("{}/message/feed", stack.consumer_url())).await;
+        follow_to_the_end(&stack, format!("{}/message/feed", stack.consumer_url()), 1).await;
     let newest_seen: Vec<Value> = stack.get("/message?limit=1").await.json().await.unwrap();
     assert_eq!(newest_seen[0]["id"], first.to_string());
     let mut late = stack.db.begin().await.unwrap();
@@ -142,7 +155,7 @@ async fn a_row_committed_late_is_served_in_commit_order_where_newest_first_polli
     stack.wait_stored(after).await;
     let held = page(&stack, &head).await;
     late.commit().await.unwrap();
-    let (served, _) = follow_to_the_end(&stack, held.next.clone()).await;
+    let (served, _) = follow_to_the_end(&stack, held.next.clone(), 2).await;
     let polled: Vec<Value> = stack.get("/message?limit=100").await.json().await.unwrap();
     let newer_than_seen: Vec<String> = polled
         .iter()
@@ -165,7 +178,7 @@ async fn a_long_poll_answers_at_the_first_commit_and_empty_at_its_deadline() {
     // Arrange
     let stack = TestStack::start().await;
     let (_, head) =
-        follow_to_the_end(&stack, format!("{}/message/feed", stack.consumer_url())).await;
+        follow_to_the_end(&stack, format!("{}/message/feed", stack.consumer_url()), 0).await;
 
     // Act
     let started = Instant::now();
@@ -401,7 +414,7 @@ async fn a_message_stored_with_an_old_received_at_is_served_at_its_commit() {
     // Arrange
     let stack = TestStack::start().await;
     let (_, head) =
-        follow_to_the_end(&stack, format!("{}/message/feed", stack.consumer_url())).await;
+        follow_to_the_end(&stack, format!("{}/message/feed", stack.consumer_url()), 0).await;
     let old = QueuedMessage {
         id: Uuid::now_v7(),
         received_at: Utc::now() - chrono::Duration::days(3),
@@ -412,7 +425,7 @@ async fn a_message_stored_with_an_old_received_at_is_served_at_its_commit() {
     // Act
     stack.publish_raw(&old.to_payload()).await;
     stack.wait_stored(old.id).await;
-    let (served, _) = follow_to_the_end(&stack, head).await;
+    let (served, _) = follow_to_the_end(&stack, head, 1).await;
 
     // Assert
     assert_eq!(served, vec![old.id]);
