@@ -17,6 +17,7 @@ pub struct Config {
     pub scaling: ScalingConfig,
     pub reads: ReadConfig,
     pub feed: FeedConfig,
+    pub retention: RetentionConfig,
     pub dead_letters: DeadLetterConfig,
     /// What both services read alike.
     pub broker: BrokerConfig,
@@ -296,6 +297,71 @@ impl Group for FeedConfig {
     }
 }
 
+/// How long stored messages are kept, and how often that is looked after: see the `retention` module.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// `RETENTION`: how long stored messages are kept (`7d`, `12h`); `off` (or `0`) keeps everything and
+    /// leaves the table as it is. Set, the table is partitioned by `received_at` and whole partitions
+    /// past it are dropped.
+    pub retention: String,
+    /// `RETENTION_CHECK_SECS`: how often one consumer pod makes the partitions ahead and drops those past
+    /// `RETENTION`.
+    pub retention_check_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            retention: "off".to_owned(),
+            retention_check_secs: 60,
+        }
+    }
+}
+
+impl Group for RetentionConfig {
+    fn complete(self, _vars: &Vars) -> anyhow::Result<Self> {
+        self.kept()?;
+        ensure(
+            self.retention_check_secs > 0,
+            "RETENTION_CHECK_SECS must be at least 1",
+        )?;
+        Ok(self)
+    }
+}
+
+impl RetentionConfig {
+    /// How long rows are kept, or `None` for ever.
+    pub fn kept(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        let value = self.retention.trim();
+        if value.eq_ignore_ascii_case("off") || value == "0" {
+            return Ok(None);
+        }
+        let invalid = || {
+            anyhow::anyhow!(
+                "RETENTION must be off, 0, or a whole number of hours or days such as 12h or 7d \
+                 (at least 2h), got {:?}",
+                self.retention
+            )
+        };
+        let (number, unit) = value.split_at(value.len().saturating_sub(1));
+        let number: u64 = number
+            .parse()
+            .ok()
+            .filter(|n| *n > 0 && number.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(invalid)?;
+        let hours = match unit {
+            "h" => number,
+            "d" => number.checked_mul(24).ok_or_else(invalid)?,
+            _ => return Err(invalid()),
+        };
+        if !(2..=24 * 365 * 100).contains(&hours) {
+            return Err(invalid());
+        }
+        Ok(Some(std::time::Duration::from_secs(hours * 3600)))
+    }
+}
+
 /// The dead-letter queue's limit, which the setup step applies as a policy: see the `setup` module.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
@@ -325,6 +391,7 @@ common::settings!(Config {
     scaling,
     reads,
     feed,
+    retention,
     dead_letters
 });
 

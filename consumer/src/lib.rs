@@ -15,6 +15,7 @@ mod ingest;
 mod metrics;
 pub mod migrations;
 mod monitor;
+mod retention;
 mod routes;
 mod setup;
 mod startup;
@@ -27,6 +28,7 @@ pub use dead_letters::{
     CONNECTION_NAME as DEAD_LETTER_CONNECTION, REASON_HEADER as DEAD_LETTER_REASON_HEADER,
 };
 pub use ingest::{prefetch_of, KEY_REUSED};
+pub use retention::Round as MaintenanceRound;
 pub use routes::messages::{parse_list_query, ListQuery, MAX_LIMIT};
 pub use setup::{dead_letter_limit, declare_topology};
 pub use startup::Application;
@@ -37,6 +39,23 @@ pub use store::{
 
 use common::settings::Settings as _;
 use common::{shutdown, telemetry};
+
+/// One maintenance round of the database `config` names, as of `now`, as the service runs them every
+/// `RETENTION_CHECK_SECS`: partitions made ahead, those past `RETENTION` dropped, the table converted to
+/// partitions the first time `RETENTION` is set. For tests, and for operators who want a round now.
+pub async fn maintenance_round(
+    config: &Config,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<MaintenanceRound> {
+    retention::Maintenance::new(
+        &config.database.database_url,
+        migrations::MigrationSettings::of(&config.database),
+        &config.retention,
+        std::sync::Arc::new(metrics::Metrics::new()),
+    )?
+    .round(now)
+    .await
+}
 
 /// The whole process: configuration from the environment, logging, and the service until SIGTERM;
 /// or, as `consumer declare-topology`, the setup step that declares the broker's topology and exits.

@@ -51,6 +51,14 @@ pub(crate) struct Metrics {
     pub feed_refused: IntCounter,
     /// Event streams closed because their reader took nothing for `FEED_SLOW_READER_SECS`.
     pub feed_slow_readers: IntCounter,
+    /// When a maintenance round (partitions ahead, retention) last finished, as a Unix time.
+    pub maintenance_last_success: IntGauge,
+    /// Maintenance rounds that failed.
+    pub maintenance_failures: IntCounter,
+    /// Partitions of `messages` (the default one aside).
+    pub message_partitions: IntGauge,
+    /// Partitions past `RETENTION` by more than an hour: what maintenance should have dropped.
+    pub expired_partitions: IntGauge,
     /// 1 when `/readyz` would answer 200, as of the last scrape.
     pub ready: IntGauge,
     /// Requests answered, and their latency.
@@ -156,6 +164,22 @@ impl Metrics {
                 "consumer_feed_slow_readers_total",
                 "Event streams closed because their reader took nothing for FEED_SLOW_READER_SECS",
             ),
+            maintenance_last_success: gauge(
+                "consumer_maintenance_last_success_timestamp_seconds",
+                "When this pod last finished a maintenance round (partitions ahead, RETENTION), as a Unix time",
+            ),
+            maintenance_failures: counter(
+                "consumer_maintenance_failures_total",
+                "Maintenance rounds that failed; the next one tries again",
+            ),
+            message_partitions: gauge(
+                "consumer_message_partitions",
+                "Partitions of the messages table, the default one aside, as of the last maintenance round",
+            ),
+            expired_partitions: gauge(
+                "consumer_expired_partitions",
+                "Partitions past RETENTION by more than an hour, as of the last maintenance round: maintenance is behind",
+            ),
             ready: gauge("consumer_ready", "1 when /readyz answers 200, as of the last scrape"),
             http: HttpMetrics::new("consumer"),
         };
@@ -170,6 +194,10 @@ impl Metrics {
                 Box::new(metrics.feed_followers.clone()),
                 Box::new(metrics.feed_refused.clone()),
                 Box::new(metrics.feed_slow_readers.clone()),
+                Box::new(metrics.maintenance_last_success.clone()),
+                Box::new(metrics.maintenance_failures.clone()),
+                Box::new(metrics.message_partitions.clone()),
+                Box::new(metrics.expired_partitions.clone()),
                 Box::new(metrics.batch_size.clone()),
                 Box::new(metrics.batch_seconds.clone()),
                 Box::new(metrics.broker_connected.clone()),

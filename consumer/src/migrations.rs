@@ -127,7 +127,13 @@ pub async fn apply(
     applied
 }
 
-async fn connect(database_url: &str, settings: &MigrationSettings) -> anyhow::Result<PgConnection> {
+/// A connection for schema work (migrations, and the partition maintenance of `retention`): the
+/// `statement_timeout` of `DB_MIGRATION_TIMEOUT_SECS`, no bound on lock waits until the caller sets one,
+/// and the pools' keepalives.
+pub(crate) async fn connect(
+    database_url: &str,
+    settings: &MigrationSettings,
+) -> anyhow::Result<PgConnection> {
     let options = PgConnectOptions::from_str(database_url)
         .context("DATABASE_URL is not a valid PostgreSQL URL")?
         .application_name("consumer-migrations")
@@ -289,7 +295,7 @@ async fn apply_one(
 /// when it fails (a lock it could not have, a lost connection). `IF NOT EXISTS` would take one for done,
 /// so it is removed first, and built again. Only the replica holding the migration lock builds indexes,
 /// so none of these is being built now.
-async fn drop_invalid_indexes(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+pub(crate) async fn drop_invalid_indexes(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
     let invalid: Vec<String> = sqlx::query_scalar(
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \

@@ -12,7 +12,9 @@ use crate::{
     database,
     ingest::{Ingest, Outlets},
     metrics::Metrics,
+    migrations::MigrationSettings,
     monitor::Board,
+    retention::Maintenance,
     routes,
     state::AppState,
     status::PeerStatus,
@@ -30,6 +32,7 @@ pub struct Application {
     shutdown_timeout: Duration,
     /// Cancelled at the shutdown signal, to end the feed's streams and long polls.
     feed_closing: CancellationToken,
+    maintenance: Maintenance,
 }
 
 impl Application {
@@ -52,6 +55,12 @@ impl Application {
         ));
         let board = Arc::new(Board::default());
         let feed = crate::feed::Feed::new(&config.feed, metrics.clone());
+        let maintenance = Maintenance::new(
+            &config.database.database_url,
+            MigrationSettings::of(&config.database),
+            &config.retention,
+            metrics.clone(),
+        )?;
         let feed_closing = feed.closing.clone();
         let broker = crate::broker::address(&config.broker)?;
         let ingest = Ingest::new(
@@ -89,6 +98,7 @@ impl Application {
             database: config.database.clone(),
             shutdown_timeout: config.http.shutdown_timeout(),
             feed_closing,
+            maintenance,
         })
     }
 
@@ -112,11 +122,14 @@ impl Application {
             let unusable = unusable.clone();
             let (ingest, store, status, database) =
                 (self.ingest, self.store.clone(), self.status, self.database);
+            let maintenance = self.maintenance;
             async move {
                 match database::prepare(&database, store.pool(), &cancel).await {
                     Ok(true) => {
                         status.set_database(true);
+                        let maintaining = tokio::spawn(maintenance.run(cancel.clone()));
                         ingest.run(cancel).await;
+                        maintaining.abort();
                     }
                     Ok(false) => {}
                     Err(error) => {

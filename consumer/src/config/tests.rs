@@ -68,3 +68,43 @@ fn the_prefetch_is_lowered_until_that_many_of_the_largest_payloads_fit() {
     };
     assert_eq!(tiny.effective_prefetch(), 1);
 }
+
+#[test]
+fn retention_is_off_or_whole_hours_or_days_and_anything_else_names_the_variable() {
+    let kept = |value: &str| {
+        Config::from_vars(pairs(&[("RETENTION", value)])).map(|c| c.retention.kept().unwrap())
+    };
+    assert_eq!(kept("off").unwrap(), None);
+    assert_eq!(kept("0").unwrap(), None);
+    assert_eq!(
+        kept("7d").unwrap(),
+        Some(std::time::Duration::from_secs(7 * 86_400))
+    );
+    assert_eq!(
+        kept("12h").unwrap(),
+        Some(std::time::Duration::from_secs(12 * 3600))
+    );
+    assert_eq!(
+        Config::from_vars(pairs(&[]))
+            .unwrap()
+            .retention
+            .kept()
+            .unwrap(),
+        None
+    );
+    for bad in [
+        "",
+        "7",
+        "1h",
+        "d",
+        "-1d",
+        "+7d",
+        "7w",
+        "1.5d",
+        "7 d",
+        "999999999999999999d",
+    ] {
+        let error = kept(bad).unwrap_err().to_string();
+        assert!(error.contains("RETENTION"), "{bad}: {error}");
+    }
+}

@@ -16,6 +16,41 @@ use serde_json::value::RawValue;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+/// Stores a batch in one statement, each id once:
+/// - a message without an `Idempotency-Key` is skipped when its row is there, by the table's key: its
+///   copies (redeliveries, republishing, replays) carry its first `received_at`, so they meet in one
+///   partition even when the table is partitioned by it;
+/// - a keyed message first claims its id in `message_keys` for this hour and the next. A retry of it has
+///   a new `received_at`, which a partitioned table's key does not catch, so it is stored only if it won
+///   both claims (no insert of that id is running or ran within the hour) and no row has its id. Two
+///   inserts running at once always share an hour, so the second waits for the first's claim and loses.
+///
+/// Within the batch the first copy of an id wins.
+const INSERT: &str = "\
+    WITH batch AS ( \
+        SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::inet[], \
+                             $6::smallint[], $7::timestamptz[], $8::text[]) \
+             WITH ORDINALITY \
+             AS batch(id, sender, ts, attributes, ip, priority, received_at, fingerprint, n) \
+    ), first AS ( \
+        SELECT DISTINCT ON (id) * FROM batch ORDER BY id, n \
+    ), claimed AS ( \
+        INSERT INTO message_keys (id, period) \
+        SELECT first.id, floor(extract(epoch FROM now()) / 3600)::bigint + step \
+        FROM first, generate_series(0, 1) AS step \
+        WHERE first.fingerprint IS NOT NULL \
+        ON CONFLICT DO NOTHING \
+        RETURNING id \
+    ) \
+    INSERT INTO messages \
+        (id, sender, ts, message_attributes, sent_from_ip, priority, received_at, fingerprint) \
+    SELECT id, sender, ts, attributes::json, ip, priority, received_at, fingerprint FROM first \
+    WHERE fingerprint IS NULL \
+       OR (id IN (SELECT id FROM claimed GROUP BY id HAVING count(*) = 2) \
+           AND NOT EXISTS (SELECT 1 FROM messages stored WHERE stored.id = first.id)) \
+    ON CONFLICT DO NOTHING \
+    RETURNING id";
+
 /// Columns in the order every read selects them.
 const COLUMNS: &str =
     "id, sender, ts, message_attributes, sent_from_ip, priority, received_at, stored_at";
@@ -219,8 +254,8 @@ impl MessageStore {
         &self.pool
     }
 
-    /// Inserts every message in one statement and one transaction on `connection`; ids already stored
-    /// are skipped, so a redelivered message is stored once. Returns how many rows were new, and which
+    /// Inserts every message in one statement and one transaction on `connection` ([`INSERT`]); ids
+    /// already stored are skipped, so a redelivered or retried message is stored once, partitions or not. Returns how many rows were new, and which
     /// messages (by index) carry a fingerprint that differs from the row already stored under their id:
     /// an `Idempotency-Key` reused for another message, which must not pass for a retry.
     #[tracing::instrument(name = "insert batch", skip_all, fields(count = messages.len()))]
@@ -248,26 +283,17 @@ impl MessageStore {
             received.push(queued.received_at);
             fingerprints.push(queued.fingerprint.as_deref());
         }
-        let inserted: Vec<Uuid> = sqlx::query_scalar(
-            "INSERT INTO messages \
-                 (id, sender, ts, message_attributes, sent_from_ip, priority, received_at, fingerprint) \
-             SELECT id, sender, ts, attributes::json, ip, priority, received_at, fingerprint \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::inet[], \
-                         $6::smallint[], $7::timestamptz[], $8::text[]) \
-                  AS batch(id, sender, ts, attributes, ip, priority, received_at, fingerprint) \
-             ON CONFLICT (id) DO NOTHING \
-             RETURNING id",
-        )
-        .bind(&ids)
-        .bind(&senders)
-        .bind(&timestamps)
-        .bind(&attributes)
-        .bind(&ips)
-        .bind(&priorities)
-        .bind(&received)
-        .bind(&fingerprints)
-        .fetch_all(&mut *connection)
-        .await?;
+        let inserted: Vec<Uuid> = sqlx::query_scalar(INSERT)
+            .bind(&ids)
+            .bind(&senders)
+            .bind(&timestamps)
+            .bind(&attributes)
+            .bind(&ips)
+            .bind(&priorities)
+            .bind(&received)
+            .bind(&fingerprints)
+            .fetch_all(&mut *connection)
+            .await?;
         let new = inserted.len() as u64;
         // Every keyed message is compared with the row that holds its id, new or not: a batch may hold
         // several copies of one id, of which only the first was inserted.

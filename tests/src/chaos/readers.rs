@@ -257,6 +257,9 @@ async fn newest_first(context: Context, name: &str, first: usize) -> Reading {
     while !context.done(distinct.len()) {
         let mut next = Some("/message?limit=1000".to_owned());
         let mut newest = mark;
+        // The mark moves only after a walk that reached it: one cut short by a fault would skip the rows
+        // between where it stopped and the old mark.
+        let mut reached = true;
         'pages: while let Some(target) = next.take() {
             let url = format!("{}{target}", context.consumers[consumer]);
             let answer = context
@@ -265,17 +268,18 @@ async fn newest_first(context: Context, name: &str, first: usize) -> Reading {
                 .timeout(Duration::from_secs(15))
                 .send()
                 .await;
-            let Ok(response) = answer else {
-                reading.failures += 1;
-                break;
+            let response = match answer {
+                Ok(response) if response.status() == 200 => response,
+                _ => {
+                    reading.failures += 1;
+                    reached = false;
+                    break;
+                }
             };
-            if response.status() != 200 {
-                reading.failures += 1;
-                break;
-            }
             next = next_link(&response);
             let Ok(messages) = response.json::<Vec<Value>>().await else {
                 reading.failures += 1;
+                reached = false;
                 break;
             };
             for message in &messages {
@@ -295,7 +299,9 @@ async fn newest_first(context: Context, name: &str, first: usize) -> Reading {
                 }
             }
         }
-        mark = newest;
+        if reached {
+            mark = newest;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     reading

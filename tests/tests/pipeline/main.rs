@@ -25,6 +25,7 @@ mod redelivery;
 mod refusals;
 mod replay;
 mod required_tokens;
+mod retention;
 mod round_trip;
 mod scaling;
 mod shard_changes;

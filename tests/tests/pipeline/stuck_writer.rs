@@ -33,7 +33,8 @@ async fn a_held_write_makes_the_consumer_unready_even_while_another_writer_finis
     eventually(Duration::from_secs(5), "the held insert to run", || async {
         let running: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND state = 'active' AND query LIKE 'INSERT INTO messages%'",
+             AND state = 'active' AND query LIKE '%INSERT INTO messages%' \
+             AND pid <> pg_backend_pid()",
         )
         .fetch_one(&stack.db)
         .await

@@ -3,6 +3,7 @@
 //! `previous_release` runs the landed release's binaries against these (on demand: scripts/upgrade-check).
 
 mod lock_figures;
+mod partitioning;
 mod previous_release;
 mod stall;
 
