@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use measure::{
     measure_ceilings, measure_consumer, measure_end_to_end, measure_publisher, CONSUMER_DRAIN,
-    CONSUMER_DRAIN_FOLLOWED, E2E_RATE, PUB_BATCH, PUB_SINGLE, RAW_PIPELINE, RAW_PIPELINE_FLOWING,
-    RAW_PUBLISH, RAW_PUBLISH_64,
+    CONSUMER_DRAIN_FOLLOWED, CONSUMER_DRAIN_KEYED, CONSUMER_DRAIN_PARTITIONED, E2E_RATE, PUB_BATCH,
+    PUB_SINGLE, RAW_PIPELINE, RAW_PIPELINE_FLOWING, RAW_PUBLISH, RAW_PUBLISH_64,
 };
 use table::{Plan, Table};
 
@@ -101,6 +101,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  drain followed by 8 feed streams / drain: {:>5.1} %",
         ratio(CONSUMER_DRAIN_FOLLOWED, CONSUMER_DRAIN)
+    );
+    println!(
+        "  drain partitioned / drain:             {:>5.1} %",
+        ratio(CONSUMER_DRAIN_PARTITIONED, CONSUMER_DRAIN)
+    );
+    println!(
+        "  drain partitioned and keyed / partitioned: {:>5.1} %",
+        ratio(CONSUMER_DRAIN_KEYED, CONSUMER_DRAIN_PARTITIONED)
     );
     println!(
         "  end to end / raw pipeline end to end:  {:>5.1} %",

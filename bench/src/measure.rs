@@ -24,6 +24,10 @@ pub const PUB_SINGLE: &str = "publisher /message/publish, 64 clients";
 pub const PUB_BATCH: &str = "publisher /message/publish/batch (100), 64 clients";
 pub const CONSUMER_DRAIN: &str = "consumer drain of a backlog";
 pub const CONSUMER_DRAIN_FOLLOWED: &str = "consumer drain of a backlog, 8 feed streams following";
+pub const CONSUMER_DRAIN_PARTITIONED: &str =
+    "consumer drain of a backlog, partitioned (RETENTION=7d)";
+pub const CONSUMER_DRAIN_KEYED: &str =
+    "consumer drain of a backlog, partitioned, every message keyed";
 pub const E2E_RATE: &str = "end to end (batches of 100), queue not growing";
 
 pub async fn measure_ceilings(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
@@ -141,30 +145,122 @@ pub async fn measure_publisher(plan: &Plan, table: &mut Table) -> anyhow::Result
 }
 
 pub async fn measure_consumer(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
-    let (rate, cpu, peak) = drain(plan, 0).await?;
-    table.record(CONSUMER_DRAIN, "msg/s", rate);
-    table.record("  consumer CPU per 10,000 messages", "s", cpu);
-    table.record("consumer peak RSS", "MiB", peak);
+    let plain = drain(plan, Drain::default()).await?;
+    table.record(CONSUMER_DRAIN, "msg/s", plain.rate);
+    table.record("  consumer CPU per 10,000 messages", "s", plain.cpu_per_10k);
+    table.record("consumer peak RSS", "MiB", plain.peak_rss_mib);
+    table.record(
+        "  bytes on disk per row (table and indexes)",
+        "B",
+        plain.bytes_per_row,
+    );
     // The same drain with event streams following the feed from the start: what followers cost ingestion.
-    let (rate, cpu, peak) = drain(plan, FEED_STREAMS).await?;
-    table.record(CONSUMER_DRAIN_FOLLOWED, "msg/s", rate);
-    table.record("  consumer CPU per 10,000 messages, followed", "s", cpu);
-    table.record("consumer peak RSS, followed", "MiB", peak);
+    let followed = drain(
+        plan,
+        Drain {
+            streams: FEED_STREAMS,
+            ..Drain::default()
+        },
+    )
+    .await?;
+    table.record(CONSUMER_DRAIN_FOLLOWED, "msg/s", followed.rate);
+    table.record(
+        "  consumer CPU per 10,000 messages, followed",
+        "s",
+        followed.cpu_per_10k,
+    );
+    table.record("consumer peak RSS, followed", "MiB", followed.peak_rss_mib);
+    // Into the partitioned table of RETENTION, unkeyed and then every message keyed (each claims its id).
+    let partitioned = drain(
+        plan,
+        Drain {
+            partitioned: true,
+            ..Drain::default()
+        },
+    )
+    .await?;
+    table.record(CONSUMER_DRAIN_PARTITIONED, "msg/s", partitioned.rate);
+    table.record(
+        "  consumer CPU per 10,000 messages, partitioned",
+        "s",
+        partitioned.cpu_per_10k,
+    );
+    table.record(
+        "  retention round dropping the drained rows",
+        "ms",
+        partitioned.drop_ms,
+    );
+    let keyed = drain(
+        plan,
+        Drain {
+            partitioned: true,
+            keyed: true,
+            ..Drain::default()
+        },
+    )
+    .await?;
+    table.record(CONSUMER_DRAIN_KEYED, "msg/s", keyed.rate);
+    table.record(
+        "  consumer CPU per 10,000 messages, partitioned and keyed",
+        "s",
+        keyed.cpu_per_10k,
+    );
     Ok(())
 }
 
 /// Event streams that follow the feed while it is measured.
 const FEED_STREAMS: usize = 8;
 
-/// Drains a backlog of `plan.backlog` messages with `streams` event streams following the feed; returns
-/// the rate, the consumer's CPU per 10,000 messages and its peak RSS.
-async fn drain(plan: &Plan, streams: usize) -> anyhow::Result<(f64, f64, f64)> {
+/// How a drain is set up.
+#[derive(Clone, Copy, Default)]
+struct Drain {
+    /// Event streams following the feed from the start.
+    streams: usize,
+    /// The table partitioned as `RETENTION=7d` makes it (before the drain).
+    partitioned: bool,
+    /// Every message with an `Idempotency-Key`'s fingerprint, as the publisher sends keyed ones.
+    keyed: bool,
+}
+
+/// What a drain measured.
+struct Drained {
+    rate: f64,
+    cpu_per_10k: f64,
+    peak_rss_mib: f64,
+    bytes_per_row: f64,
+    /// How long a maintenance round a week later took to drop every drained row (partitioned only).
+    drop_ms: f64,
+}
+
+/// The consumer's settings for `scratch`, with `RETENTION=7d`.
+fn retained(scratch: &Scratch) -> anyhow::Result<consumer::Config> {
+    use common::settings::Settings as _;
+    consumer::Config::from_vars([
+        ("DATABASE_URL".to_owned(), scratch.database_url()),
+        ("RETENTION".to_owned(), "7d".to_owned()),
+    ])
+}
+
+/// Drains a backlog of `plan.backlog` messages as `case` says.
+async fn drain(plan: &Plan, case: Drain) -> anyhow::Result<Drained> {
     let scratch = Scratch::new().await?;
     let pool = scratch.migrated_pool(1).await?;
-    let payloads = ceilings::payloads(plan.backlog);
+    let mut env = Vec::new();
+    if case.partitioned {
+        consumer::maintenance_round(&retained(&scratch)?, chrono::Utc::now()).await?;
+        env.push(("RETENTION", "7d".to_owned()));
+    }
+    let mut messages = ceilings::messages(plan.backlog);
+    if case.keyed {
+        for message in &mut messages {
+            message.fingerprint = Some(common::model::fingerprint(&message.message));
+        }
+    }
+    let payloads: Vec<Vec<u8>> = messages.iter().map(|m| m.to_payload()).collect();
     ceilings::publish(&scratch, &payloads, ceilings::WIDE_WINDOW).await?;
-    let consumer = Service::start("consumer", &scratch).await?;
-    let followers = (streams > 0).then(|| feed::Followers::start(&consumer.address, streams, None));
+    let consumer = Service::start_with("consumer", &scratch, &env).await?;
+    let followers =
+        (case.streams > 0).then(|| feed::Followers::start(&consumer.address, case.streams, None));
     // Timed from readiness, so that start-up (connections, migrations) does not count as draining. Progress
     // is read from the consumer's own counter: counting rows would load the database being measured.
     let started = Instant::now();
@@ -174,20 +270,44 @@ async fn drain(plan: &Plan, streams: usize) -> anyhow::Result<(f64, f64, f64)> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let rate = (plan.backlog - at_start) as f64 / started.elapsed().as_secs_f64();
-    let cpu = services::per_10k(consumer.cpu_seconds() - cpu_before, plan.backlog);
+    let cpu_per_10k = services::per_10k(consumer.cpu_seconds() - cpu_before, plan.backlog);
     anyhow::ensure!(
         count_rows(&pool).await? == plan.backlog,
         "the consumer's counter and the table disagree"
     );
     if let Some(followers) = followers {
-        followers.wait_for(streams * plan.backlog).await?;
+        followers.wait_for(case.streams * plan.backlog).await?;
         followers.stop().await?;
     }
-    let peak = consumer.peak_rss_mib();
+    let peak_rss_mib = consumer.peak_rss_mib();
     drop(consumer);
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
+         WHERE c.oid = 'messages'::regclass \
+            OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'messages'::regclass)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let mut drop_ms = 0.0;
+    if case.partitioned {
+        let later = chrono::Utc::now() + chrono::Duration::days(9);
+        let started = Instant::now();
+        consumer::maintenance_round(&retained(&scratch)?, later).await?;
+        drop_ms = started.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(
+            count_rows(&pool).await? == 0,
+            "a retention round a week later left rows"
+        );
+    }
     pool.close().await;
     scratch.remove().await?;
-    Ok((rate, cpu, peak))
+    Ok(Drained {
+        rate,
+        cpu_per_10k,
+        peak_rss_mib,
+        bytes_per_row: bytes as f64 / plan.backlog as f64,
+        drop_ms,
+    })
 }
 
 pub async fn measure_end_to_end(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {

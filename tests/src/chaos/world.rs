@@ -81,6 +81,9 @@ impl World {
                 ("QUEUE_SHARDS".to_owned(), "4".to_owned()),
             ];
             let db_relay = if role == "consumer" {
+                // The partitioned table of RETENTION (hourly partitions at 24h), so that keyed retries
+                // and the feed are proven on it; the soak is far shorter than the retention.
+                env.push(("RETENTION".to_owned(), "24h".to_owned()));
                 let listen = SocketAddr::from((netns.host_ip, DATABASE_RELAY_PORT));
                 env.push((
                     "DATABASE_URL".to_owned(),

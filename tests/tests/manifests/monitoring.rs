@@ -102,7 +102,7 @@ fn minutes(duration: &str) -> f64 {
 /// quiet while its condition is young, firing, and quiet again after.
 #[test]
 #[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
-fn the_production_overlay_carries_the_seven_alerts_each_tested_firing_and_clearing() {
+fn the_production_overlay_carries_the_eight_alerts_each_tested_firing_and_clearing() {
     let objects = render("kube/overlays/production");
     let rules = named(&objects, "PrometheusRule", "message-queue").expect("the PrometheusRule");
     let alerts: Vec<&Value> = rules["spec"]["groups"]
@@ -125,6 +125,7 @@ fn the_production_overlay_carries_the_seven_alerts_each_tested_firing_and_cleari
             "MessageDeadLettersRefused",
             "MessagePublisherConfirmsSlow",
             "MessageQueueWithoutConsumers",
+            "MessageRetentionBehind",
             "MessageServiceHttpErrors",
             "MessageServiceNotReady",
         ]
