@@ -130,7 +130,7 @@ impl Maintenance {
         ))
         .execute(&mut *connection)
         .await?;
-        partitions::keep_key_hours(connection, now, KEY_HOURS_AHEAD).await?;
+        partitions::keep_key_hours(connection, KEY_HOURS_AHEAD).await?;
         let width = Width::for_retention(self.kept);
         if self.kept.is_some() {
             round.converted = convert::partition(connection, now, width).await?;
