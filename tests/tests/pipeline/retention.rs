@@ -241,3 +241,50 @@ async fn partitions_are_made_ahead_dropped_whole_past_retention_and_read_through
     .unwrap();
     assert_eq!(rows, expected, "a partition was dropped only in part");
 }
+
+/// Twenty inserts of the same ten keyed messages at once, each copy with a `received_at` in another
+/// partition, every insert held at its start so that all of them look for an older copy before any
+/// commits: each message is still stored once (without the claims, every insert finds none and stores
+/// its copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_of_a_keyed_message_into_different_partitions_store_it_once() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let mut config = stack.consumer_config.clone();
+    config.retention.retention = "12h".into();
+    round(&config, Utc::now()).await;
+    for statement in [
+        "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$",
+        "CREATE TRIGGER hold BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION hold()",
+    ] {
+        sqlx::query(statement).execute(&stack.db).await.unwrap();
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&stack.database_url)
+        .await
+        .unwrap();
+    let store = consumer::MessageStore::new(pool, Duration::from_secs(60));
+    let ids: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
+    let now = Utc::now();
+
+    // Act
+    let inserts = (0..20).map(|copy| {
+        let store = store.clone();
+        let batch: Vec<QueuedMessage> = ids
+            .iter()
+            .flat_map(|id| keyed_copies(*id, &[now + TimeDelta::hours(copy - 10)]))
+            .collect();
+        tokio::spawn(async move { store.insert(&batch).await.unwrap().new })
+    });
+    let stored: u64 = futures::future::join_all(inserts)
+        .await
+        .into_iter()
+        .map(|inserted| inserted.unwrap())
+        .sum();
+
+    // Assert
+    assert_eq!(stack.rows_for(&ids).await, (10, 10));
+    assert_eq!(stored, 10);
+}
