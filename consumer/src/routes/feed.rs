@@ -164,12 +164,7 @@ fn next_url(
     if !wait.is_zero() {
         pairs.push(("wait", wait.as_secs().to_string()));
     }
-    let pairs = serde_urlencoded::to_string(pairs).expect("strings always encode");
-    format!(
-        "{}{}?{pairs}",
-        public_base_url.unwrap_or("").trim_end_matches('/'),
-        request.path()
-    )
+    super::link_target(request, public_base_url, &pairs)
 }
 
 #[cfg(test)]

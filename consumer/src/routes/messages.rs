@@ -158,12 +158,7 @@ fn next_url(
         query.push(("sender", sender.to_owned()));
     }
     query.push(("before", last.id.to_string()));
-    let query = serde_urlencoded::to_string(query).expect("strings always encode");
-    format!(
-        "{}{}?{query}",
-        public_base_url.unwrap_or("").trim_end_matches('/'),
-        request.path()
-    )
+    super::link_target(request, public_base_url, &query)
 }
 
 #[cfg(test)]

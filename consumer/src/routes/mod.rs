@@ -32,6 +32,22 @@ pub(crate) const API: Api = Api {
     probes: || [get().to(health::readyz), get().to(health::metrics)],
 };
 
+/// The target of a `Link` to this route with `query`: under `PUBLIC_BASE_URL` when it is set, else the
+/// path alone (a relative reference, which clients resolve against the URL they asked). Never built from
+/// `Host`, `X-Forwarded-Host` or `Forwarded`, which any client can set.
+pub(crate) fn link_target(
+    request: &actix_web::HttpRequest,
+    public_base_url: Option<&str>,
+    query: &[(&str, String)],
+) -> String {
+    let query = serde_urlencoded::to_string(query).expect("strings always encode");
+    format!(
+        "{}{}?{query}",
+        public_base_url.unwrap_or("").trim_end_matches('/'),
+        request.path()
+    )
+}
+
 /// The integer query parameter `name` as sent (`raw`), `default` when absent, refused with a problem
 /// that names the parameter and its range when it is not an integer within `range` (both ends in).
 pub(crate) fn bounded(
