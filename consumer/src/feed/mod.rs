@@ -93,18 +93,12 @@ impl Follower {
     /// `closing`, whichever comes first; never sooner than [`MIN_LOOK`] after the last look.
     pub(crate) async fn wait(&mut self, deadline: Instant, closing: &CancellationToken) -> Wake {
         let poll_at = (self.last_look + self.poll).min(deadline);
-        let woken = tokio::select! {
+        tokio::select! {
             biased;
             () = closing.cancelled() => return Wake::Closing,
-            changed = self.commits.changed() => changed.is_ok(),
-            () = tokio::time::sleep_until(poll_at) => true,
-        };
-        if !woken {
-            // The store is gone: only the poll and the deadline are left.
-            tokio::select! {
-                () = closing.cancelled() => return Wake::Closing,
-                () = tokio::time::sleep_until(poll_at) => {}
-            }
+            // Were the store gone (an error), the poll alone would be left.
+            Ok(()) = self.commits.changed() => {}
+            () = tokio::time::sleep_until(poll_at) => {}
         }
         let earliest = (self.last_look + MIN_LOOK).min(deadline);
         tokio::select! {

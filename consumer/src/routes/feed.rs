@@ -131,29 +131,22 @@ pub(crate) async fn feed(
     query.after = page.next;
     let messages: Vec<_> = page.messages.into_iter().map(|(_, m)| m).collect();
     Ok(HttpResponse::Ok()
-        .insert_header((
-            header::LINK,
-            format!(
-                "<{}>; rel=\"next\"",
-                next_url(
-                    &request,
-                    state.reads.public_base_url.as_deref(),
-                    &query,
-                    wait
-                )
-            ),
+        .insert_header(next_link(
+            &request,
+            state.reads.public_base_url.as_deref(),
+            &query,
+            wait,
         ))
         .json(messages))
 }
 
-/// The URL that continues after `query.after` with the same filters and wait, built as `GET /message`
-/// builds its links: from `PUBLIC_BASE_URL` or the path alone, never from what a client sent.
-fn next_url(
+/// The `next` link that continues after `query.after` with the same filters and wait.
+fn next_link(
     request: &HttpRequest,
     public_base_url: Option<&str>,
     query: &FeedRequest,
     wait: Duration,
-) -> String {
+) -> (header::HeaderName, String) {
     let mut pairs = vec![
         ("after", query.after.to_string()),
         ("limit", query.limit.to_string()),
@@ -164,7 +157,7 @@ fn next_url(
     if !wait.is_zero() {
         pairs.push(("wait", wait.as_secs().to_string()));
     }
-    super::link_target(request, public_base_url, &pairs)
+    super::next_link(request, public_base_url, &pairs)
 }
 
 #[cfg(test)]

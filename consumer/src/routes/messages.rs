@@ -82,18 +82,12 @@ pub(crate) async fn list(
     let mut response = HttpResponse::Ok();
     if more {
         let last = messages.last().expect("a page holds at least one row");
-        response.insert_header((
-            header::LINK,
-            format!(
-                "<{}>; rel=\"next\"",
-                next_url(
-                    &request,
-                    state.reads.public_base_url.as_deref(),
-                    limit,
-                    sender.as_deref(),
-                    last,
-                )
-            ),
+        response.insert_header(next_link(
+            &request,
+            state.reads.public_base_url.as_deref(),
+            limit,
+            sender.as_deref(),
+            last,
         ));
     }
     Ok(response.json(messages))
@@ -143,22 +137,20 @@ fn parse_id(name: &str, raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-/// The URL of the page after `last`, keeping the request's filters: `PUBLIC_BASE_URL` and the path when
-/// it is configured, else the path alone (a relative reference, which clients resolve against the URL
-/// they asked). Never built from `Host`, `X-Forwarded-Host` or `Forwarded`, which any client can set.
-fn next_url(
+/// The `next` link to the page after `last`, keeping the request's filters.
+fn next_link(
     request: &HttpRequest,
     public_base_url: Option<&str>,
     limit: u32,
     sender: Option<&str>,
     last: &StoredMessage,
-) -> String {
+) -> (header::HeaderName, String) {
     let mut query = vec![("limit", limit.to_string())];
     if let Some(sender) = sender {
         query.push(("sender", sender.to_owned()));
     }
     query.push(("before", last.id.to_string()));
-    super::link_target(request, public_base_url, &query)
+    super::next_link(request, public_base_url, &query)
 }
 
 #[cfg(test)]

@@ -32,19 +32,22 @@ pub(crate) const API: Api = Api {
     probes: || [get().to(health::readyz), get().to(health::metrics)],
 };
 
-/// The target of a `Link` to this route with `query`: under `PUBLIC_BASE_URL` when it is set, else the
-/// path alone (a relative reference, which clients resolve against the URL they asked). Never built from
-/// `Host`, `X-Forwarded-Host` or `Forwarded`, which any client can set.
-pub(crate) fn link_target(
+/// The `Link: <…>; rel="next"` header to this route with `query`: under `PUBLIC_BASE_URL` when it is
+/// set, else the path alone (a relative reference, which clients resolve against the URL they asked).
+/// Never built from `Host`, `X-Forwarded-Host` or `Forwarded`, which any client can set.
+pub(crate) fn next_link(
     request: &actix_web::HttpRequest,
     public_base_url: Option<&str>,
     query: &[(&str, String)],
-) -> String {
+) -> (actix_web::http::header::HeaderName, String) {
     let query = serde_urlencoded::to_string(query).expect("strings always encode");
-    format!(
-        "{}{}?{query}",
-        public_base_url.unwrap_or("").trim_end_matches('/'),
-        request.path()
+    (
+        actix_web::http::header::LINK,
+        format!(
+            "<{}{}?{query}>; rel=\"next\"",
+            public_base_url.unwrap_or("").trim_end_matches('/'),
+            request.path()
+        ),
     )
 }
 
