@@ -74,6 +74,19 @@ macro_rules! settings {
 const CHOICES: &[(&str, &[&str])] = &[
     ("QUEUE_TYPE", &["quorum", "classic"]),
     ("LOG_FORMAT", &["pretty", "json"]),
+    // Of OpenTelemetry's protocols, only the one both services export with: no gRPC stack is built in.
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", &["http/protobuf"]),
+    (
+        "OTEL_TRACES_SAMPLER",
+        &[
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ],
+    ),
 ];
 
 impl Vars {

@@ -61,7 +61,7 @@ pub async fn maintenance_round(
 /// or, as `consumer declare-topology`, the setup step that declares the broker's topology and exits.
 pub async fn run() -> anyhow::Result<()> {
     let config = config::Config::from_env()?;
-    telemetry::init(&config.telemetry);
+    let _telemetry = telemetry::init(&config.telemetry, "consumer")?;
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("declare-topology") => return setup::declare_topology(&config).await,

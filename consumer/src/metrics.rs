@@ -213,6 +213,10 @@ impl Metrics {
             ],
         );
         common::web::metrics::register(&metrics.registry, metrics.http.collectors());
+        common::web::metrics::register(
+            &metrics.registry,
+            vec![Box::new(common::telemetry::SpanMetrics::new("consumer"))],
+        );
         metrics
     }
 

@@ -13,13 +13,14 @@ use common::{
     amqp::{BrokerAddress, Confirmed, Topology},
     backoff::Backoff,
     model::{TraceContext, TRACEPARENT},
-    QueuedMessage,
+    telemetry, QueuedMessage,
 };
 use futures::future::join_all;
 use lapin::{
     types::{AMQPValue, FieldTable},
     BasicProperties,
 };
+use tracing::Instrument;
 
 use crate::{
     body::InflightPermit,
@@ -148,17 +149,21 @@ impl Broker {
     /// the request fail, as [`PublishFailure::InDoubt`] listing the ids. A request that finds no link at
     /// all fails at once, since nothing of it was sent. Every failure is counted in
     /// `publisher_broker_errors_total` under its kind.
-    #[tracing::instrument(name = "publish", skip_all, fields(count = messages.len()))]
+    ///
+    /// The messages carry this span's context on (or `trace` without an export), so their storing
+    /// continues the trace.
+    #[tracing::instrument(name = "publish", skip_all, fields(count = messages.len(), otel.kind = "producer"))]
     pub(crate) async fn publish(
         &self,
         messages: &[QueuedMessage],
         trace: &TraceContext,
         reserved: InflightPermit,
     ) -> Result<(), PublishFailure> {
+        let carried = telemetry::context_of(&tracing::Span::current()).unwrap_or(*trace);
         let mut headers = FieldTable::default();
         headers.insert(
             TRACEPARENT.into(),
-            AMQPValue::LongString(trace.to_string().into()),
+            AMQPValue::LongString(carried.to_string().into()),
         );
         let result = self
             .publish_until_confirmed(messages, &headers, &Arc::new(reserved))
@@ -277,35 +282,41 @@ impl Broker {
         headers: &FieldTable,
         reserved: &Arc<InflightPermit>,
     ) -> Vec<Result<(), PublishFailure>> {
-        let confirms = messages.iter().map(|message| {
+        let sends = messages.iter().map(|message| {
             let channel = link.channel().clone();
             let exchange = self.topology.exchange().to_owned();
             let routing_key = self.topology.queue().to_owned();
             let payload = message.to_payload();
             let properties = properties(message, headers);
             let reserved = Arc::clone(reserved);
-            let sent = tokio::spawn(async move {
+            tokio::spawn(async move {
                 let sent = channel
                     .send(&exchange, &routing_key, &payload, properties)
                     .await;
                 drop(reserved);
                 sent
-            });
-            async move {
-                let confirm = sent
-                    .await
-                    .map_err(|_| PublishFailure::Unconfirmed)?
-                    .map_err(PublishFailure::Amqp)?;
-                match Confirmed::from(confirm.await.map_err(PublishFailure::Amqp)?) {
-                    Confirmed::Acked => Ok(()),
-                    Confirmed::Returned => Err(PublishFailure::Unroutable),
-                    Confirmed::Nacked => Err(PublishFailure::Refused),
-                    Confirmed::NotRequested => Err(PublishFailure::Unconfirmed),
-                }
+            })
+        });
+        // The sends run on their own; waiting for all of them before the first confirm delays none,
+        // and shows the time to write apart from the time the broker takes to confirm.
+        let sent = join_all(sends)
+            .instrument(tracing::info_span!("send"))
+            .await;
+        let confirms = sent.into_iter().map(|sent| async move {
+            let confirm = sent
+                .map_err(|_| PublishFailure::Unconfirmed)?
+                .map_err(PublishFailure::Amqp)?;
+            match Confirmed::from(confirm.await.map_err(PublishFailure::Amqp)?) {
+                Confirmed::Acked => Ok(()),
+                Confirmed::Returned => Err(PublishFailure::Unroutable),
+                Confirmed::Nacked => Err(PublishFailure::Refused),
+                Confirmed::NotRequested => Err(PublishFailure::Unconfirmed),
             }
         });
         // Every confirm is awaited, not just up to the first failure, so each message's fate is known.
-        join_all(confirms).await
+        join_all(confirms)
+            .instrument(tracing::info_span!("confirm"))
+            .await
     }
 }
 

@@ -26,7 +26,7 @@ use common::{shutdown, telemetry};
 /// The whole process: configuration from the environment, logging, and the service until SIGTERM.
 pub async fn run() -> anyhow::Result<()> {
     let config = config::Config::from_env()?;
-    telemetry::init(&config.telemetry);
+    let _telemetry = telemetry::init(&config.telemetry, "publisher")?;
     let app = startup::Application::build(&config)?;
     common::amqp::warn_about_plaintext_amqp(&config.broker.amqp_url);
     tracing::info!(port = app.port(), queue = %config.broker.queue_name, "publisher listening");

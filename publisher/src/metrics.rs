@@ -111,6 +111,10 @@ impl Metrics {
             ],
         );
         common::web::metrics::register(&registry, http.collectors());
+        common::web::metrics::register(
+            &registry,
+            vec![Box::new(common::telemetry::SpanMetrics::new("publisher"))],
+        );
         Self {
             registry,
             messages_accepted,

@@ -3,7 +3,7 @@
 //!
 //! The publisher takes the request's `traceparent`, or starts a trace when there is none or it does not
 //! parse, and puts its own span's `traceparent` in the message's AMQP headers; the consumer reads it
-//! back. Only the ids travel: spans are not exported to a collector.
+//! back. When traces are exported (`crate::telemetry`), the ids are those of the exported spans.
 
 use std::fmt;
 
@@ -83,6 +83,20 @@ impl TraceContext {
             }
             _ => None,
         }
+    }
+
+    /// The context of a span known by its ids, as an exporter's span context gives them.
+    pub fn from_ids(trace_id: u128, span_id: u64, sampled: bool) -> Option<Self> {
+        (trace_id != 0 && span_id != 0).then_some(Self {
+            trace_id,
+            span_id,
+            flags: u8::from(sampled),
+        })
+    }
+
+    /// The trace id, the span id and whether the trace is sampled.
+    pub fn ids(&self) -> (u128, u64, bool) {
+        (self.trace_id, self.span_id, self.flags & 1 == 1)
     }
 
     /// The trace id as the 32 hex digits that log lines carry.

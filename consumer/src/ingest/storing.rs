@@ -5,9 +5,11 @@
 use common::{
     backoff::retry,
     model::{QueuedMessage, TraceContext},
+    telemetry,
 };
 use lapin::{message::Delivery, options::BasicAckOptions, types::DeliveryTag, Acker};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use std::sync::Arc;
 
@@ -56,6 +58,32 @@ fn message_span(delivery: &Delivery, message: &QueuedMessage) -> tracing::Span {
     )
 }
 
+/// While traces are exported: the span of each message's delivery, child of the span that published
+/// it, and the span of the batch that stores them, linked to each. The delivery spans end when they
+/// are dropped, once the batch is stored. Without an export, a plain span and nothing to end.
+fn trace_batch(
+    deliveries: &[Delivery],
+    messages: &[QueuedMessage],
+) -> (tracing::Span, Vec<tracing::Span>) {
+    let batch = tracing::info_span!("store batch", count = messages.len());
+    if !telemetry::exporting() {
+        return (batch, Vec::new());
+    }
+    let delivered = deliveries
+        .iter()
+        .zip(messages)
+        .filter_map(|(delivery, message)| {
+            let published = TraceContext::from_headers(delivery.properties.headers().as_ref())?;
+            let span = tracing::info_span!("deliver", otel.kind = "consumer", id = %message.id);
+            telemetry::continue_trace(&span, &published);
+            let delivered = telemetry::context_of(&span)?;
+            telemetry::link_to(&batch, &delivered);
+            Some(span)
+        })
+        .collect();
+    (batch, delivered)
+}
+
 impl Writer {
     /// Decodes and stores one batch, dead-lettering what can never be stored. Batches of one queue may be
     /// written concurrently; each is then settled with [`Writer::settle`] in delivery order.
@@ -99,7 +127,11 @@ impl Writer {
                 unanswered,
             });
         }
-        let refused = self.store_with_retry(&messages, cancel).await?;
+        let (batch_span, _delivered) = trace_batch(&deliveries, &messages);
+        let refused = self
+            .store_with_retry(&messages, cancel)
+            .instrument(batch_span)
+            .await?;
         for (index, reason) in &refused {
             message_span(&deliveries[*index], &messages[*index])
                 .in_scope(|| tracing::warn!(%reason, "dead-lettering"));

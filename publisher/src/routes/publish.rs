@@ -5,9 +5,11 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
 use common::{
     model::{fingerprint, Message, QueuedMessage, TraceContext, TRACEPARENT},
+    telemetry,
     web::Identity,
 };
 use serde_json::json;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -25,23 +27,33 @@ type Reply = Result<HttpResponse, PublishError>;
 type State = web::Data<AppState>;
 
 /// Accepts one message.
-#[tracing::instrument(name = "publish one", skip_all, fields(trace_id = tracing::field::Empty))]
 pub(crate) async fn publish_one(
     request: HttpRequest,
     payload: web::Payload,
     state: State,
 ) -> Reply {
-    accept(request, payload, state, Shape::One).await
+    let span = tracing::info_span!(
+        "publish one",
+        otel.name = "POST /message/publish",
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+    );
+    accept(request, payload, state, Shape::One, span).await
 }
 
 /// Accepts a batch of messages, all or none.
-#[tracing::instrument(name = "publish batch", skip_all, fields(trace_id = tracing::field::Empty))]
 pub(crate) async fn publish_batch(
     request: HttpRequest,
     payload: web::Payload,
     state: State,
 ) -> Reply {
-    accept(request, payload, state, Shape::Batch).await
+    let span = tracing::info_span!(
+        "publish batch",
+        otel.name = "POST /message/publish/batch",
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+    );
+    accept(request, payload, state, Shape::Batch, span).await
 }
 
 /// Whether a request carries one message or a batch: all that differs between the two routes.
@@ -54,8 +66,15 @@ enum Shape {
 /// Both routes: the body read within its limit, its messages validated and stamped, published, and
 /// answered once the broker has confirmed every one. The body's reservation lives until the messages
 /// are written to the broker: the messages built from it, and then their frames, take as much memory.
-async fn accept(request: HttpRequest, payload: web::Payload, state: State, shape: Shape) -> Reply {
-    let trace = trace_of(&request);
+/// Everything runs in the request's `span`, which continues the caller's trace.
+async fn accept(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: State,
+    shape: Shape,
+    span: tracing::Span,
+) -> Reply {
+    let trace = trace_of(&request, &span);
     let limits = &state.body;
     let outcome = async {
         let limit = match shape {
@@ -86,8 +105,9 @@ async fn accept(request: HttpRequest, payload: web::Payload, state: State, shape
         tracing::debug!(id = %queued[0].id, count = queued.len(), "accepted");
         Ok(queued.iter().map(|q| q.id).collect::<Vec<Uuid>>())
     }
+    .instrument(span.clone())
     .await;
-    respond(&state, outcome, shape)
+    span.in_scope(|| respond(&state, outcome, shape))
 }
 
 /// A request body read whole within its limit, with what the request's headers say of it.
@@ -121,14 +141,20 @@ async fn receive(
 }
 
 /// The publisher's span of the request's trace (a new trace when the request carries no valid
-/// `traceparent`), recorded in the request's span so every log line of it carries the trace id.
-fn trace_of(request: &HttpRequest) -> TraceContext {
-    let header = request
+/// `traceparent`), recorded in the request's span so every log line of it carries the trace id. When
+/// traces are exported, it is the exported span of the request, child of the caller's.
+fn trace_of(request: &HttpRequest, span: &tracing::Span) -> TraceContext {
+    let caller = request
         .headers()
         .get(TRACEPARENT)
-        .and_then(|value| value.to_str().ok());
-    let trace = TraceContext::continue_or_start(header).child();
-    tracing::Span::current().record("trace_id", trace.trace_id());
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceContext::parse);
+    if let Some(caller) = &caller {
+        telemetry::continue_trace(span, caller);
+    }
+    let trace = telemetry::context_of(span)
+        .unwrap_or_else(|| caller.unwrap_or_else(TraceContext::start).child());
+    span.record("trace_id", trace.trace_id());
     trace
 }
 

@@ -179,3 +179,30 @@ fn the_production_overlay_carries_the_eight_alerts_each_tested_firing_and_cleari
         assert!(quiet(false), "no test shows {name} clearing");
     }
 }
+
+/// Grafana's dashboard sidecar (kube-prometheus-stack) finds the dashboard in the production overlay by
+/// its label, under a name that stays the same from release to release, and what it loads is the file
+/// one imports by hand: the ConfigMap is generated from it, not a second copy.
+#[test]
+#[ignore = "renders kube/ with kubectl; run by scripts/check-manifests"]
+fn the_production_overlay_ships_the_grafana_dashboard_file_as_a_labelled_config_map() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kube/monitoring/dashboards/message-queue.json");
+    let file = std::fs::read_to_string(path).expect("the dashboard file");
+    for overlay in ["kube/overlays/production", "kube/overlays/keda"] {
+        let objects = render(overlay);
+        let map = named(&objects, "ConfigMap", "message-queue-dashboard")
+            .unwrap_or_else(|| panic!("{overlay} has no dashboard ConfigMap"));
+        assert_eq!(
+            map["metadata"]["labels"]["grafana_dashboard"], "1",
+            "{overlay}"
+        );
+        assert_eq!(
+            map["data"]["message-queue.json"].as_str(),
+            Some(file.as_str()),
+            "{overlay}: the ConfigMap differs from the file"
+        );
+    }
+    let minikube = render("kube");
+    assert!(named(&minikube, "ConfigMap", "message-queue-dashboard").is_none());
+}

@@ -3,7 +3,10 @@
 //! as processes of their own, with a database and queues of its own.
 
 mod browser;
+mod dashboard;
 mod monitor;
+mod monitor_charts;
+mod otlp;
 mod prometheus;
 mod reads;
 mod secrets;

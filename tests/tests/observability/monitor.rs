@@ -150,7 +150,8 @@ async fn the_monitor_shows_what_the_database_holds_updates_live_and_escapes_send
         .await
         .expect("cleared");
 
-    // A screenshot for docs/operations.md (docs/monitor.png), under target/, once every sender is listed again.
+    // A screenshot under target/, once every sender is listed again (docs/monitor.png is taken under
+    // load by monitor_charts.rs).
     eventually(
         Duration::from_secs(15),
         "every sender listed again",

@@ -3,6 +3,7 @@
 
 use std::{
     io::Write,
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -50,32 +51,35 @@ async fn both_services_metrics_pass_promtool_check_metrics() {
     }
 }
 
-/// A Prometheus server of the test's own, removed with its data when dropped.
-struct PrometheusServer {
+/// A Prometheus server of the test's own, removed with its data when dropped. Each target is labelled
+/// as the Prometheus Operator labels a pod it scrapes through the ServiceMonitor: `job` the Service's
+/// name, and `namespace`, `service`, `pod` and `endpoint`.
+pub(crate) struct PrometheusServer {
     child: Child,
-    data: std::path::PathBuf,
+    data: PathBuf,
     url: String,
 }
 
 impl PrometheusServer {
-    /// Scrapes each `(job, base URL)` every second.
-    fn start(targets: &[(&str, &str)]) -> Self {
+    /// Scrapes each `(Service name, base URL)` every second.
+    pub(crate) fn start(targets: &[(&str, &str)]) -> Self {
         let data = std::env::temp_dir().join(format!("prometheus-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&data).expect("data directory");
-        let jobs: Vec<String> = targets
+        let jobs: String = targets
             .iter()
-            .map(|(job, url)| {
+            .map(|(service, url)| {
                 let host = url.trim_start_matches("http://");
-                format!("  - job_name: {job}\n    static_configs:\n      - targets: ['{host}']\n")
+                format!(
+                    "  - job_name: {service}\n    static_configs:\n      - targets: ['{host}']\n        \
+                     labels: {{namespace: {}, service: {service}, pod: {service}-0, endpoint: http}}\n",
+                    crate::dashboard::NAMESPACE
+                )
             })
             .collect();
         let config = data.join("prometheus.yml");
         std::fs::write(
             &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{}",
-                jobs.concat()
-            ),
+            format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}"),
         )
         .expect("configuration written");
         let (child, port) = spawn_on_free_port("prometheus", |port| {
@@ -117,6 +121,55 @@ impl PrometheusServer {
             },
         )
         .await
+    }
+
+    /// The series of an instant query, or Prometheus's error.
+    pub(crate) async fn query(
+        &self,
+        http: &reqwest::Client,
+        expr: &str,
+    ) -> Result<Vec<Value>, String> {
+        let answer: Value = http
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .map_err(|error| error.to_string())?
+            .json()
+            .await
+            .map_err(|error| error.to_string())?;
+        if answer["status"] != "success" {
+            return Err(format!("{}: {}", answer["errorType"], answer["error"]));
+        }
+        Ok(answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The values of `namespace` on the series `selector` selects, as Grafana's `label_values` asks.
+    pub(crate) async fn label_values(&self, http: &reqwest::Client, selector: &str) -> Vec<String> {
+        let answer: Value = http
+            .get(format!("{}/api/v1/label/namespace/values", self.url))
+            .query(&[("match[]", selector)])
+            .send()
+            .await
+            .expect("prometheus reachable")
+            .json()
+            .await
+            .expect("a JSON answer");
+        serde_json::from_value(answer["data"].clone()).expect("label values")
+    }
+
+    /// Waits until each of `conditions` (queries) returns a series.
+    pub(crate) async fn wait_until(&self, http: &reqwest::Client, conditions: &[String]) {
+        for condition in conditions {
+            eventually(Duration::from_secs(30), condition, || async {
+                let result = self.query(http, condition).await.ok()?;
+                (!result.is_empty()).then_some(())
+            })
+            .await;
+        }
     }
 }
 

@@ -57,24 +57,33 @@ impl Services {
     /// Both services with debug logs, the consumer with `consumer_env` on top of its defaults, both
     /// ready.
     pub async fn start(consumer_env: &[(&str, &str)]) -> Self {
+        Self::start_with(&[], consumer_env).await
+    }
+
+    /// As [`Services::start`], with `both_env` given to both services.
+    pub async fn start_with(both_env: &[(&str, &str)], consumer_env: &[(&str, &str)]) -> Self {
         let config = StackConfig::unique();
         let log = "warn,publisher=debug,consumer=debug";
+        let pairs = |env: &[(&str, &str)]| {
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
         let consumer_env = config
             .consumer
             .environment()
             .into_iter()
-            .chain(
-                consumer_env
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string())),
-            )
+            .chain(pairs(both_env))
+            .chain(pairs(consumer_env))
             .collect();
         let consumer = Process::spawn(env!("CARGO_BIN_EXE_consumer-process"), consumer_env, log);
-        let publisher = Process::spawn(
-            env!("CARGO_BIN_EXE_publisher-process"),
-            config.publisher.environment(),
-            log,
-        );
+        let publisher_env = config
+            .publisher
+            .environment()
+            .into_iter()
+            .chain(pairs(both_env))
+            .collect();
+        let publisher = Process::spawn(env!("CARGO_BIN_EXE_publisher-process"), publisher_env, log);
         let services = Self {
             db: PgPoolOptions::new()
                 .max_connections(2)

@@ -1,0 +1,107 @@
+//! `mq tail`: follows `GET /message/feed` with long polls, from the end (or the start) for as long as
+//! it runs, printing each message once. The feed's cursor only moves forward and is kept across
+//! failures, so a restart of the consumer, the database or the network costs a wait, never a message.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::{Method, Url};
+use serde_json::value::RawValue;
+
+use crate::{
+    cli::{Output, TailArgs},
+    client::{Answer, Client, Failure, Service},
+    link, output,
+    retry::retrying,
+};
+
+/// Page size while skipping to the end: the largest the feed serves, so the skip takes few requests.
+const SKIP_LIMIT: &str = "1000";
+/// Time a long poll gets beyond its `wait` before it counts as lost.
+const POLL_GRACE: Duration = Duration::from_secs(15);
+
+/// Follows the feed until interrupted or refused for good (a bad token, say).
+pub async fn run(client: &Client, args: &TailArgs, quiet: bool) -> anyhow::Result<()> {
+    let mut first = Url::parse(&format!("{}/message/feed", client.base(Service::Consumer)))
+        .context("the consumer URL cannot take a path")?;
+    if let Some(sender) = &args.sender {
+        first.query_pairs_mut().append_pair("sender", sender);
+    }
+    let tail = Tail { client, quiet };
+    let start = if args.from_start {
+        first
+    } else {
+        tail.end_of(link::with_param(&first, "limit", SKIP_LIMIT))
+            .await?
+    };
+    let mut url = link::with_param(
+        &link::with_param(&start, "limit", &args.limit.to_string()),
+        "wait",
+        &args.wait.to_string(),
+    );
+    let timeout = Duration::from_secs(args.wait.into()) + POLL_GRACE;
+    let mut stdout = std::io::stdout().lock();
+    if args.output == Output::Table {
+        output::message_header(&mut stdout)?;
+    }
+    loop {
+        let (messages, next) = tail.page(&url, timeout).await?;
+        match args.output {
+            Output::Json => output::json_lines(&mut stdout, &messages)?,
+            Output::Table => output::message_rows(&mut stdout, &messages)?,
+        }
+        url = next;
+    }
+}
+
+struct Tail<'c> {
+    client: &'c Client,
+    quiet: bool,
+}
+
+impl Tail<'_> {
+    /// The `next` link after the last retained message: the feed read page by page without waiting
+    /// (the API has no "end" cursor), until a page comes back empty.
+    async fn end_of(&self, mut url: Url) -> anyhow::Result<Url> {
+        loop {
+            let (messages, next) = self.page(&url, POLL_GRACE).await?;
+            let done = messages.is_empty();
+            url = next;
+            if done {
+                return Ok(url);
+            }
+        }
+    }
+
+    /// One page at `url` and the link to the next, retried for as long as the failure may pass.
+    async fn page(
+        &self,
+        url: &Url,
+        timeout: Duration,
+    ) -> anyhow::Result<(Vec<Box<RawValue>>, Url)> {
+        let mut outage = false;
+        let attempt = || {
+            let request = self
+                .client
+                .request_url(Method::GET, url.as_str())
+                .header("Accept", "application/json")
+                .timeout(timeout);
+            self.client.send(request)
+        };
+        let on_retry = |failure: &Failure, _: Duration| {
+            if !self.quiet && !outage {
+                eprintln!("mq tail: {failure}; retrying until it answers");
+            }
+            outage = true;
+        };
+        let answer: Answer = retrying(None, attempt, on_retry).await?;
+        if outage && !self.quiet {
+            eprintln!("mq tail: the consumer answers again; following on");
+        }
+        let messages: Vec<Box<RawValue>> = serde_json::from_slice(&answer.body)
+            .context("the feed answered something that is not a JSON array")?;
+        let next = link::next(&answer.headers, &answer.url)
+            .context("the feed answered without a Link rel=\"next\" header")?;
+        Ok((messages, next))
+    }
+}
