@@ -6,7 +6,8 @@
 //! own, removed afterwards, and is repeated (three times by default) to report the median. With
 //! `CLUSTER_AMQP_URL` set (`scripts/cluster start`, then `CLUSTER_AMQP_URL=$(scripts/cluster url)`), the
 //! shard figures are measured on the three-node cluster too. `--publisher` measures the publisher alone;
-//! `--production` the services with the production overlay's settings on that cluster.
+//! `--production` the services with the production overlay's settings on that cluster; `--traces` what
+//! exporting traces costs.
 
 mod ceilings;
 mod feed;
@@ -18,6 +19,7 @@ mod production;
 mod scale;
 mod services;
 mod table;
+mod tracing_cost;
 mod writers;
 
 use std::time::Instant;
@@ -53,6 +55,10 @@ async fn main() -> anyhow::Result<()> {
             writers::measure(&plan, &mut table).await?;
             continue;
         }
+        if plan.traces_only {
+            tracing_cost::measure(&plan, &mut table).await?;
+            continue;
+        }
         if let Some((cluster, settings)) = &production {
             production::measure(&plan, cluster, settings, &mut table).await?;
             continue;
@@ -61,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         measure_publisher(&plan, &mut table).await?;
         measure_consumer(&plan, &mut table).await?;
         measure_end_to_end(&plan, &mut table).await?;
+        tracing_cost::measure(&plan, &mut table).await?;
         writers::measure(&plan, &mut table).await?;
         for broker in &brokers {
             for &shards in scale::shard_counts(&plan) {
@@ -74,6 +81,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if plan.writers_only {
         writers::print_ratios(&table);
+        return Ok(());
+    }
+    if plan.traces_only {
+        tracing_cost::print_ratio(&table);
         return Ok(());
     }
     if let Some((_, settings)) = &production {
@@ -114,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         "  end to end / raw pipeline end to end:  {:>5.1} %",
         ratio(E2E_RATE, RAW_PIPELINE_FLOWING)
     );
+    tracing_cost::print_ratio(&table);
     scale::print_ratios(&table, &brokers, &plan);
     writers::print_ratios(&table);
     println!("\nbenchmark took {:.0?}", started.elapsed());

@@ -14,6 +14,8 @@ pub struct Plan {
     /// `--production`: only the services with the production overlay's settings, on the broker of
     /// `CLUSTER_AMQP_URL`.
     pub production_only: bool,
+    /// `--traces`: only what exporting traces costs, against no export.
+    pub traces_only: bool,
     pub runs: usize,
     pub raw_messages: usize,
     pub backlog: usize,
@@ -25,12 +27,14 @@ impl Plan {
         let publisher_only = std::env::args().any(|arg| arg == "--publisher");
         let writers_only = std::env::args().any(|arg| arg == "--writers");
         let production_only = std::env::args().any(|arg| arg == "--production");
+        let traces_only = std::env::args().any(|arg| arg == "--traces");
         if std::env::args().any(|arg| arg == "--quick") {
             Self {
                 quick: true,
                 publisher_only,
                 writers_only,
                 production_only,
+                traces_only,
                 runs: 1,
                 raw_messages: 5_000,
                 backlog: 5_000,
@@ -42,6 +46,7 @@ impl Plan {
                 publisher_only,
                 writers_only,
                 production_only,
+                traces_only,
                 runs: 3,
                 raw_messages: 50_000,
                 backlog: 200_000,

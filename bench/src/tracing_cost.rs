@@ -1,0 +1,108 @@
+//! What exporting traces costs: the same end-to-end load (batches of 100) with no export, and with every
+//! span exported over OTLP to a collector that takes them and throws them away, so that what is
+//! measured is the services' side of it. CPU is both services' together, per 10,000 messages stored.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::{
+    fixture::Scratch,
+    services::{self, Service},
+    Plan, Table,
+};
+
+pub const CPU_OFF: &str = "traces off: both services' CPU per 10,000 messages";
+pub const CPU_ON: &str = "traces exported: both services' CPU per 10,000 messages";
+
+/// A collector that answers every export with 200 and keeps nothing.
+struct Sink {
+    endpoint: String,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Sink {
+    fn start() -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let server = HttpServer::new(|| {
+            App::new().route(
+                "/v1/traces",
+                web::post().to(|_body: web::Bytes| async {
+                    HttpResponse::Ok()
+                        .content_type("application/x-protobuf")
+                        .finish()
+                }),
+            )
+        })
+        .workers(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Self {
+            endpoint,
+            server: handle,
+        })
+    }
+}
+
+pub async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let sink = Sink::start()?;
+    for (cpu_label, env) in [
+        (CPU_OFF, vec![]),
+        (
+            CPU_ON,
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint.clone())],
+        ),
+    ] {
+        let scratch = Scratch::new().await?;
+        let publisher = Service::start_with("publisher", &scratch, &env).await?;
+        let consumer = Service::start_with("consumer", &scratch, &env).await?;
+        let cpu_before = publisher.cpu_seconds() + consumer.cpu_seconds();
+        let load = services::load(&publisher, 16, 100, plan.http_duration, None).await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while consumer.metric("consumer_messages_stored_total").await? < load.accepted as f64 {
+            anyhow::ensure!(Instant::now() < deadline, "the messages were not stored");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cpu = publisher.cpu_seconds() + consumer.cpu_seconds() - cpu_before;
+        table.record(cpu_label, "s", services::per_10k(cpu, load.accepted));
+        if !env.is_empty() {
+            // Spans leave a second after they end at most: read until the count stops moving.
+            let exported = || async {
+                anyhow::Ok(
+                    consumer
+                        .metric("consumer_trace_spans_exported_total")
+                        .await?
+                        + publisher
+                            .metric("publisher_trace_spans_exported_total")
+                            .await?,
+                )
+            };
+            let mut last = -1.0;
+            let mut now = exported().await?;
+            while now != last {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                (last, now) = (now, exported().await?);
+            }
+            let exported = now;
+            table.record(
+                "  spans exported per message",
+                "",
+                exported / load.accepted.max(1) as f64,
+            );
+        }
+        drop((publisher, consumer));
+        scratch.remove().await?;
+    }
+    sink.server.stop(false).await;
+    Ok(())
+}
+
+pub fn print_ratio(table: &Table) {
+    println!(
+        "  CPU a message, traces exported / off:  {:>5.1} %",
+        100.0 * table.median(CPU_ON) / table.median(CPU_OFF)
+    );
+}
