@@ -15,8 +15,6 @@ use crate::{
     retry::retrying,
 };
 
-/// Page size while skipping to the end: the largest the feed serves, so the skip takes few requests.
-const SKIP_LIMIT: &str = "1000";
 /// Time a long poll gets beyond its `wait` before it counts as lost.
 const POLL_GRACE: Duration = Duration::from_secs(15);
 
@@ -31,8 +29,10 @@ pub async fn run(client: &Client, args: &TailArgs, quiet: bool) -> anyhow::Resul
     let start = if args.from_start {
         first
     } else {
-        tail.end_of(link::with_param(&first, "limit", SKIP_LIMIT))
+        // One request: the feed resolves `end` to the last message it serves now.
+        tail.page(&link::with_param(&first, "after", "end"), POLL_GRACE)
             .await?
+            .1
     };
     let mut url = link::with_param(
         &link::with_param(&start, "limit", &args.limit.to_string()),
@@ -60,19 +60,6 @@ struct Tail<'c> {
 }
 
 impl Tail<'_> {
-    /// The `next` link after the last retained message: the feed read page by page without waiting
-    /// (the API has no "end" cursor), until a page comes back empty.
-    async fn end_of(&self, mut url: Url) -> anyhow::Result<Url> {
-        loop {
-            let (messages, next) = self.page(&url, POLL_GRACE).await?;
-            let done = messages.is_empty();
-            url = next;
-            if done {
-                return Ok(url);
-            }
-        }
-    }
-
     /// One page at `url` and the link to the next, retried for as long as the failure may pass.
     async fn page(
         &self,

@@ -13,6 +13,9 @@ use crate::{
     store::{FeedCursor, FeedRequest},
 };
 
+/// The `after` (or `Last-Event-ID`) that starts after the last message served at the time of the request.
+const END: &str = "end";
+
 /// The longest `wait` accepted, in seconds.
 pub(crate) const MAX_WAIT_SECS: u64 = 30;
 
@@ -30,6 +33,8 @@ struct FeedParams {
 #[derive(Debug, Clone)]
 pub(crate) struct FeedQuery {
     pub request: FeedRequest,
+    /// `after=end`: start after the last message served now, to follow only what comes next.
+    pub from_end: bool,
     /// How long to wait for a first row when none is newer than the cursor.
     pub wait: Duration,
 }
@@ -45,8 +50,10 @@ fn parse_feed_query(query: &str, last_event_id: Option<&str>) -> Result<FeedQuer
         Some(id) => ("Last-Event-ID", Some(id)),
         None => ("after", params.after.as_deref()),
     };
+    let from_end = raw == Some(END);
     let after = match raw {
         None => FeedCursor::Start,
+        Some(END) => FeedCursor::Start,
         Some(raw) => raw
             .parse()
             .map_err(|error| ApiError::InvalidParameter(format!("{name}: {error}, got {raw:?}")))?,
@@ -63,6 +70,7 @@ fn parse_feed_query(query: &str, last_event_id: Option<&str>) -> Result<FeedQuer
             sender: params.sender,
             limit,
         },
+        from_end,
         wait: Duration::from_secs(wait as u64),
     })
 }
@@ -96,8 +104,13 @@ pub(crate) async fn feed(
     };
     let FeedQuery {
         request: mut query,
+        from_end,
         wait,
     } = parse_feed_query(request.query_string(), last_event_id)?;
+    if from_end {
+        // Resolved once: a wait that follows must not move the start past rows committed meanwhile.
+        query.after = state.store.feed_end(query.sender.as_deref()).await?;
+    }
     if events {
         let follower = state
             .feed

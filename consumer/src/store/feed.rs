@@ -103,6 +103,38 @@ struct FeedRow {
 }
 
 impl MessageStore {
+    /// The position of the last row the feed serves now (of `sender`, if given): a cursor after which
+    /// only what is committed later, or not yet served, comes. Each phase is one backward index scan.
+    pub(crate) async fn feed_end(&self, sender: Option<&str>) -> Result<FeedCursor, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT xid::text AS feed_xid, id FROM messages WHERE xid < pg_snapshot_xmin(pg_current_snapshot())",
+        );
+        if let Some(sender) = sender {
+            query.push(" AND sender = ").push_bind(sender);
+        }
+        query.push(" ORDER BY xid DESC NULLS LAST, id DESC LIMIT 1");
+        let last: Option<(String, Uuid)> =
+            query.build_query_as().fetch_optional(&self.reads).await?;
+        if let Some((xid, id)) = last {
+            let xid = xid.parse().map_err(|_| {
+                StoreError::Database(sqlx::Error::Decode(
+                    format!("xid {xid:?} is not a number").into(),
+                ))
+            })?;
+            return Ok(FeedCursor::At { xid, id });
+        }
+        let mut query = QueryBuilder::<Postgres>::new("SELECT id FROM messages WHERE xid IS NULL");
+        if let Some(sender) = sender {
+            query.push(" AND sender = ").push_bind(sender);
+        }
+        query.push(" ORDER BY xid DESC NULLS LAST, id DESC LIMIT 1");
+        let legacy: Option<Uuid> = query
+            .build_query_scalar()
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(legacy.map_or(FeedCursor::Start, FeedCursor::Legacy))
+    }
+
     /// The rows after `request.after` in feed order that every reader will see in the same place,
     /// reading at most `max_bytes` of senders and attributes (at least one row): first those without an
     /// `xid`, then those of ended transactions.

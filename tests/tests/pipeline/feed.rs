@@ -430,3 +430,66 @@ async fn a_message_stored_with_an_old_received_at_is_served_at_its_commit() {
     // Assert
     assert_eq!(served, vec![old.id]);
 }
+
+/// `after=end` starts after the last message served at the time of the request, in one look: the
+/// messages before it are never served, every one after it is, and a long poll from it answers with the
+/// first message committed while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_end_skips_what_is_stored_and_serves_everything_after_it() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let before: Vec<Value> = (0..30).map(|_| message_from("before")).collect();
+    let before = stack.publish_batch_ok(&before).await;
+    stored(&stack, &before).await;
+    // The rows are served once every older transaction on the server has ended.
+    follow_to_the_end(
+        &stack,
+        format!("{}/message/feed", stack.consumer_url()),
+        before.len(),
+    )
+    .await;
+
+    // Act
+    let end = page(
+        &stack,
+        &format!("{}/message/feed?after=end", stack.consumer_url()),
+    )
+    .await;
+    let of_sender = page(
+        &stack,
+        &format!(
+            "{}/message/feed?after=end&sender=before",
+            stack.consumer_url()
+        ),
+    )
+    .await;
+    let waiting = {
+        let (http, url) = (stack.http.clone(), format!("{}&wait=20", end.next));
+        tokio::spawn(async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Vec<Value>>()
+                .await
+        })
+    };
+    let awaited = stack.publish_ok(&message_from("after")).await;
+    let first: Vec<Value> = waiting.await.unwrap().unwrap();
+    let more: Vec<Value> = (0..10).map(|_| message_from("after")).collect();
+    let more = stack.publish_batch_ok(&more).await;
+    stored(&stack, &more).await;
+    let (served, _) = follow_to_the_end(&stack, end.next.clone(), more.len() + 1).await;
+    let (served_of_sender, _) = follow_to_the_end(&stack, of_sender.next.clone(), 0).await;
+
+    // Assert
+    assert!(end.ids.is_empty() && of_sender.ids.is_empty());
+    assert_ne!(after(&end.next).as_deref(), Some("0"), "{}", end.next);
+    assert_ne!(after(&end.next).as_deref(), Some("end"), "{}", end.next);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["id"], awaited.to_string());
+    let mut expected: HashSet<Uuid> = more.iter().copied().collect();
+    expected.insert(awaited);
+    assert_eq!(exactly_once(&served), expected);
+    assert!(served_of_sender.is_empty(), "{served_of_sender:?}");
+}
