@@ -26,6 +26,8 @@ pub(crate) struct Metrics {
     pub batch_size: Histogram,
     /// Time of one batch insert.
     pub batch_seconds: Histogram,
+    /// Time from a message's acceptance by the publisher (`received_at`) to the commit of its row.
+    pub end_to_end_seconds: Histogram,
     /// 1 while subscribed to the queue.
     pub broker_connected: IntGauge,
     /// 1 while the last write succeeded.
@@ -107,6 +109,13 @@ impl Metrics {
                 "consumer_batch_seconds",
                 "Time of one batch insert",
                 vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+            ),
+            end_to_end_seconds: histogram(
+                "consumer_end_to_end_seconds",
+                "Time from a message's acceptance by the publisher to the commit of its row",
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ],
             ),
             broker_connected: gauge(
                 "consumer_broker_connected",
@@ -200,6 +209,7 @@ impl Metrics {
                 Box::new(metrics.expired_partitions.clone()),
                 Box::new(metrics.batch_size.clone()),
                 Box::new(metrics.batch_seconds.clone()),
+                Box::new(metrics.end_to_end_seconds.clone()),
                 Box::new(metrics.broker_connected.clone()),
                 Box::new(metrics.database_up.clone()),
                 Box::new(metrics.queue_messages.clone()),

@@ -230,7 +230,7 @@ impl Writer {
         let written = self.store.insert(messages).await;
         drop(writing);
         let inserted = written?;
-        self.record_stored(messages.len(), inserted.new, started);
+        self.record_stored(messages, inserted.new, started);
         Ok(self.key_conflicts(&inserted.conflicting))
     }
 
@@ -263,8 +263,25 @@ impl Writer {
             .collect()
     }
 
-    fn record_stored(&self, delivered: usize, inserted: u64, started: std::time::Instant) {
+    fn record_stored(
+        &self,
+        messages: &[QueuedMessage],
+        inserted: u64,
+        started: std::time::Instant,
+    ) {
+        let delivered = messages.len();
         self.status.stored();
+        // The publisher's clock against this one: a message redelivered after a fault counts its
+        // whole wait, which is what its client waited.
+        let committed = chrono::Utc::now();
+        for message in messages {
+            let waited = (committed - message.received_at)
+                .to_std()
+                .unwrap_or_default();
+            self.metrics
+                .end_to_end_seconds
+                .observe(waited.as_secs_f64());
+        }
         self.metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
