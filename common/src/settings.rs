@@ -99,6 +99,10 @@ impl Vars {
     pub fn new(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         for (name, value) in &vars {
+            // An empty OpenTelemetry variable means unset, as the specification says.
+            if name.starts_with("OTEL_") && value.trim().is_empty() {
+                continue;
+            }
             if let Some((_, allowed)) = CHOICES.iter().find(|(variable, _)| variable == name) {
                 ensure(
                     allowed.contains(&value.as_str()),

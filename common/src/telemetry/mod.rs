@@ -46,11 +46,29 @@ pub struct TelemetryConfig {
 }
 
 impl crate::settings::Group for TelemetryConfig {
-    fn complete(self, _vars: &Vars) -> anyhow::Result<Self> {
+    fn complete(mut self, _vars: &Vars) -> anyhow::Result<Self> {
+        // As the OpenTelemetry specification says, an empty value is the same as none (manifests often
+        // render a variable they leave blank).
+        for value in [
+            &mut self.otel_exporter_otlp_endpoint,
+            &mut self.otel_exporter_otlp_protocol,
+            &mut self.otel_service_name,
+            &mut self.otel_traces_sampler,
+            &mut self.otel_traces_sampler_arg,
+        ] {
+            if value.as_deref().is_some_and(|text| text.trim().is_empty()) {
+                *value = None;
+            }
+        }
         if let Some(endpoint) = &self.otel_exporter_otlp_endpoint {
+            // The exporter is built without TLS: an https:// endpoint would fail every export, quietly.
             ensure(
-                endpoint.starts_with("http://") || endpoint.starts_with("https://"),
-                &format!("OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL, got {endpoint:?}"),
+                endpoint.starts_with("http://"),
+                &format!(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// URL (the export has no TLS: send to a \
+                     collector on the node or in the pod), got {:?}",
+                    crate::redact::url(endpoint)
+                ),
             )?;
         }
         if let Some(arg) = &self.otel_traces_sampler_arg {
@@ -126,7 +144,10 @@ pub fn init(config: &TelemetryConfig, service: &str) -> anyhow::Result<Telemetry
     match traces {
         Some(traces) if installed => {
             spans::set_exporting();
-            tracing::info!(endpoint = %traces.endpoint(), "exporting traces over OTLP");
+            tracing::info!(
+                endpoint = %crate::redact::url(traces.endpoint()),
+                "exporting traces over OTLP"
+            );
             Ok(Telemetry {
                 traces: Some(traces),
             })
@@ -136,5 +157,55 @@ pub fn init(config: &TelemetryConfig, service: &str) -> anyhow::Result<Telemetry
             Ok(Telemetry { traces: None })
         }
         None => Ok(Telemetry { traces: None }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::{pairs, Vars};
+
+    use super::TelemetryConfig;
+
+    fn read(vars: &[(&str, &str)]) -> anyhow::Result<TelemetryConfig> {
+        Vars::new(pairs(vars))?.read()
+    }
+
+    #[test]
+    fn an_empty_opentelemetry_variable_counts_as_unset() {
+        let config = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", ""),
+            ("OTEL_SERVICE_NAME", " "),
+            ("OTEL_TRACES_SAMPLER", ""),
+            ("OTEL_TRACES_SAMPLER_ARG", ""),
+        ])
+        .expect("read");
+        assert_eq!(config.otel_exporter_otlp_endpoint, None);
+        assert_eq!(config.otel_exporter_otlp_protocol, None);
+        assert_eq!(config.otel_service_name, None);
+        assert_eq!(config.otel_traces_sampler, None);
+        assert_eq!(config.otel_traces_sampler_arg, None);
+    }
+
+    #[test]
+    fn what_the_export_cannot_do_is_refused_naming_the_variable() {
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ("OTEL_TRACES_SAMPLER_ARG", "half"),
+        ] {
+            let error = read(&[(name, value)]).err().expect("refused").to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+        }
+        let error = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://u:secret@c:4318")])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(!error.contains("secret"), "{error}");
+        assert!(read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]).is_ok());
     }
 }

@@ -8,7 +8,7 @@
 //! queue from ever being the one that drops.
 
 use std::{
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -35,8 +35,8 @@ const BATCH: usize = 512;
 const SCHEDULE: Duration = Duration::from_secs(1);
 /// How long one export may take before its spans are given up.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the last export may take when the service stops.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the last export may take when the service stops: all it adds to a graceful stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Links a span may carry: a stored batch links to the trace of each of its messages.
 const MAX_LINKS: u32 = 4096;
 
@@ -44,6 +44,8 @@ const MAX_LINKS: u32 = 4096;
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 static EXPORTED: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Whether the last export failed: a failure is logged when exports start failing, not each time.
+static FAILING: AtomicBool = AtomicBool::new(false);
 
 /// The running export: the provider the tracing layer's tracer comes from.
 pub(super) struct Export {
@@ -175,9 +177,19 @@ impl<E: SpanExporter> SpanExporter for Counting<E> {
         QUEUED.fetch_sub(count.min(QUEUED.load(Ordering::Acquire)), Ordering::AcqRel);
         let outcome = self.0.export(batch).await;
         match &outcome {
-            Ok(()) => EXPORTED.fetch_add(count as u64, Ordering::Relaxed),
-            Err(_) => DROPPED.fetch_add(count as u64, Ordering::Relaxed),
-        };
+            Ok(()) => {
+                EXPORTED.fetch_add(count as u64, Ordering::Relaxed);
+                if FAILING.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the OTLP collector takes spans again");
+                }
+            }
+            Err(error) => {
+                DROPPED.fetch_add(count as u64, Ordering::Relaxed);
+                if !FAILING.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, spans = count, "the OTLP collector did not take spans; they are dropped, and counted in *_trace_spans_dropped_total");
+                }
+            }
+        }
         outcome
     }
 
