@@ -198,12 +198,11 @@ mod tests {
             ("OTEL_TRACES_SAMPLER_ARG", "2"),
             ("OTEL_TRACES_SAMPLER_ARG", "half"),
         ] {
-            let error = read(&[(name, value)]).err().expect("refused").to_string();
+            let error = read(&[(name, value)]).expect_err("refused").to_string();
             assert!(error.contains(name), "{name}={value}: {error}");
         }
         let error = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://u:secret@c:4318")])
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(!error.contains("secret"), "{error}");
         assert!(read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]).is_ok());
