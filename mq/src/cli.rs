@@ -7,8 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// A command-line client of the message pipeline: publish files of messages, follow what is stored,
 /// look at dead letters and at the services' health.
 ///
-/// Exit codes: 0 success; 1 the command failed (a refusal, a service unreachable after retries); 2 a
-/// usage error; 3 `publish` left out malformed or invalid messages but every other one was accepted.
+/// Exit codes: 0 success; 1 the command failed (a refusal, a service unreachable after retries, an
+/// empty input); 2 a usage error (also a token or URL no request could carry); 3 `publish` left out
+/// malformed or invalid messages but every other one was accepted.
 #[derive(Debug, Parser)]
 #[command(name = "mq", version, about, long_about, after_help = ENVIRONMENT)]
 pub struct Cli {
@@ -49,6 +50,10 @@ pub struct Global {
     /// MQ_TOKEN. There is deliberately no --token: a token on the command line shows in `ps`.
     #[arg(long, global = true, env = "MQ_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Seconds a request may take before it counts as unanswered (1 to 3600). `tail`'s long polls get
+    /// their --wait on top; `status` waits 5 seconds at most.
+    #[arg(long, global = true, default_value_t = 20, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub timeout: u32,
     /// Print nothing but errors and the data asked for: no progress bar, no summary.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -98,9 +103,16 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub tries: u32,
     /// Write each malformed or refused message there (its text, one a line), to fix and publish on
-    /// its own.
+    /// its own. Never the input file itself.
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
+    /// Seconds without any batch accepted (counted from the start) after which the run gives up:
+    /// no more retries, no new batch; what is left counts as not accepted (exit code 1).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub give_up_after: u32,
+    /// Exit 0 on an input without a single message, instead of 1.
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// How records are printed.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use reqwest::{header, Method, RequestBuilder, Url};
 
-use crate::{cli::Global, problem::Problem};
+use crate::{cli::Global, output::printable, problem::Problem, UsageError};
 
 /// Which service a request goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,7 @@ pub struct Client {
 /// A successful (2xx) answer, read whole.
 #[derive(Debug)]
 pub struct Answer {
+    pub status: u16,
     /// The URL that was asked, against which a relative `Link` resolves.
     pub url: Url,
     pub headers: header::HeaderMap,
@@ -86,25 +87,31 @@ impl std::error::Error for Failure {}
 
 impl Client {
     /// A client of the services `global` names, with the token from `--token-file` or `MQ_TOKEN`.
+    /// A token or a URL that no request could carry is refused here, at once, as a usage error: no
+    /// retry can fix it.
     pub fn new(global: &Global) -> anyhow::Result<Self> {
         let token = match &global.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("Failed to read the token file {}", path.display()))?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => std::env::var("MQ_TOKEN").ok(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("Failed to read the token file {}", path.display()))?;
+                let source = format!("the token file {} (--token-file)", path.display());
+                Some(checked_token(text.trim(), &source)?)
+            }
+            None => match std::env::var("MQ_TOKEN") {
+                Ok(token) => Some(checked_token(&token, "MQ_TOKEN")?),
+                Err(_) => None,
+            },
         }
         .filter(|token| !token.is_empty());
-        for (name, url) in [
-            ("publisher", &global.publisher_url),
-            ("consumer", &global.consumer_url),
+        for (flag, url) in [
+            ("--publisher-url (MQ_PUBLISHER_URL)", &global.publisher_url),
+            ("--consumer-url (MQ_CONSUMER_URL)", &global.consumer_url),
         ] {
-            Url::parse(url).with_context(|| format!("the {name} URL {url:?} is not a URL"))?;
+            checked_url(flag, url)?;
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(global.timeout.into()))
             .user_agent(concat!("mq/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("Failed to build the HTTP client")?;
@@ -156,7 +163,12 @@ impl Client {
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(unreachable)?.to_vec();
         if status.is_success() {
-            return Ok(Answer { url, headers, body });
+            return Ok(Answer {
+                status: status.as_u16(),
+                url,
+                headers,
+                body,
+            });
         }
         let content_type = headers
             .get(header::CONTENT_TYPE)
@@ -169,6 +181,40 @@ impl Client {
                 .and_then(|value| value.trim().parse::<u64>().ok())
                 .map(Duration::from_secs),
         })
+    }
+}
+
+/// The token as given, if a header can carry it: visible ASCII only, so that a stray newline, NUL or
+/// space is named at once instead of failing every request as if the service were down.
+fn checked_token(token: &str, source: &str) -> anyhow::Result<String> {
+    if token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Ok(token.to_owned());
+    }
+    Err(UsageError(format!(
+        "{source} holds a character a bearer token cannot have (a newline, another control \
+         character, a space or non-ASCII): it must be the token alone, on one line"
+    ))
+    .into())
+}
+
+/// Refuses a base URL that `mq` cannot talk to: not a URL, or another scheme than `http`.
+fn checked_url(flag: &str, url: &str) -> anyhow::Result<()> {
+    let shown = printable(url);
+    let parsed =
+        Url::parse(url).map_err(|e| UsageError(format!("{flag} {shown:?} is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "http" if parsed.host_str().is_some() => Ok(()),
+        "http" => Err(UsageError(format!("{flag} {shown:?} names no host")).into()),
+        "https" => Err(UsageError(format!(
+            "{flag} {shown:?}: https is not supported, mq has no TLS built in; reach the service \
+             through a TLS-terminating proxy or a port-forward (kubectl port-forward) at an \
+             http:// URL"
+        ))
+        .into()),
+        other => Err(UsageError(format!(
+            "{flag} {shown:?}: the scheme {other:?} is not supported, only http://"
+        ))
+        .into()),
     }
 }
 

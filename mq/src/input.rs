@@ -12,9 +12,10 @@ use serde_json::value::RawValue;
 const MAX_JSON_DEPTH: usize = 256;
 
 /// A message that passed every check, as its exact JSON text in the input (so numbers keep their
-/// digits), with the line it starts on.
+/// digits), with its place among the input's elements (0-based) and the line it starts on.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    pub ordinal: usize,
     pub line: usize,
     pub span: Range<usize>,
 }
@@ -32,6 +33,10 @@ pub struct Reject {
 pub struct Parsed {
     pub entries: Vec<Entry>,
     pub rejects: Vec<Reject>,
+    /// The length in bytes of every element of the input (a non-blank line, or an element of the
+    /// array), valid or not, by ordinal: what batches are cut by, so that whether an element is
+    /// valid never moves a batch boundary.
+    pub sizes: Vec<usize>,
 }
 
 /// An input that cannot be read as messages at all: a JSON array with a syntax error, after which no
@@ -170,8 +175,14 @@ fn unreadable(bytes: &[u8]) -> Unreadable {
 /// Puts the message at `span` among the entries, or among the rejects with its reason.
 fn sort(parsed: &mut Parsed, bytes: &[u8], line: usize, span: Range<usize>, max_bytes: usize) {
     let text = &bytes[span.clone()];
+    let ordinal = parsed.sizes.len();
+    parsed.sizes.push(span.len());
     match check(text, max_bytes) {
-        Ok(()) => parsed.entries.push(Entry { line, span }),
+        Ok(()) => parsed.entries.push(Entry {
+            ordinal,
+            line,
+            span,
+        }),
         Err(reason) => parsed.rejects.push(Reject {
             line,
             reason,

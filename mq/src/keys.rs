@@ -7,12 +7,14 @@
 //! order gets the same ids, and is not stored again. The key therefore names the input and the batch:
 //!
 //! - the input: the SHA-256 of its bytes (file or standard input alike), or `--key-prefix`;
-//! - the batch: the line its first message starts on, and the hash of its messages' texts in order.
+//! - the batch: where it starts among the input's elements (see `publish::cut`, which cuts by
+//!   position, valid or not), and each message sent from it: its ordinal, line and text.
 //!
 //! Batches are cut the same way from the same input with the same `--batch-size` and `--batch-bytes`,
-//! so a re-run sends the same batches under the same keys. Hashing the batch's own texts means that,
-//! under a `--key-prefix` whose input changed, a batch that changed gets a new key instead of reusing
-//! one for other messages (which the services refuse or dead-letter).
+//! whichever of its elements are valid, so a re-run sends the same batches under the same keys. A
+//! batch whose set of messages changed (one became valid or invalid, or, under a `--key-prefix`, its
+//! input changed) gets a new key instead of reusing one for other messages (which the services refuse
+//! or dead-letter), and no other batch's key moves.
 
 use sha2::{Digest, Sha256};
 
@@ -29,15 +31,18 @@ pub fn input_identity(prefix: Option<&str>, bytes: &[u8]) -> String {
     }
 }
 
-/// The key of the batch of `entries` (in order, not empty) cut from `bytes`: `mq-<first line>-<hash>`,
-/// at most 70 visible ASCII characters (the header allows 200).
-pub fn batch_key(identity: &str, bytes: &[u8], entries: &[Entry]) -> String {
+/// The key of the batch that starts at the element `start` (its ordinal) and sends `entries` (in
+/// order, not empty) cut from `bytes`: `mq-<first line sent>-<hash>`, at most 70 visible ASCII
+/// characters (the header allows 200).
+pub fn batch_key(identity: &str, bytes: &[u8], start: usize, entries: &[Entry]) -> String {
     let mut hash = Sha256::new();
     hash.update(identity.as_bytes());
     hash.update([0]);
+    hash.update((start as u64).to_be_bytes());
     hash.update((entries.len() as u64).to_be_bytes());
     for entry in entries {
         let text = &bytes[entry.span.clone()];
+        hash.update((entry.ordinal as u64).to_be_bytes());
         hash.update((entry.line as u64).to_be_bytes());
         hash.update((text.len() as u64).to_be_bytes());
         hash.update(text);
@@ -60,18 +65,19 @@ mod tests {
         let bytes = b"{\"sender\":\"a\"}\n{\"sender\":\"b\"}\n";
         let id = input_identity(None, bytes);
         let all = entries(bytes);
-        let key = batch_key(&id, bytes, &all);
-        assert_eq!(key, batch_key(&input_identity(None, bytes), bytes, &all));
+        let key = batch_key(&id, bytes, 0, &all);
+        assert_eq!(key, batch_key(&input_identity(None, bytes), bytes, 0, &all));
         assert!(key.starts_with("mq-1-") && key.len() <= 70, "{key}");
-        assert_ne!(key, batch_key(&id, bytes, &all[..1]));
+        assert_ne!(key, batch_key(&id, bytes, 0, &all[..1]));
+        assert_ne!(key, batch_key(&id, bytes, 1, &all));
         assert_ne!(
             key,
-            batch_key(&input_identity(Some("x"), bytes), bytes, &all)
+            batch_key(&input_identity(Some("x"), bytes), bytes, 0, &all)
         );
         let other = b"{\"sender\":\"a\"}\n{\"sender\":\"c\"}\n";
         assert_ne!(
-            batch_key("prefix:x", bytes, &all),
-            batch_key("prefix:x", other, &entries(other))
+            batch_key("prefix:x", bytes, 0, &all),
+            batch_key("prefix:x", other, 0, &entries(other))
         );
     }
 }

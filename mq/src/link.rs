@@ -22,6 +22,21 @@ pub fn next(headers: &HeaderMap, asked: &Url) -> Option<Url> {
         })
 }
 
+/// The `next` link of an answer to `asked`, if it stays at the origin (scheme, host and port) of
+/// `base`, the base URL `mq` was given. The token goes with every request, so a link elsewhere (a
+/// wrong `PUBLIC_BASE_URL`, a hostile proxy) is an error, never followed.
+pub fn next_within(headers: &HeaderMap, asked: &Url, base: &Url) -> anyhow::Result<Option<Url>> {
+    match next(headers, asked) {
+        Some(url) if url.origin() != base.origin() => anyhow::bail!(
+            "the service's Link rel=\"next\" points at {}, outside {}, the base URL mq was \
+             given; not following it, as the token would go there",
+            crate::output::printable(url.as_str()),
+            crate::output::printable(base.as_str()),
+        ),
+        other => Ok(other),
+    }
+}
+
 /// `url` with the query parameter `name` set to `value` (replacing any it had).
 pub fn with_param(url: &Url, name: &str, value: &str) -> Url {
     let kept: Vec<(String, String)> = url
@@ -64,6 +79,25 @@ mod tests {
             "https://api.example/message?before=x"
         );
         assert!(super::next(&headers("</x>; rel=\"prev\""), &asked).is_none());
+    }
+
+    #[test]
+    fn a_next_link_to_another_origin_is_refused() {
+        let base = Url::parse("http://h:8081").unwrap();
+        let asked = Url::parse("http://h:8081/message/feed").unwrap();
+        let within = |link: &str| next_within(&headers(link), &asked, &base);
+        assert!(within("</message/feed?after=1>; rel=\"next\"")
+            .unwrap()
+            .is_some());
+        assert!(within("<http://h:8081/x>; rel=\"next\"").unwrap().is_some());
+        for elsewhere in [
+            "<http://evil:8081/x>; rel=\"next\"",
+            "<http://h:8082/x>; rel=\"next\"",
+            "<https://h:8081/x>; rel=\"next\"",
+            "<//evil/x>; rel=\"next\"",
+        ] {
+            assert!(within(elsewhere).is_err(), "{elsewhere}");
+        }
     }
 
     #[test]

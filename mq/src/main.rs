@@ -2,9 +2,10 @@
 //!
 //! Layout: `cli` (the command line), `client` (URLs, token, answers and failures), `problem` (the
 //! services' errors made readable), `retry` (backoff and `Retry-After`), then one module a command:
-//! `publish` (with `input`, `keys` and `progress`), `tail`, `reads` (`get`, `dead-letters`) and
-//! `status` (with `metrics`); `link` and `output` serve several of them.
+//! `publish` (with `input`, `batches`, `keys` and `progress`), `tail`, `reads` (`get`,
+//! `dead-letters`) and `status` (with `metrics`); `link` and `output` serve several of them.
 
+mod batches;
 mod cli;
 mod client;
 mod input;
@@ -31,15 +32,31 @@ pub enum ExitStatus {
     Success,
     /// 1: the command failed: a refusal, or a service unreachable after retries.
     Failed,
+    /// 2: a usage error: clap's own, or a token or URL that no request could carry.
+    Usage,
     /// 3: `publish` left out malformed or invalid messages; every other one was accepted.
     Partial,
 }
+
+/// A mistake in how `mq` was called that clap cannot see (a token with a newline, an `https://`
+/// URL): reported at once, exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 impl From<ExitStatus> for std::process::ExitCode {
     fn from(status: ExitStatus) -> Self {
         Self::from(match status {
             ExitStatus::Success => 0,
             ExitStatus::Failed => 1,
+            ExitStatus::Usage => 2,
             ExitStatus::Partial => 3,
         })
     }
@@ -61,8 +78,12 @@ fn main() -> std::process::ExitCode {
         Ok(status) => status.into(),
         Err(error) if is_broken_pipe(&error) => ExitStatus::Success.into(),
         Err(error) => {
-            eprintln!("mq: error: {}", chain(&error));
-            ExitStatus::Failed.into()
+            eprintln!("mq: error: {}", output::printable(&chain(&error)));
+            if error.downcast_ref::<UsageError>().is_some() {
+                ExitStatus::Usage.into()
+            } else {
+                ExitStatus::Failed.into()
+            }
         }
     }
 }

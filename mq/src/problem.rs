@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::output::printable;
+
 /// A refusal by a service: its problem details (the `type` URN and any extension members are not
 /// shown), or what could be made of a body that was not one (a proxy's error page, say).
 #[derive(Debug, Clone, Deserialize)]
@@ -66,9 +68,9 @@ impl Problem {
 /// `401 Unauthorized: the bearer token is not valid`.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.status, self.title())?;
+        write!(f, "{} {}", self.status, printable(&self.title()))?;
         if let Some(detail) = &self.detail {
-            write!(f, ": {detail}")?;
+            write!(f, ": {}", printable(detail))?;
         }
         Ok(())
     }
@@ -97,5 +99,14 @@ mod tests {
         let problem = Problem::from_body(502, Some("text/html"), body);
         assert_eq!(problem.to_string(), "502 Bad Gateway: <html>");
         assert_eq!(problem.element_index(), None);
+    }
+
+    #[test]
+    fn control_characters_of_a_problem_are_escaped() {
+        let body = br#"{"title":"Bad\u001b[2J","status":400,"detail":"x\u009by\nz"}"#;
+        let problem = Problem::from_body(400, Some("application/problem+json"), body);
+        assert_eq!(problem.to_string(), r"400 Bad\x1b[2J: x\u{9b}y\x0az");
+        let html = Problem::from_body(502, Some("text/html"), b"<h1>\x1b]0;t\x07</h1>");
+        assert_eq!(html.to_string(), r"502 Bad Gateway: <h1>\x1b]0;t\x07</h1>");
     }
 }

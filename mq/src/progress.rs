@@ -66,6 +66,7 @@ impl Progress {
 
     /// Prints a line on standard error above the bar; errors are printed even when quiet.
     pub fn error(&self, line: &str) {
+        let line = crate::output::printable(line);
         self.bar.suspend(|| eprintln!("{line}"));
     }
 

@@ -4,7 +4,10 @@
 use std::{
     collections::VecDeque,
     io::Write,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -12,18 +15,15 @@ use anyhow::Context;
 use reqwest::Method;
 
 use crate::{
+    batches::{body_of, cut, Batch},
     cli::PublishArgs,
-    client::{Client, Failure, Service},
-    input::{self, Entry, Reject},
+    client::{Answer, Client, Failure, Service},
+    input::{self, Reject},
     keys,
     progress::Progress,
     retry::retrying,
-    ExitStatus,
+    ExitStatus, UsageError,
 };
-
-/// Longest a batch request may take: the publisher answers within its confirm timeout (5 s) and body
-/// timeout (10 s), so this only catches a connection that went silent.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one run ends with.
 #[derive(Default)]
@@ -34,6 +34,43 @@ struct Tally {
     failed: usize,
     /// A refusal that no other batch can escape (a token refused, say): the run stops.
     fatal: Option<Failure>,
+    /// Messages of batches never sent because the run gave up (see [`Stall`]).
+    unsent: usize,
+}
+
+/// The run-wide give-up: once no batch has been accepted for `--give-up-after` (counted from the
+/// start), retries stop and no new batch is taken, instead of every batch spending its tries in turn.
+struct Stall {
+    last_accepted: Mutex<Instant>,
+    limit: Duration,
+    given_up: AtomicBool,
+}
+
+impl Stall {
+    fn new(limit: Duration) -> Self {
+        Self {
+            last_accepted: Mutex::new(Instant::now()),
+            limit,
+            given_up: AtomicBool::new(false),
+        }
+    }
+
+    fn accepted(&self) {
+        *self.last_accepted.lock().expect("stall lock") = Instant::now();
+    }
+
+    /// Whether a retry after `wait` may still be made; once it may not, the whole run has given up.
+    fn may_retry_after(&self, wait: Duration) -> bool {
+        let idle = self.last_accepted.lock().expect("stall lock").elapsed();
+        if idle + wait > self.limit {
+            self.given_up.store(true, Ordering::Relaxed);
+        }
+        !self.given_up()
+    }
+
+    fn given_up(&self) -> bool {
+        self.given_up.load(Ordering::Relaxed)
+    }
 }
 
 /// Publishes the input, and says how the run went: 0 every message accepted, 3 some malformed or
@@ -47,14 +84,24 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
             "--key-prefix must be 1 to 100 visible ASCII characters"
         );
     }
+    if let Some(rejects) = &args.rejects {
+        refuse_overwriting_input(&args.input, rejects)?;
+    }
     let bytes = Arc::new(input::read(&args.input)?);
     let parsed = input::parse(&bytes, args.max_message_bytes as usize)?;
+    if parsed.sizes.is_empty() {
+        anyhow::ensure!(
+            args.allow_empty,
+            "no messages in the input {} (--allow-empty accepts that)",
+            args.input
+        );
+        if !quiet {
+            eprintln!("0 messages: nothing to publish");
+        }
+        return Ok(ExitStatus::Success);
+    }
     let identity = keys::input_identity(args.key_prefix.as_deref(), &bytes);
-    let batches = cut(
-        &parsed.entries,
-        args.batch_size as usize,
-        args.batch_bytes as usize,
-    );
+    let batches = cut(&parsed, args.batch_size as usize, args.batch_bytes as usize);
     let (total, read_rejects) = (parsed.entries.len(), parsed.rejects.len());
     let progress = Arc::new(Progress::new(total as u64, quiet));
     for reject in &parsed.rejects {
@@ -66,6 +113,7 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
         ..Tally::default()
     }));
     let queue = Arc::new(Mutex::new(VecDeque::from(batches)));
+    let stall = Arc::new(Stall::new(Duration::from_secs(args.give_up_after.into())));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
         let sender = BatchSender {
@@ -74,10 +122,14 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
             identity: identity.clone(),
             tries: args.tries,
             progress: progress.clone(),
+            stall: stall.clone(),
         };
         let (queue, tally) = (queue.clone(), tally.clone());
         workers.spawn(async move {
             loop {
+                if sender.stall.given_up() {
+                    break;
+                }
                 let next = queue.lock().expect("queue lock").pop_front();
                 let Some(batch) = next else { break };
                 let outcome = sender.send(batch).await;
@@ -97,6 +149,9 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
     }
     progress.finish();
     let mut tally = std::mem::take(&mut *tally.lock().expect("tally lock"));
+    tally.unsent = (queue.lock().expect("queue lock").drain(..))
+        .map(|batch| batch.entries.len())
+        .sum();
     tally.rejects.sort_by_key(|reject| reject.line);
     if let Some(path) = &args.rejects {
         write_rejects(path, &tally.rejects)?;
@@ -107,6 +162,16 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
             tally.accepted
         )));
     }
+    if stall.given_up() {
+        eprintln!(
+            "gave up: no batch was accepted for {} s (--give-up-after); {} messages not accepted, \
+             {} of them never sent. Run the same command again once the publisher takes requests",
+            args.give_up_after,
+            tally.failed + tally.unsent,
+            tally.unsent,
+        );
+    }
+    tally.failed += tally.unsent;
     if !quiet {
         eprintln!(
             "{} message{}: {} accepted, {} left out as malformed or invalid, {} not accepted ({:.1?})",
@@ -127,43 +192,6 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
     })
 }
 
-/// Cuts the messages into batches in input order: each at most `size` messages and `max_bytes` of
-/// body (`[`, the texts, commas, `]`). The same input with the same limits is always cut the same way,
-/// which is what keeps a re-run's keys the same.
-fn cut(entries: &[Entry], size: usize, max_bytes: usize) -> Vec<Vec<Entry>> {
-    let mut batches = Vec::new();
-    let mut batch: Vec<Entry> = Vec::new();
-    let mut body = 2;
-    for entry in entries {
-        let len = entry.span.len();
-        let grown = body + len + usize::from(!batch.is_empty());
-        if !batch.is_empty() && (batch.len() == size || grown > max_bytes) {
-            batches.push(std::mem::take(&mut batch));
-            body = 2;
-        }
-        body += len + usize::from(!batch.is_empty());
-        batch.push(entry.clone());
-    }
-    if !batch.is_empty() {
-        batches.push(batch);
-    }
-    batches
-}
-
-/// The body of a batch request: the messages' own texts in a JSON array.
-fn body_of(bytes: &[u8], entries: &[Entry]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(2 + entries.iter().map(|e| e.span.len() + 1).sum::<usize>());
-    body.push(b'[');
-    for (index, entry) in entries.iter().enumerate() {
-        if index > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&bytes[entry.span.clone()]);
-    }
-    body.push(b']');
-    body
-}
-
 /// What became of one batch.
 #[derive(Default)]
 struct Outcome {
@@ -180,6 +208,7 @@ struct BatchSender {
     identity: String,
     tries: u32,
     progress: Arc<Progress>,
+    stall: Arc<Stall>,
 }
 
 impl BatchSender {
@@ -187,11 +216,12 @@ impl BatchSender {
     /// (`message at index 3: …`, a rule this client does not check itself, such as a lower limit the
     /// publisher was configured with) sets that message aside and sends the rest again: under a new
     /// key, since nothing of a refused batch was stored, and the same new key on every run.
-    async fn send(&self, mut entries: Vec<Entry>) -> Outcome {
+    async fn send(&self, batch: Batch) -> Outcome {
+        let Batch { start, mut entries } = batch;
         let mut outcome = Outcome::default();
         self.progress.sent(entries.len());
         while !entries.is_empty() {
-            let key = keys::batch_key(&self.identity, &self.bytes, &entries);
+            let key = keys::batch_key(&self.identity, &self.bytes, start, &entries);
             let body = body_of(&self.bytes, &entries);
             let attempt = || {
                 let request = self
@@ -199,20 +229,37 @@ impl BatchSender {
                     .request(Service::Publisher, Method::POST, "/message/publish/batch")
                     .header("Content-Type", "application/json")
                     .header("Idempotency-Key", key.as_str())
-                    .timeout(REQUEST_TIMEOUT)
                     .body(body.clone());
                 self.client.send(request)
             };
             let first_line = entries[0].line;
+            let last_line = entries.last().map_or(first_line, |e| e.line);
             let on_retry = |failure: &Failure, wait: Duration| {
+                if !self.stall.may_retry_after(wait) {
+                    return false;
+                }
                 self.progress.note(&format!(
                     "batch from line {first_line}: {failure}; trying again in {wait:.1?}"
                 ));
+                true
             };
             match retrying(Some(self.tries), attempt, on_retry).await {
-                Ok(_) => {
-                    self.progress.accepted(entries.len());
-                    outcome.accepted += entries.len();
+                Ok(answer) => {
+                    match accepted_ids(&answer, entries.len()) {
+                        Ok(()) => {
+                            self.stall.accepted();
+                            self.progress.accepted(entries.len());
+                            outcome.accepted += entries.len();
+                        }
+                        Err(why) => {
+                            self.progress.error(&format!(
+                                "lines {first_line}-{last_line}: {} messages not accepted: the \
+                                 publisher answered {why}",
+                                entries.len()
+                            ));
+                            outcome.failed += entries.len();
+                        }
+                    }
                     break;
                 }
                 Err(failure) => {
@@ -240,7 +287,6 @@ impl BatchSender {
                     if matches!(status, Some(401 | 403 | 404 | 405 | 415)) {
                         outcome.fatal = Some(failure);
                     } else {
-                        let last_line = entries.last().map_or(first_line, |e| e.line);
                         self.progress.error(&format!(
                             "lines {first_line}-{last_line}: {} messages not accepted: {failure}",
                             entries.len()
@@ -253,6 +299,46 @@ impl BatchSender {
         }
         outcome
     }
+}
+
+/// Whether `answer` says the whole batch of `count` messages was accepted: 202 with an `ids` array
+/// of one id a message. Anything else (another 2xx, a body that is not that) is not taken on trust.
+fn accepted_ids(answer: &Answer, count: usize) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Accepted {
+        ids: Vec<serde::de::IgnoredAny>,
+    }
+    if answer.status != 202 {
+        return Err(format!("{} instead of 202 Accepted", answer.status));
+    }
+    match serde_json::from_slice::<Accepted>(&answer.body) {
+        Ok(accepted) if accepted.ids.len() == count => Ok(()),
+        Ok(accepted) => Err(format!(
+            "202 with {} ids for {count} messages",
+            accepted.ids.len()
+        )),
+        Err(_) => Err("202 without the JSON {\"ids\": […]} it must send".into()),
+    }
+}
+
+/// Refuses a `--rejects` file that is the input itself: writing it would destroy the input.
+fn refuse_overwriting_input(input: &str, rejects: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if input == "-" {
+        return Ok(());
+    }
+    let same = match (std::fs::metadata(input), std::fs::metadata(rejects)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    if same {
+        return Err(UsageError(format!(
+            "--rejects {} is the input file: it would be overwritten; name another file",
+            rejects.display()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Writes the rejected messages' texts, one a line, for fixing and publishing on their own.
@@ -268,26 +354,4 @@ fn write_rejects(path: &std::path::Path, rejects: &[Reject]) -> anyhow::Result<(
     }
     file.flush()
         .with_context(|| format!("Failed to write {}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_keep_to_the_count_and_the_byte_limit() {
-        let bytes = b"{\"sender\":\"a\"}\n{\"sender\":\"b\"}\n{\"sender\":\"c\"}\n";
-        let entries = input::parse(bytes, 65536).unwrap().entries;
-        let sizes = |batches: Vec<Vec<Entry>>| batches.iter().map(Vec::len).collect::<Vec<_>>();
-        assert_eq!(sizes(cut(&entries, 2, 1 << 20)), vec![2, 1]);
-        // Each text is 14 bytes: `[a,b]` is 31 bytes, `[a]` 16.
-        assert_eq!(sizes(cut(&entries, 10, 31)), vec![2, 1]);
-        assert_eq!(sizes(cut(&entries, 10, 30)), vec![1, 1, 1]);
-        let batch = &cut(&entries, 2, 1 << 20)[0];
-        assert_eq!(body_of(bytes, batch).len(), 31);
-        assert_eq!(
-            body_of(bytes, batch),
-            b"[{\"sender\":\"a\"},{\"sender\":\"b\"}]"
-        );
-    }
 }

@@ -22,7 +22,7 @@ async fn read(client: &Client, url: &str) -> Result<Answer, Failure> {
     retrying(
         Some(READ_TRIES),
         || client.send(client.request_url(Method::GET, url)),
-        |_, _| {},
+        |_, _| true,
     )
     .await
 }
@@ -32,9 +32,11 @@ pub async fn get(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
     let id = url_segment(&args.id);
     let url = format!("{}/message/{id}", client.base(Service::Consumer));
     let answer = read(client, &url).await?;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(String::from_utf8_lossy(&answer.body).trim().as_bytes())?;
-    writeln!(stdout)?;
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        output::json_body(&answer.body)
+    )?;
     Ok(())
 }
 
@@ -45,6 +47,7 @@ pub async fn dead_letters(client: &Client, args: &DeadLettersListArgs) -> anyhow
     url.query_pairs_mut()
         .append_pair("limit", &args.limit.to_string())
         .append_pair("offset", &args.offset.to_string());
+    let base = Url::parse(client.base(Service::Consumer)).context("the consumer URL")?;
     let mut stdout = std::io::stdout().lock();
     let mut first = true;
     loop {
@@ -56,23 +59,38 @@ pub async fn dead_letters(client: &Client, args: &DeadLettersListArgs) -> anyhow
             Output::Table => output::dead_letter_table(&mut stdout, &letters, first)?,
         }
         first = false;
-        match link::next(&answer.headers, &answer.url) {
-            Some(next) if args.all => url = next,
-            _ => return Ok(()),
+        if !args.all {
+            return Ok(());
+        }
+        match link::next_within(&answer.headers, &answer.url, &base)? {
+            Some(next) => url = next,
+            None => return Ok(()),
         }
     }
 }
 
 /// `POST /dead-letters/replay?limit=N`, tried once: a replay that may have happened must not be
-/// repeated blindly, as it would put back more than asked.
+/// repeated blindly, as it would put back more than asked. So no answer in time is said to be that:
+/// an unknown outcome.
 pub async fn replay(client: &Client, args: &DeadLettersReplayArgs) -> anyhow::Result<()> {
     let request = client
         .request(Service::Consumer, Method::POST, "/dead-letters/replay")
         .query(&[("limit", args.limit)]);
-    let answer = client.send(request).await?;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(String::from_utf8_lossy(&answer.body).trim().as_bytes())?;
-    writeln!(stdout)?;
+    let answer = match client.send(request).await {
+        Ok(answer) => answer,
+        Err(failure @ Failure::Unreachable { .. }) => {
+            return Err(anyhow::Error::new(failure).context(
+                "the replay's outcome is unknown: it may or may not have happened; look with \
+                 `mq dead-letters list` before replaying again",
+            ))
+        }
+        Err(failure) => return Err(failure.into()),
+    };
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        output::json_body(&answer.body)
+    )?;
     Ok(())
 }
 

@@ -39,12 +39,12 @@ fn random_fraction() -> f64 {
 }
 
 /// Runs `attempt` until it succeeds, fails in a way a retry cannot fix, or has been tried `tries`
-/// times (`None`: for ever). `on_retry` hears of each failure that will be retried and the wait before
-/// the next try.
+/// times (`None`: for ever). `on_retry` hears of each failure that may be retried and the wait before
+/// the next try, and says whether to make it (`false` gives up with that failure).
 pub async fn retrying<T, F, Fut>(
     tries: Option<u32>,
     mut attempt: F,
-    mut on_retry: impl FnMut(&Failure, Duration),
+    mut on_retry: impl FnMut(&Failure, Duration) -> bool,
 ) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
@@ -58,7 +58,9 @@ where
             Ok(value) => return Ok(value),
             Err(failure) if failure.is_transient() && tries.is_none_or(|n| tried < n) => {
                 let wait = backoff.next(failure.retry_after());
-                on_retry(&failure, wait);
+                if !on_retry(&failure, wait) {
+                    return Err(failure);
+                }
                 tokio::time::sleep(wait).await;
             }
             Err(failure) => return Err(failure),

@@ -14,6 +14,7 @@ use crate::{
     cli::{Output, StatusArgs},
     client::{Client, Failure, Service},
     metrics::{self, Sample},
+    output::printable,
     ExitStatus,
 };
 
@@ -183,9 +184,9 @@ fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
     ] {
         let state = match &service.problem {
             None => "ready".to_owned(),
-            Some(problem) => format!("NOT READY ({problem})"),
+            Some(problem) => format!("NOT READY ({})", printable(problem)),
         };
-        writeln!(out, "{name:<10} {:<28} {state}", service.url)?;
+        writeln!(out, "{name:<10} {:<28} {state}", printable(&service.url))?;
         for (counter, value) in &service.counters {
             writeln!(out, "  {counter:<42} {value}")?;
         }
@@ -203,7 +204,8 @@ fn print_table(out: &mut impl Write, report: &Report) -> std::io::Result<()> {
         for (queue, q) in &report.queues {
             writeln!(
                 out,
-                "{queue:<40} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                "{:<40} {:>10} {:>10} {:>9} {:>9} {:>9}",
+                printable(queue),
                 q.ready,
                 q.unacknowledged,
                 q.consumers.map_or("-".to_owned(), |c| c.to_string()),

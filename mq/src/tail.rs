@@ -25,7 +25,12 @@ pub async fn run(client: &Client, args: &TailArgs, quiet: bool) -> anyhow::Resul
     if let Some(sender) = &args.sender {
         first.query_pairs_mut().append_pair("sender", sender);
     }
-    let tail = Tail { client, quiet };
+    let base = Url::parse(client.base(Service::Consumer)).context("the consumer URL")?;
+    let tail = Tail {
+        client,
+        quiet,
+        base,
+    };
     let start = if args.from_start {
         first
     } else {
@@ -57,6 +62,8 @@ pub async fn run(client: &Client, args: &TailArgs, quiet: bool) -> anyhow::Resul
 struct Tail<'c> {
     client: &'c Client,
     quiet: bool,
+    /// Where the `next` links must stay: the consumer's base URL.
+    base: Url,
 }
 
 impl Tail<'_> {
@@ -77,9 +84,11 @@ impl Tail<'_> {
         };
         let on_retry = |failure: &Failure, _: Duration| {
             if !self.quiet && !outage {
+                let failure = crate::output::printable(&failure.to_string());
                 eprintln!("mq tail: {failure}; retrying until it answers");
             }
             outage = true;
+            true
         };
         let answer: Answer = retrying(None, attempt, on_retry).await?;
         if outage && !self.quiet {
@@ -87,7 +96,7 @@ impl Tail<'_> {
         }
         let messages: Vec<Box<RawValue>> = serde_json::from_slice(&answer.body)
             .context("the feed answered something that is not a JSON array")?;
-        let next = link::next(&answer.headers, &answer.url)
+        let next = link::next_within(&answer.headers, &answer.url, &self.base)?
             .context("the feed answered without a Link rel=\"next\" header")?;
         Ok((messages, next))
     }

@@ -129,3 +129,42 @@ pub async fn stored_lines(stack: &TestStack) -> Vec<i64> {
     .await
     .expect("read lines")
 }
+
+/// Runs `command` for at most `limit`, killing it then, with how long it ran: for commands that may
+/// never end by themselves (`tail`, or a bug).
+pub async fn run_for(mut command: Command, limit: Duration) -> (Output, Duration) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = std::time::Instant::now();
+        let mut child = command.spawn().expect("mq starts");
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+        let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("poll mq") {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                break child.wait().expect("reap mq");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let elapsed = started.elapsed();
+        let output = Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        };
+        (output, elapsed)
+    })
+    .await
+    .expect("mq's runner")
+}

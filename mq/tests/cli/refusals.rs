@@ -1,0 +1,120 @@
+//! What no request could fix is refused at once: a token a header cannot carry, an `https://` URL,
+//! an empty input, a `--rejects` file that is the input.
+
+use std::time::Duration;
+
+use crate::helpers::{bare_mq, line_message, run_for, stderr, TempFile};
+
+/// Nothing listens there: a command that tried the network would retry, not end at once.
+const NOWHERE: &str = "http://127.0.0.1:9";
+
+#[tokio::test]
+async fn a_token_with_a_newline_is_refused_at_once_naming_where_it_came_from() {
+    // Arrange
+    let token_file = TempFile::named("token");
+    std::fs::write(&token_file.0, "first-line\nsecond-line\n").unwrap();
+    let from_env = {
+        let mut command = bare_mq();
+        command.env("MQ_TOKEN", "x\n").args(["tail"]);
+        command
+    };
+    let from_file = {
+        let mut command = bare_mq();
+        command.args(["tail", "--token-file", token_file.path()]);
+        command
+    };
+    for (command, named) in [(from_env, "MQ_TOKEN"), (from_file, "--token-file")] {
+        // Act
+        let (output, took) = run_for(
+            {
+                let mut command = command;
+                command.env("MQ_CONSUMER_URL", NOWHERE);
+                command
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+
+        // Assert
+        let errors = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{named}: {errors}");
+        assert!(took < Duration::from_secs(1), "{named}: took {took:?}");
+        assert!(errors.contains(named), "{errors}");
+    }
+}
+
+#[tokio::test]
+async fn an_https_url_is_refused_at_once() {
+    // Arrange
+    let mut command = bare_mq();
+    command.args(["--consumer-url", "https://127.0.0.1:9", "get", "x"]);
+
+    // Act
+    let (output, took) = run_for(command, Duration::from_secs(30)).await;
+
+    // Assert
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{errors}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(errors.contains("--consumer-url"), "{errors}");
+    assert!(errors.contains("https is not supported"), "{errors}");
+}
+
+#[tokio::test]
+async fn an_input_without_messages_fails_unless_allowed() {
+    let empty = TempFile::named("jsonl");
+    std::fs::write(&empty.0, "").unwrap();
+    let blank = TempFile::named("jsonl");
+    std::fs::write(&blank.0, "\n  \n").unwrap();
+    let array = TempFile::named("json");
+    std::fs::write(&array.0, "[ ]").unwrap();
+    for input in [empty.path(), blank.path(), array.path(), "-"] {
+        for (extra, code) in [(None, 1), (Some("--allow-empty"), 0)] {
+            // Act
+            let mut command = bare_mq();
+            command
+                .env("MQ_PUBLISHER_URL", NOWHERE)
+                .args(["publish", input])
+                .args(extra);
+            let (output, _) = run_for(command, Duration::from_secs(10)).await;
+
+            // Assert
+            let errors = stderr(&output);
+            assert_eq!(
+                output.status.code(),
+                Some(code),
+                "{input} {extra:?}: {errors}"
+            );
+            if code == 1 {
+                assert!(errors.contains("no messages in the input"), "{errors}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rejects_file_that_is_the_input_is_refused_and_the_input_kept() {
+    // Arrange
+    let input = TempFile::with_lines((1..=3).map(line_message));
+    let before = std::fs::read(&input.0).unwrap();
+
+    // Act
+    let mut command = bare_mq();
+    command.env("MQ_PUBLISHER_URL", NOWHERE).args([
+        "publish",
+        input.path(),
+        "--rejects",
+        input.path(),
+    ]);
+    let (output, _) = run_for(command, Duration::from_secs(60)).await;
+
+    // Assert
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{errors}");
+    assert!(errors.contains("--rejects"), "{errors}");
+    assert_eq!(
+        std::fs::read(&input.0).unwrap(),
+        before,
+        "the input changed"
+    );
+}
