@@ -3,7 +3,7 @@
 
 use std::process::{Child, Command};
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
@@ -55,6 +55,24 @@ impl Browser {
             client,
         }
     }
+}
+
+/// Types `token` into the monitor's token form and submits it.
+pub async fn give_token(client: &Client, token: &str) {
+    client
+        .find(Locator::Css("#token"))
+        .await
+        .expect("token field")
+        .send_keys(token)
+        .await
+        .expect("typed");
+    client
+        .find(Locator::Css("#token-form button"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("submitted");
 }
 
 impl Drop for Browser {

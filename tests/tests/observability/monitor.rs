@@ -203,20 +203,7 @@ async fn with_read_tokens_the_monitor_asks_for_one_and_shows_nothing_until_given
         "no messages without a token"
     );
 
-    client
-        .find(Locator::Css("#token"))
-        .await
-        .expect("token field")
-        .send_keys(TOKEN)
-        .await
-        .expect("typed");
-    client
-        .find(Locator::Css("#token-form button"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("submitted");
+    crate::browser::give_token(client, TOKEN).await;
     shows(client, "#stored-total", "1").await;
     eventually(Duration::from_secs(15), "the message listed", || async {
         (listed_ids(client).await == vec![id.to_string()]).then_some(())

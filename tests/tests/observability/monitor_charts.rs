@@ -282,20 +282,7 @@ async fn with_read_tokens_no_chart_is_drawn_until_a_token_is_given() {
         .expect("script runs");
     assert_eq!(described, json!(""), "no figures in the charts' texts");
 
-    client
-        .find(Locator::Css("#token"))
-        .await
-        .expect("token field")
-        .send_keys(TOKEN)
-        .await
-        .expect("typed");
-    client
-        .find(Locator::Css("#token-form button"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("submitted");
+    crate::browser::give_token(client, TOKEN).await;
     let given = eventually(Duration::from_secs(15), "the charts drawn", || async {
         let shown = charts(client).await;
         (!shown.hidden && shown.line("backlog").latest().is_some()).then_some(shown)
