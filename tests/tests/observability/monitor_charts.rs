@@ -14,7 +14,7 @@ use std::{
 };
 
 use end_to_end::eventually;
-use fantoccini::{Client, Locator};
+use fantoccini::Client;
 use serde::Deserialize;
 use serde_json::json;
 
