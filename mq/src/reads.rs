@@ -32,12 +32,7 @@ pub async fn get(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
     let id = url_segment(&args.id);
     let url = format!("{}/message/{id}", client.base(Service::Consumer));
     let answer = read(client, &url).await?;
-    writeln!(
-        std::io::stdout().lock(),
-        "{}",
-        output::json_body(&answer.body)
-    )?;
-    Ok(())
+    print_body(&answer.body)
 }
 
 /// `GET /dead-letters`: one page, or every page with `--all`.
@@ -86,12 +81,7 @@ pub async fn replay(client: &Client, args: &DeadLettersReplayArgs) -> anyhow::Re
         }
         Err(failure) => return Err(failure.into()),
     };
-    writeln!(
-        std::io::stdout().lock(),
-        "{}",
-        output::json_body(&answer.body)
-    )?;
-    Ok(())
+    print_body(&answer.body)
 }
 
 /// `text` percent-encoded as one path segment, so an id with `/` or `?` cannot reach another route.
@@ -99,6 +89,12 @@ fn url_segment(text: &str) -> String {
     let mut url = Url::parse("http://x/").expect("a valid URL");
     url.path_segments_mut().expect("a base URL").push(text);
     url.path().trim_start_matches('/').to_owned()
+}
+
+/// A one-shot answer's body on standard output, as one line of JSON.
+fn print_body(body: &[u8]) -> anyhow::Result<()> {
+    writeln!(std::io::stdout().lock(), "{}", output::json_body(body))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -174,7 +174,10 @@ struct Counting<E>(E);
 impl<E: SpanExporter> SpanExporter for Counting<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let count = batch.len();
-        QUEUED.fetch_sub(count.min(QUEUED.load(Ordering::Acquire)), Ordering::AcqRel);
+        // Saturating, in one step: spans handed over at shutdown may never have been admitted.
+        let _ = QUEUED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+            Some(queued.saturating_sub(count))
+        });
         let outcome = self.0.export(batch).await;
         match &outcome {
             Ok(()) => {

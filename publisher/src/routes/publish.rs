@@ -32,13 +32,7 @@ pub(crate) async fn publish_one(
     payload: web::Payload,
     state: State,
 ) -> Reply {
-    let span = tracing::info_span!(
-        "publish one",
-        otel.name = "POST /message/publish",
-        otel.kind = "server",
-        trace_id = tracing::field::Empty,
-    );
-    accept(request, payload, state, Shape::One, span).await
+    accept(request, payload, state, Shape::One).await
 }
 
 /// Accepts a batch of messages, all or none.
@@ -47,13 +41,7 @@ pub(crate) async fn publish_batch(
     payload: web::Payload,
     state: State,
 ) -> Reply {
-    let span = tracing::info_span!(
-        "publish batch",
-        otel.name = "POST /message/publish/batch",
-        otel.kind = "server",
-        trace_id = tracing::field::Empty,
-    );
-    accept(request, payload, state, Shape::Batch, span).await
+    accept(request, payload, state, Shape::Batch).await
 }
 
 /// Whether a request carries one message or a batch: all that differs between the two routes.
@@ -63,17 +51,28 @@ enum Shape {
     Batch,
 }
 
+impl Shape {
+    /// The request's span: the server span of its trace, named after its route.
+    fn span(self) -> tracing::Span {
+        let route = match self {
+            Self::One => "POST /message/publish",
+            Self::Batch => "POST /message/publish/batch",
+        };
+        tracing::info_span!(
+            "publish request",
+            otel.name = route,
+            otel.kind = "server",
+            trace_id = tracing::field::Empty,
+        )
+    }
+}
+
 /// Both routes: the body read within its limit, its messages validated and stamped, published, and
 /// answered once the broker has confirmed every one. The body's reservation lives until the messages
 /// are written to the broker: the messages built from it, and then their frames, take as much memory.
-/// Everything runs in the request's `span`, which continues the caller's trace.
-async fn accept(
-    request: HttpRequest,
-    payload: web::Payload,
-    state: State,
-    shape: Shape,
-    span: tracing::Span,
-) -> Reply {
+/// Everything runs in the request's span, which continues the caller's trace.
+async fn accept(request: HttpRequest, payload: web::Payload, state: State, shape: Shape) -> Reply {
+    let span = shape.span();
     let trace = trace_of(&request, &span);
     let limits = &state.body;
     let outcome = async {

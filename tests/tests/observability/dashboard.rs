@@ -382,10 +382,8 @@ fn metric_names_are_told_from_functions_labels_strings_and_keywords() {
 }
 
 /// One message published, one refused and one read: the series of the routes the panels show exist
-/// from here on. Returns how many messages the publisher accepted.
-async fn warm_up(services: &Services) -> u64 {
-    let id = services.publish(&json!({"sender": "warm-up"}), &[]).await;
-    services.wait_stored(&[id]).await;
+/// A publish of malformed JSON, refused with 400: a refusal series for the panels that count them.
+async fn refused_as_malformed(services: &Services) {
     let malformed = services
         .http
         .post(format!("{}/message/publish", services.publisher.url))
@@ -395,6 +393,13 @@ async fn warm_up(services: &Services) -> u64 {
         .await
         .expect("publisher reachable");
     assert_eq!(malformed.status(), 400);
+}
+
+/// from here on. Returns how many messages the publisher accepted.
+async fn warm_up(services: &Services) -> u64 {
+    let id = services.publish(&json!({"sender": "warm-up"}), &[]).await;
+    services.wait_stored(&[id]).await;
+    refused_as_malformed(services).await;
     let listed = services
         .http
         .get(format!("{}/message?limit=1", services.consumer.url))
@@ -471,14 +476,7 @@ async fn put_load_through(services: &Services) -> u64 {
     assert!(!page.is_empty(), "the follower was woken by a message");
 
     // A refusal: malformed JSON.
-    let malformed = http
-        .post(format!("{}/message/publish", services.publisher.url))
-        .header("Content-Type", "application/json")
-        .body(r#"{"sender": "#)
-        .send()
-        .await
-        .expect("publisher reachable");
-    assert_eq!(malformed.status(), 400);
+    refused_as_malformed(services).await;
 
     // Reads.
     let listed = http
