@@ -34,7 +34,7 @@ pub async fn run(client: &Client, args: &TailArgs, quiet: bool) -> anyhow::Resul
     let start = if args.from_start {
         first
     } else {
-        // One request: the feed resolves `end` to the last message it serves now.
+        // One request: the feed resolves `end` to a position after every message stored now.
         tail.page(&link::with_param(&first, "after", "end"), POLL_GRACE)
             .await?
             .1

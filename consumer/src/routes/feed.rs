@@ -13,7 +13,7 @@ use crate::{
     store::{FeedCursor, FeedRequest},
 };
 
-/// The `after` (or `Last-Event-ID`) that starts after the last message served at the time of the request.
+/// The `after` (or `Last-Event-ID`) that starts after every message stored at the time of the request.
 const END: &str = "end";
 
 /// The longest `wait` accepted, in seconds.
@@ -33,7 +33,7 @@ struct FeedParams {
 #[derive(Debug, Clone)]
 pub(crate) struct FeedQuery {
     pub request: FeedRequest,
-    /// `after=end`: start after the last message served now, to follow only what comes next.
+    /// `after=end`: start after every message stored now, to follow only what comes next.
     pub from_end: bool,
     /// How long to wait for a first row when none is newer than the cursor.
     pub wait: Duration,
@@ -109,7 +109,7 @@ pub(crate) async fn feed(
     } = parse_feed_query(request.query_string(), last_event_id)?;
     if from_end {
         // Resolved once: a wait that follows must not move the start past rows committed meanwhile.
-        query.after = state.store.feed_end(query.sender.as_deref()).await?;
+        query.after = state.store.feed_end().await?;
     }
     if events {
         let follower = state

@@ -103,36 +103,25 @@ struct FeedRow {
 }
 
 impl MessageStore {
-    /// The position of the last row the feed serves now (of `sender`, if given): a cursor after which
-    /// only what is committed later, or not yet served, comes. Each phase is one backward index scan.
-    pub(crate) async fn feed_end(&self, sender: Option<&str>) -> Result<FeedCursor, StoreError> {
-        let mut query = QueryBuilder::<Postgres>::new(
-            "SELECT xid::text AS feed_xid, id FROM messages WHERE xid < pg_snapshot_xmin(pg_current_snapshot())",
-        );
-        if let Some(sender) = sender {
-            query.push(" AND sender = ").push_bind(sender);
-        }
-        query.push(" ORDER BY xid DESC NULLS LAST, id DESC LIMIT 1");
-        let last: Option<(String, Uuid)> =
-            query.build_query_as().fetch_optional(&self.reads).await?;
-        if let Some((xid, id)) = last {
-            let xid = xid.parse().map_err(|_| {
-                StoreError::Database(sqlx::Error::Decode(
-                    format!("xid {xid:?} is not a number").into(),
-                ))
-            })?;
-            return Ok(FeedCursor::At { xid, id });
-        }
-        let mut query = QueryBuilder::<Postgres>::new("SELECT id FROM messages WHERE xid IS NULL");
-        if let Some(sender) = sender {
-            query.push(" AND sender = ").push_bind(sender);
-        }
-        query.push(" ORDER BY xid DESC NULLS LAST, id DESC LIMIT 1");
-        let legacy: Option<Uuid> = query
-            .build_query_scalar()
-            .fetch_optional(&self.reads)
-            .await?;
-        Ok(legacy.map_or(FeedCursor::Start, FeedCursor::Legacy))
+    /// A cursor after every row stored before now, and before every row stored from now on: the
+    /// first transaction id not yet assigned (`pg_snapshot_xmax` of the read's snapshot), with the
+    /// smallest `id`. Every row of an ended transaction has a smaller id, and every transaction that
+    /// begins later a larger one. Reads no rows.
+    ///
+    /// Why not the last row the feed serves now: a row whose transaction ended after an older one
+    /// still running (in any database on the server) is stored but not yet served, so it lies after
+    /// that position and would be served to a client that asked to skip it. Rows of transactions still
+    /// running at the request are skipped too: they were being stored as the request came.
+    pub(crate) async fn feed_end(&self) -> Result<FeedCursor, StoreError> {
+        let xmax: String =
+            sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+                .fetch_one(&self.reads)
+                .await?;
+        let xid = parse_xid(&xmax)?;
+        Ok(FeedCursor::At {
+            xid,
+            id: Uuid::nil(),
+        })
     }
 
     /// The rows after `request.after` in feed order that every reader will see in the same place,
@@ -169,11 +158,7 @@ impl MessageStore {
                 let position = match row.feed_xid {
                     None => FeedCursor::Legacy(row.message.id),
                     Some(xid) => FeedCursor::At {
-                        xid: xid.parse().map_err(|_| {
-                            StoreError::Database(sqlx::Error::Decode(
-                                format!("xid {xid:?} is not a number").into(),
-                            ))
-                        })?,
+                        xid: parse_xid(&xid)?,
                         id: row.message.id,
                     },
                 };
@@ -187,6 +172,15 @@ impl MessageStore {
         }
         Ok(page)
     }
+}
+
+/// A transaction id read as text (sqlx has no `xid8` type).
+fn parse_xid(text: &str) -> Result<u64, StoreError> {
+    text.parse().map_err(|_| {
+        StoreError::Database(sqlx::Error::Decode(
+            format!("xid {text:?} is not a number").into(),
+        ))
+    })
 }
 
 /// The two parts of the feed.

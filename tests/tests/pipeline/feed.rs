@@ -431,7 +431,7 @@ async fn a_message_stored_with_an_old_received_at_is_served_at_its_commit() {
     assert_eq!(served, vec![old.id]);
 }
 
-/// `after=end` starts after the last message served at the time of the request, in one look: the
+/// `after=end` starts after every message stored at the time of the request, in one look: the
 /// messages before it are never served, every one after it is, and a long poll from it answers with the
 /// first message committed while it waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,4 +492,38 @@ async fn after_end_skips_what_is_stored_and_serves_everything_after_it() {
     expected.insert(awaited);
     assert_eq!(exactly_once(&served), expected);
     assert!(served_of_sender.is_empty(), "{served_of_sender:?}");
+}
+
+/// `after=end` skips every message stored before the request, even one the feed cannot serve yet
+/// because an older transaction on the server is still open: once that transaction ends, following
+/// from the end serves only what was stored after the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_end_skips_a_stored_message_held_back_by_an_older_open_transaction() {
+    // Arrange: a transaction with an id, open while messages are stored after it.
+    let stack = TestStack::start().await;
+    let mut older = stack.db.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    let before: Vec<Value> = (0..5).map(|_| message_from("before")).collect();
+    let before = stack.publish_batch_ok(&before).await;
+    stored(&stack, &before).await;
+    let held_back = page(&stack, &format!("{}/message/feed", stack.consumer_url())).await;
+
+    // Act
+    let end = page(
+        &stack,
+        &format!("{}/message/feed?after=end", stack.consumer_url()),
+    )
+    .await;
+    older.commit().await.unwrap();
+    let later = stack.publish_ok(&message_from("after")).await;
+    stack.wait_stored(later).await;
+    let (served, _) = follow_to_the_end(&stack, end.next.clone(), 1).await;
+
+    // Assert
+    assert!(held_back.ids.is_empty(), "served past an open transaction");
+    assert!(end.ids.is_empty(), "{:?}", end.ids);
+    assert_eq!(served, vec![later], "served from the end");
 }
