@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::bounded;
+use super::{bounded, next_link, parse_query};
 use crate::{error::ApiError, state::AppState};
 
 /// Most dead letters one look returns, and how deep a look may reach (`offset + limit`).
@@ -16,13 +16,15 @@ const MAX_DEPTH: usize = 1_000;
 const MAX_REPLAY: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct PageQuery {
+#[serde(deny_unknown_fields)]
+struct PageQuery {
     limit: Option<String>,
     offset: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct ReplayQuery {
+#[serde(deny_unknown_fields)]
+struct ReplayQuery {
     limit: Option<String>,
 }
 
@@ -30,21 +32,21 @@ pub(crate) struct ReplayQuery {
 /// start of its payload; a `Link: rel="next"` when a full page came back.
 pub(crate) async fn list(
     request: HttpRequest,
-    query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let query: PageQuery = parse_query(request.query_string())?;
     let limit = bounded("limit", query.limit.as_deref(), 20, (1, MAX_PAGE))?;
     let offset = bounded("offset", query.offset.as_deref(), 0, (0, MAX_DEPTH - limit))?;
     let letters = state.dead_letters.look(offset, limit).await?;
     let mut response = HttpResponse::Ok();
     if letters.len() == limit && offset + 2 * limit <= MAX_DEPTH {
-        response.insert_header((
-            "Link",
-            format!(
-                "<{}?limit={limit}&offset={}>; rel=\"next\"",
-                request.path(),
-                offset + limit
-            ),
+        response.insert_header(next_link(
+            &request,
+            state.reads.public_base_url.as_deref(),
+            &[
+                ("limit", limit.to_string()),
+                ("offset", (offset + limit).to_string()),
+            ],
         ));
     }
     Ok(response.json(letters))
@@ -52,9 +54,10 @@ pub(crate) async fn list(
 
 /// `POST /dead-letters/replay?limit=N` (default 10): `{"replayed": n}`.
 pub(crate) async fn replay(
-    query: web::Query<ReplayQuery>,
+    request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let query: ReplayQuery = parse_query(request.query_string())?;
     let limit = bounded("limit", query.limit.as_deref(), 10, (1, MAX_REPLAY))?;
     let replayed = state.dead_letters.replay(limit).await?;
     tracing::info!(replayed, limit, "dead letters replayed");

@@ -42,8 +42,7 @@ pub(crate) struct FeedQuery {
 /// Parses the query string, and the `Last-Event-ID` a reconnecting event stream sends, which takes the
 /// place of `after`.
 fn parse_feed_query(query: &str, last_event_id: Option<&str>) -> Result<FeedQuery, ApiError> {
-    let params: FeedParams = serde_urlencoded::from_str(query)
-        .map_err(|e| ApiError::InvalidParameter(format!("query string: {e}")))?;
+    let params: FeedParams = super::parse_query(query)?;
     let limit = parse_limit(params.limit.as_deref())?;
     parse_sender(params.sender.as_deref())?;
     let (name, raw) = match last_event_id {

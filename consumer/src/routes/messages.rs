@@ -36,8 +36,7 @@ pub struct ListQuery {
 /// Parses and validates the query string of `GET /message` without touching the database, so that the
 /// parsing of untrusted query strings can be exercised on its own (the fuzz targets do).
 pub fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
-    let params: ListParams = serde_urlencoded::from_str(query)
-        .map_err(|e| ApiError::InvalidParameter(format!("query string: {e}")))?;
+    let params: ListParams = super::parse_query(query)?;
     let limit = parse_limit(params.limit.as_deref())?;
     parse_sender(params.sender.as_deref())?;
     let before = params

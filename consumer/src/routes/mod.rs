@@ -51,6 +51,13 @@ pub(crate) fn next_link(
     )
 }
 
+/// The query string's parameters as `T` (whose fields are each route's parameters, refusing others),
+/// or a problem that names what is wrong.
+pub(crate) fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::InvalidParameter(format!("query string: {e}")))
+}
+
 /// The integer query parameter `name` as sent (`raw`), `default` when absent, refused with a problem
 /// that names the parameter and its range when it is not an integer within `range` (both ends in).
 pub(crate) fn bounded(

@@ -148,3 +148,62 @@ async fn a_replay_takes_each_dead_letter_once_even_when_it_fails_again_while_the
     .await;
     assert_eq!(stack.row_count().await, 0);
 }
+
+/// The dead-letter routes link and refuse like the other reads: the `next` link is under
+/// `PUBLIC_BASE_URL`, never the `Host` a client sends, and a parameter the route does not know is a
+/// `400` that names it, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_pages_link_under_the_public_base_url_and_unknown_parameters_are_refused() {
+    // Arrange
+    let mut config = end_to_end::StackConfig::unique();
+    config.consumer.reads.public_base_url = Some("https://api.example.com/queue/".into());
+    let stack = TestStack::start_with(config).await;
+    stack.publish_raw(b"first").await;
+    stack.publish_raw(b"second").await;
+    wait_dead(&stack, 2).await;
+
+    // Act
+    let page = stack
+        .http
+        .get(format!("{}/dead-letters?limit=1", stack.consumer_url()))
+        .header("Host", "evil.example")
+        .header("X-Forwarded-Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    let link = page
+        .headers()
+        .get("link")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let misspelt = stack.get("/dead-letters?limt=1").await;
+    let misspelt_status = misspelt.status();
+    let problem: Value = misspelt.json().await.unwrap();
+    let replay_misspelt = stack
+        .http
+        .post(format!(
+            "{}/dead-letters/replay?limt=1",
+            stack.consumer_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        link.as_deref(),
+        Some("<https://api.example.com/queue/dead-letters?limit=1&offset=1>; rel=\"next\"")
+    );
+    assert_eq!(misspelt_status, 400);
+    assert!(
+        problem["detail"].as_str().unwrap_or("").contains("limt"),
+        "{problem}"
+    );
+    assert_eq!(replay_misspelt.status(), 400);
+    // Nothing replayed: both letters are back in `.dead` once the looks have returned them.
+    eventually(Duration::from_secs(10), "both letters in .dead", || async {
+        (stack.queue_depth(".dead").await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(dead_letters(&stack).await.len(), 2);
+}
