@@ -3,6 +3,7 @@
 //! over OTLP ([`traces`]); the span context a message carries is then that of an exported span
 //! ([`spans`]).
 
+mod probes;
 mod spans;
 mod traces;
 
@@ -137,6 +138,7 @@ pub fn init(config: &TelemetryConfig, service: &str) -> anyhow::Result<Telemetry
     // then logging, as the database driver does for each query.)
     let installed = tracing_subscriber::registry()
         .with(filter)
+        .with(probes::QuietQueueLooks)
         .with(logs)
         .with(exported)
         .try_init()

@@ -160,7 +160,7 @@ impl Ingest {
                 .await
             {
                 Ok(true) => return,
-                Ok(false) => {}
+                Ok(false) => tracing::debug!("looked for new shard queues: none"),
                 Err(error) => tracing::debug!(%error, "could not look for new shard queues"),
             }
         }

@@ -8,6 +8,7 @@ mod monitor;
 mod monitor_charts;
 mod otlp;
 mod prometheus;
+mod quiet;
 mod reads;
 mod secrets;
 mod services;
