@@ -62,11 +62,6 @@ impl TraceContext {
         }
     }
 
-    /// The context of `value` if it is a valid `traceparent`, else a new trace.
-    pub fn continue_or_start(value: Option<&str>) -> Self {
-        value.and_then(Self::parse).unwrap_or_else(Self::start)
-    }
-
     /// A span of the same trace, child of this one.
     pub fn child(&self) -> Self {
         Self {
@@ -185,12 +180,11 @@ mod tests {
     }
 
     #[test]
-    fn no_header_or_a_bad_one_starts_a_trace() {
-        let started = TraceContext::continue_or_start(Some("garbage"));
-        assert_eq!(started.trace_id().len(), 32);
-        assert_ne!(
-            started.trace_id(),
-            TraceContext::continue_or_start(None).trace_id()
-        );
+    fn each_started_trace_is_a_new_sampled_one() {
+        let (first, second) = (TraceContext::start(), TraceContext::start());
+        assert_eq!(first.trace_id().len(), 32);
+        assert_ne!(first.trace_id(), second.trace_id());
+        assert!(TraceContext::parse(&first.to_string()).is_some());
+        assert!(first.to_string().ends_with("-01"), "{first}");
     }
 }
