@@ -9,6 +9,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::{
     fixture::Scratch,
+    measure::STORED_METRIC,
     services::{self, Service},
     Plan, Table,
 };
@@ -72,7 +73,7 @@ pub async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
         let cpu_before = publisher.cpu_seconds() + consumer.cpu_seconds();
         let load = services::load(&publisher, 16, 100, plan.http_duration, None).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
-        while consumer.metric("consumer_messages_stored_total").await? < load.accepted as f64 {
+        while consumer.metric(STORED_METRIC).await? < load.accepted as f64 {
             anyhow::ensure!(Instant::now() < deadline, "the messages were not stored");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

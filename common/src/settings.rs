@@ -97,12 +97,13 @@ impl Vars {
 
     /// `vars` (name, value), as from the environment; fails when a word is outside its choices.
     pub fn new(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
-        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        // An empty OpenTelemetry variable means unset, as the specification says (manifests often
+        // render a variable they leave blank).
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(name, value)| !(name.starts_with("OTEL_") && value.trim().is_empty()))
+            .collect();
         for (name, value) in &vars {
-            // An empty OpenTelemetry variable means unset, as the specification says.
-            if name.starts_with("OTEL_") && value.trim().is_empty() {
-                continue;
-            }
             if let Some((_, allowed)) = CHOICES.iter().find(|(variable, _)| variable == name) {
                 ensure(
                     allowed.contains(&value.as_str()),

@@ -182,10 +182,19 @@ pub struct DeadLettersReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Seconds between the two scrapes that give the publisher's accept rate; 0 skips it.
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds between the two scrapes that give the publisher's accept rate (0 to 3600); 0 skips it.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", value_parser = interval)]
     pub interval: f64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// `--interval`: seconds from 0 to 3600. An infinite or huge wait would never give a rate, and cannot
+/// be slept for.
+fn interval(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|seconds| (0.0..=3600.0).contains(seconds))
+        .ok_or_else(|| format!("must be a number of seconds from 0 to 3600, got {text:?}"))
 }

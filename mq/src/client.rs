@@ -187,7 +187,7 @@ impl Client {
 /// The token as given, if a header can carry it: visible ASCII only, so that a stray newline, NUL or
 /// space is named at once instead of failing every request as if the service were down.
 fn checked_token(token: &str, source: &str) -> anyhow::Result<String> {
-    if token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+    if token.bytes().all(|b| b.is_ascii_graphic()) {
         return Ok(token.to_owned());
     }
     Err(UsageError(format!(

@@ -5,11 +5,8 @@
 use std::{io::Read, ops::Range};
 
 use anyhow::Context;
-use common::{Message, MessageInput};
+use common::{model::MAX_JSON_DEPTH, Message, MessageInput};
 use serde_json::value::RawValue;
-
-/// The publisher's default `MAX_JSON_DEPTH`: deeper messages are refused there, so here too.
-const MAX_JSON_DEPTH: usize = 256;
 
 /// A message that passed every check, as its exact JSON text in the input (so numbers keep their
 /// digits), with its place among the input's elements (0-based) and the line it starts on.
@@ -207,14 +204,7 @@ fn check(text: &[u8], max_bytes: usize) -> Result<(), String> {
             text
         }
     })?;
-    let message = Message::try_from(input).map_err(|error| error.to_string())?;
-    let depth = message.attributes().depth() + 1;
-    if depth > MAX_JSON_DEPTH {
-        return Err(format!(
-            "messageAttributes: the message nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
-        ));
-    }
-    Ok(())
+    Message::validate(input, MAX_JSON_DEPTH).map(drop)
 }
 
 /// serde_json's message without its ` at line L column C` tail, which `mq` states in its own terms.

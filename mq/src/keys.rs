@@ -7,7 +7,7 @@
 //! order gets the same ids, and is not stored again. The key therefore names the input and the batch:
 //!
 //! - the input: the SHA-256 of its bytes (file or standard input alike), or `--key-prefix`;
-//! - the batch: where it starts among the input's elements (see `publish::cut`, which cuts by
+//! - the batch: where it starts among the input's elements (see `batches::cut`, which cuts by
 //!   position, valid or not), and each message sent from it: its ordinal, line and text.
 //!
 //! Batches are cut the same way from the same input with the same `--batch-size` and `--batch-bytes`,

@@ -92,21 +92,18 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitStatus> {
     let client = client::Client::new(&cli.global)?;
     let quiet = cli.global.quiet;
     match &cli.command {
-        Command::Publish(args) => publish::run(&client, args, quiet).await,
-        Command::Tail(args) => tail::run(&client, args, quiet)
-            .await
-            .map(|()| ExitStatus::Success),
-        Command::Get(args) => reads::get(&client, args)
-            .await
-            .map(|()| ExitStatus::Success),
-        Command::DeadLetters(DeadLettersCommand::List(args)) => reads::dead_letters(&client, args)
-            .await
-            .map(|()| ExitStatus::Success),
-        Command::DeadLetters(DeadLettersCommand::Replay(args)) => reads::replay(&client, args)
-            .await
-            .map(|()| ExitStatus::Success),
-        Command::Status(args) => status::run(&client, args).await,
+        Command::Publish(args) => return publish::run(&client, args, quiet).await,
+        Command::Status(args) => return status::run(&client, args).await,
+        Command::Tail(args) => tail::run(&client, args, quiet).await?,
+        Command::Get(args) => reads::get(&client, args).await?,
+        Command::DeadLetters(DeadLettersCommand::List(args)) => {
+            reads::dead_letters(&client, args).await?
+        }
+        Command::DeadLetters(DeadLettersCommand::Replay(args)) => {
+            reads::replay(&client, args).await?
+        }
     }
+    Ok(ExitStatus::Success)
 }
 
 /// The error and its causes on one line, outermost first.

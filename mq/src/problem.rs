@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use common::web::problem::PROBLEM_JSON;
 use serde::Deserialize;
 
 use crate::output::printable;
@@ -11,10 +12,8 @@ use crate::output::printable;
 /// shown), or what could be made of a body that was not one (a proxy's error page, say).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Problem {
-    #[serde(default)]
     pub title: Option<String>,
     pub status: u16,
-    #[serde(default)]
     pub detail: Option<String>,
 }
 
@@ -27,7 +26,7 @@ impl Problem {
     pub fn from_body(status: u16, content_type: Option<&str>, body: &[u8]) -> Self {
         let declared = content_type.is_some_and(|ct| {
             let essence = ct.split(';').next().unwrap_or("").trim();
-            essence.eq_ignore_ascii_case("application/problem+json")
+            essence.eq_ignore_ascii_case(PROBLEM_JSON)
                 || essence.eq_ignore_ascii_case("application/json")
         });
         if declared {

@@ -78,7 +78,7 @@ impl Stall {
 pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Result<ExitStatus> {
     if let Some(prefix) = &args.key_prefix {
         let valid =
-            (1..=100).contains(&prefix.len()) && prefix.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            (1..=100).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_graphic());
         anyhow::ensure!(
             valid,
             "--key-prefix must be 1 to 100 visible ASCII characters"

@@ -102,7 +102,7 @@ impl Default for BodyConfig {
             // PostgreSQL parses `json` recursively within its `max_stack_depth`: at the smallest
             // value it allows (100kB) it took 500 levels here and refused 1,000; at the default
             // (2MB), 8,000 and not 20,000.
-            max_json_depth: 256,
+            max_json_depth: common::model::MAX_JSON_DEPTH,
         }
     }
 }

@@ -74,6 +74,13 @@ pub async fn metrics_text(http: &reqwest::Client, base_url: &str) -> String {
         .expect("metrics text")
 }
 
+/// The value of the unlabelled sample `name` in a `/metrics` text, 0 when it is absent.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+}
+
 /// Status of `GET url/readyz`, or 0 when the service did not answer within 2 s.
 pub async fn readiness(http: &reqwest::Client, url: &str) -> u16 {
     match http

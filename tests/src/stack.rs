@@ -211,10 +211,7 @@ impl TestStack {
 
     /// The value of an unlabelled metric in a service's `/metrics`, or 0 if it is absent.
     pub async fn metric(&self, base_url: &str, name: &str) -> f64 {
-        let text = metrics_text(&self.http, base_url).await;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .map_or(0.0, |value| value.trim().parse().expect("a number"))
+        crate::metric_value(&metrics_text(&self.http, base_url).await, name)
     }
 
     /// Starts another consumer on this test's database and queue (after a stop or a kill).

@@ -25,6 +25,9 @@ pub const TS_MAX_CHARS: usize = 64;
 /// The default of `MAX_MESSAGE_BYTES`, the largest message either service takes: the publisher refuses a
 /// larger one, and the consumer bounds its prefetch with it and dead-letters a larger payload unread.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// The default of `MAX_JSON_DEPTH`: how deep a message's arrays and objects may nest (the message itself
+/// being 1). PostgreSQL's `json` parser cannot store much deeper.
+pub const MAX_JSON_DEPTH: usize = 256;
 /// Highest priority a message may carry; the classic queue is declared with this as `x-max-priority`.
 pub const MAX_PRIORITY: u8 = 9;
 
@@ -112,6 +115,21 @@ pub struct Message {
 }
 
 impl Message {
+    /// `input` as a message, or why it is not one: a field breaks the contract, or its arrays and objects
+    /// nest deeper than `max_depth` (the message itself being 1), past which the database could not
+    /// store it. The publisher accepts, and `mq` sends, only what passes.
+    pub fn validate(input: MessageInput, max_depth: usize) -> Result<Self, String> {
+        let message = Self::try_from(input).map_err(|error| error.to_string())?;
+        let depth = message.attributes().depth() + 1;
+        if depth > max_depth {
+            return Err(format!(
+                "messageAttributes: the message nests {depth} levels deep, over the limit of {max_depth} \
+                 (MAX_JSON_DEPTH), past which the database cannot store it"
+            ));
+        }
+        Ok(message)
+    }
+
     pub fn sender(&self) -> &Sender {
         &self.sender
     }

@@ -9,7 +9,7 @@ mod trace;
 
 pub use message::{
     Attributes, ClientTimestamp, InvalidField, Message, MessageInput, Priority, Sender,
-    MAX_MESSAGE_BYTES, MAX_PRIORITY, SENDER_MAX_CHARS, TS_MAX_CHARS,
+    MAX_JSON_DEPTH, MAX_MESSAGE_BYTES, MAX_PRIORITY, SENDER_MAX_CHARS, TS_MAX_CHARS,
 };
 pub use queued::{fingerprint, QueuedMessage, ENVELOPE_BYTES};
 pub use trace::{TraceContext, TRACEPARENT};

@@ -47,20 +47,8 @@ pub struct TelemetryConfig {
 }
 
 impl crate::settings::Group for TelemetryConfig {
-    fn complete(mut self, _vars: &Vars) -> anyhow::Result<Self> {
-        // As the OpenTelemetry specification says, an empty value is the same as none (manifests often
-        // render a variable they leave blank).
-        for value in [
-            &mut self.otel_exporter_otlp_endpoint,
-            &mut self.otel_exporter_otlp_protocol,
-            &mut self.otel_service_name,
-            &mut self.otel_traces_sampler,
-            &mut self.otel_traces_sampler_arg,
-        ] {
-            if value.as_deref().is_some_and(|text| text.trim().is_empty()) {
-                *value = None;
-            }
-        }
+    /// Empty `OTEL_*` values never get here: [`Vars`] drops them as unset.
+    fn complete(self, _vars: &Vars) -> anyhow::Result<Self> {
         if let Some(endpoint) = &self.otel_exporter_otlp_endpoint {
             // The exporter is built without TLS: an https:// endpoint would fail every export, quietly.
             ensure(

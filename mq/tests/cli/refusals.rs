@@ -118,3 +118,23 @@ async fn a_rejects_file_that_is_the_input_is_refused_and_the_input_kept() {
         "the input changed"
     );
 }
+
+/// An `mq status --interval` that could never be waited out is a usage error, named, not a panic.
+#[tokio::test]
+async fn a_status_interval_that_cannot_be_waited_is_refused_as_usage() {
+    for interval in ["inf", "NaN", "1e30", "-1", "3601"] {
+        // Act
+        let mut command = bare_mq();
+        command
+            .env("MQ_PUBLISHER_URL", NOWHERE)
+            .env("MQ_CONSUMER_URL", NOWHERE)
+            .args(["status", &format!("--interval={interval}")]);
+        let (output, _) = run_for(command, Duration::from_secs(10)).await;
+
+        // Assert
+        let errors = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{interval}: {errors}");
+        assert!(errors.contains("--interval"), "{interval}: {errors}");
+        assert!(!errors.contains("panicked"), "{interval}: {errors}");
+    }
+}

@@ -11,15 +11,7 @@ use super::BodyError;
 /// itself being 1): PostgreSQL's `json` parser could not store it, so it must not be accepted.
 pub fn parse_message(body: &[u8], max_depth: usize) -> Result<Message, BodyError> {
     let input: MessageInput = deserialize(body)?;
-    let message = Message::try_from(input).map_err(|e| BodyError::InvalidMessage(e.to_string()))?;
-    let depth = message.attributes().depth() + 1;
-    if depth > max_depth {
-        return Err(BodyError::InvalidMessage(format!(
-            "messageAttributes: the message nests {depth} levels deep, over the limit of {max_depth} \
-             (MAX_JSON_DEPTH), past which the database cannot store it"
-        )));
-    }
-    Ok(message)
+    Message::validate(input, max_depth).map_err(BodyError::InvalidMessage)
 }
 
 /// Parses a batch of 1 to `max_len` messages, each at most `max_message_bytes` of JSON, into the values

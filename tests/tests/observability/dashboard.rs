@@ -7,12 +7,13 @@ use std::{collections::BTreeSet, path::Path, time::Duration};
 use end_to_end::eventually;
 use serde_json::{json, Value};
 
-use crate::{prometheus::PrometheusServer, services::Services};
+use crate::{
+    prometheus::{PrometheusServer, NAMESPACE},
+    services::Services,
+};
 
 /// The dashboard, as shipped: the ConfigMap of `kube/monitoring` is generated from this file.
 const DASHBOARD: &str = "../kube/monitoring/dashboards/message-queue.json";
-/// The namespace the test's Prometheus gives every target, as the Prometheus Operator gives the pods'.
-pub(crate) const NAMESPACE: &str = "message-queue";
 /// What Grafana's `$__rate_interval` and `$__interval` become here: long enough to hold every scrape
 /// since the load began (the test's Prometheus scrapes every second).
 const INTERVAL: &str = "1m";
@@ -47,7 +48,7 @@ async fn every_panel_of_the_dashboard_queries_metrics_the_services_export_and_ge
 
     // Act: every route and refusal the panels show is used once and scraped, so that rates over what
     // comes next start from a sample; then everything the panels show happens at least once.
-    let mut accepted = warm_up(&services).await;
+    warm_up(&services).await;
     prometheus
         .wait_until(
             &services.http,
@@ -58,7 +59,8 @@ async fn every_panel_of_the_dashboard_queries_metrics_the_services_export_and_ge
             ],
         )
         .await;
-    accepted += put_load_through(&services).await;
+    // The warm-up's one message, and the load's.
+    let accepted = 1 + put_load_through(&services).await;
     let metrics = [
         services.metrics(&services.publisher.url).await,
         services.metrics(&services.consumer.url).await,
@@ -281,7 +283,6 @@ const KEYWORDS: &[&str] = &[
     "or",
     "unless",
     "bool",
-    "offset",
     "group_left",
     "group_right",
     "inf",
@@ -381,7 +382,6 @@ fn metric_names_are_told_from_functions_labels_strings_and_keywords() {
     );
 }
 
-/// One message published, one refused and one read: the series of the routes the panels show exist
 /// A publish of malformed JSON, refused with 400: a refusal series for the panels that count them.
 async fn refused_as_malformed(services: &Services) {
     let malformed = services
@@ -395,8 +395,9 @@ async fn refused_as_malformed(services: &Services) {
     assert_eq!(malformed.status(), 400);
 }
 
-/// from here on. Returns how many messages the publisher accepted.
-async fn warm_up(services: &Services) -> u64 {
+/// One message published, one refused and one read: the series of the routes the panels show exist
+/// from here on.
+async fn warm_up(services: &Services) {
     let id = services.publish(&json!({"sender": "warm-up"}), &[]).await;
     services.wait_stored(&[id]).await;
     refused_as_malformed(services).await;
@@ -407,7 +408,6 @@ async fn warm_up(services: &Services) -> u64 {
         .await
         .expect("consumer reachable");
     assert_eq!(listed.status(), 200);
-    1
 }
 
 /// Publishes, stores, dead-letters, refuses, follows the feed and refuses a second follower, and reads
@@ -488,7 +488,8 @@ async fn put_load_through(services: &Services) -> u64 {
     ids.len() as u64
 }
 
-/// The absolute URL of a response's `Link: <…>; rel="next"`.
+/// The absolute URL of a response's `Link: <…>; rel="next"` (a path: these services have no
+/// `PUBLIC_BASE_URL`).
 fn next_link(base: &str, response: &reqwest::Response) -> String {
     let link = response
         .headers()
@@ -501,9 +502,5 @@ fn next_link(base: &str, response: &reqwest::Response) -> String {
         .and_then(|part| part.trim().strip_prefix('<'))
         .and_then(|part| part.strip_suffix('>'))
         .unwrap_or_else(|| panic!("a Link target: {link}"));
-    if target.starts_with("http") {
-        target.to_string()
-    } else {
-        format!("{base}{target}")
-    }
+    format!("{base}{target}")
 }

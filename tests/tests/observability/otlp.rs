@@ -10,7 +10,7 @@ use std::{
 };
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use end_to_end::eventually;
+use end_to_end::{eventually, metric_value};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
     common::v1::any_value::Value as AnyValue,
@@ -46,10 +46,6 @@ impl Collector {
     fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().expect("bound").port();
-        Self::start_on(listener, port)
-    }
-
-    fn start_on(listener: TcpListener, port: u16) -> Self {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let kept = Arc::clone(&spans);
         let server = HttpServer::new(move || {
@@ -144,21 +140,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn otel_env(endpoint: &str) -> Vec<(&'static str, String)> {
-    vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_owned())]
-}
-
 async fn start_exporting_to(endpoint: &str) -> Services {
-    let env = otel_env(endpoint);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Services::start_with(&env, &[]).await
-}
-
-/// A metric's value in a `/metrics` text (0 when absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    Services::start_with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)], &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +224,7 @@ async fn a_message_is_one_trace_from_the_request_to_the_insert_and_its_batch_lin
 
     let text = services.metrics(&services.consumer.url).await;
     assert!(
-        metric(&text, "consumer_trace_spans_exported_total") > 0.0,
+        metric_value(&text, "consumer_trace_spans_exported_total") > 0.0,
         "{text}"
     );
     collector.server.stop(false).await;
@@ -285,7 +268,7 @@ async fn a_collector_that_stops_answering_costs_the_pipeline_nothing_but_dropped
     let (_, answered) = load(&services, batches, size).await;
     let exported = eventually(Duration::from_secs(20), "spans exported", || async {
         let text = services.metrics(&services.consumer.url).await;
-        let exported = metric(&text, "consumer_trace_spans_exported_total");
+        let exported = metric_value(&text, "consumer_trace_spans_exported_total");
         (exported >= (batches * size) as f64).then_some(exported)
     })
     .await;
@@ -306,7 +289,7 @@ async fn a_collector_that_stops_answering_costs_the_pipeline_nothing_but_dropped
         "spans counted as dropped",
         || async {
             let text = services.metrics(&services.consumer.url).await;
-            let dropped = metric(&text, "consumer_trace_spans_dropped_total");
+            let dropped = metric_value(&text, "consumer_trace_spans_dropped_total");
             (dropped > 0.0).then_some(dropped)
         },
     )

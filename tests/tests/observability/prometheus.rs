@@ -51,6 +51,9 @@ async fn both_services_metrics_pass_promtool_check_metrics() {
     }
 }
 
+/// The namespace the test's Prometheus gives every target, as the Prometheus Operator gives the pods'.
+pub(crate) const NAMESPACE: &str = "message-queue";
+
 /// A Prometheus server of the test's own, removed with its data when dropped. Each target is labelled
 /// as the Prometheus Operator labels a pod it scrapes through the ServiceMonitor: `job` the Service's
 /// name, and `namespace`, `service`, `pod` and `endpoint`.
@@ -72,7 +75,7 @@ impl PrometheusServer {
                 format!(
                     "  - job_name: {service}\n    static_configs:\n      - targets: ['{host}']\n        \
                      labels: {{namespace: {}, service: {service}, pod: {service}-0, endpoint: http}}\n",
-                    crate::dashboard::NAMESPACE
+                    NAMESPACE
                 )
             })
             .collect();
@@ -106,18 +109,8 @@ impl PrometheusServer {
             Duration::from_secs(30),
             &format!("prometheus to answer {query}"),
             || async {
-                let answer: Value = http
-                    .get(format!("{}/api/v1/query", self.url))
-                    .query(&[("query", query)])
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                let result = answer["data"]["result"].as_array()?;
-                let value = result.first()?["value"][1].as_str()?;
-                value.parse().ok()
+                let result = self.query(http, query).await.ok()?;
+                result.first()?["value"][1].as_str()?.parse().ok()
             },
         )
         .await
