@@ -25,19 +25,6 @@ use crate::{
     ExitStatus, UsageError,
 };
 
-/// What one run ends with.
-#[derive(Default)]
-struct Tally {
-    accepted: usize,
-    rejects: Vec<Reject>,
-    /// Messages of batches given up after their tries, with the last reason.
-    failed: usize,
-    /// A refusal that no other batch can escape (a token refused, say): the run stops.
-    fatal: Option<Failure>,
-    /// Messages of batches never sent because the run gave up (see [`Stall`]).
-    unsent: usize,
-}
-
 /// The run-wide give-up: once no batch has been accepted for `--give-up-after` (counted from the
 /// start), retries stop and no new batch is taken, instead of every batch spending its tries in turn.
 struct Stall {
@@ -102,15 +89,15 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
     }
     let identity = keys::input_identity(args.key_prefix.as_deref(), &bytes);
     let batches = cut(&parsed, args.batch_size as usize, args.batch_bytes as usize);
-    let (total, read_rejects) = (parsed.entries.len(), parsed.rejects.len());
+    let (total, elements) = (parsed.entries.len(), parsed.sizes.len());
     let progress = Arc::new(Progress::new(total as u64, quiet));
     for reject in &parsed.rejects {
         progress.error(&format!("line {}: {}", reject.line, reject.reason));
     }
     let started = Instant::now();
-    let tally = Arc::new(Mutex::new(Tally {
+    let tally = Arc::new(Mutex::new(Outcome {
         rejects: parsed.rejects,
-        ..Tally::default()
+        ..Outcome::default()
     }));
     let queue = Arc::new(Mutex::new(VecDeque::from(batches)));
     let stall = Arc::new(Stall::new(Duration::from_secs(args.give_up_after.into())));
@@ -133,12 +120,7 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
                 let next = queue.lock().expect("queue lock").pop_front();
                 let Some(batch) = next else { break };
                 let outcome = sender.send(batch).await;
-                let mut tally = tally.lock().expect("tally lock");
-                tally.accepted += outcome.accepted;
-                tally.failed += outcome.failed;
-                tally.rejects.extend(outcome.rejects);
-                if let Some(fatal) = outcome.fatal {
-                    tally.fatal.get_or_insert(fatal);
+                if tally.lock().expect("tally lock").absorb(outcome) {
                     queue.lock().expect("queue lock").clear();
                 }
             }
@@ -149,7 +131,8 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
     }
     progress.finish();
     let mut tally = std::mem::take(&mut *tally.lock().expect("tally lock"));
-    tally.unsent = (queue.lock().expect("queue lock").drain(..))
+    // Messages of batches never sent because the run gave up (see [`Stall`]).
+    let unsent: usize = (queue.lock().expect("queue lock").drain(..))
         .map(|batch| batch.entries.len())
         .sum();
     tally.rejects.sort_by_key(|reject| reject.line);
@@ -167,16 +150,16 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
             "gave up: no batch was accepted for {} s (--give-up-after); {} messages not accepted, \
              {} of them never sent. Run the same command again once the publisher takes requests",
             args.give_up_after,
-            tally.failed + tally.unsent,
-            tally.unsent,
+            tally.failed + unsent,
+            unsent,
         );
     }
-    tally.failed += tally.unsent;
+    tally.failed += unsent;
     if !quiet {
         eprintln!(
             "{} message{}: {} accepted, {} left out as malformed or invalid, {} not accepted ({:.1?})",
-            total + read_rejects,
-            if total + read_rejects == 1 { "" } else { "s" },
+            elements,
+            if elements == 1 { "" } else { "s" },
             tally.accepted,
             tally.rejects.len(),
             tally.failed,
@@ -192,13 +175,29 @@ pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Re
     })
 }
 
-/// What became of one batch.
+/// What became of one batch, or of the run so far.
 #[derive(Default)]
 struct Outcome {
     accepted: usize,
+    /// Messages of batches given up after their tries, with the last reason.
     failed: usize,
     rejects: Vec<Reject>,
+    /// A refusal that no other batch can escape (a token refused, say): the run stops.
     fatal: Option<Failure>,
+}
+
+impl Outcome {
+    /// Adds a batch's outcome to the run's; whether it stops the run (the first fatal refusal is kept).
+    fn absorb(&mut self, batch: Outcome) -> bool {
+        self.accepted += batch.accepted;
+        self.failed += batch.failed;
+        self.rejects.extend(batch.rejects);
+        let Some(fatal) = batch.fatal else {
+            return false;
+        };
+        self.fatal.get_or_insert(fatal);
+        true
+    }
 }
 
 /// Everything a worker needs to send batches.
