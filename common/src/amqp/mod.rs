@@ -17,4 +17,6 @@ pub use connect::{
 };
 pub use error::BrokerError;
 pub use plaintext::{is_local, plaintext_amqp_hosts, warn_about_plaintext_amqp};
-pub use topology::{Permissions, Policy, QueueType, Topology, CONSISTENT_HASH_PLUGIN, MAX_SHARDS};
+pub use topology::{
+    is_not_found, Permissions, Policy, QueueType, Topology, CONSISTENT_HASH_PLUGIN, MAX_SHARDS,
+};

@@ -64,12 +64,13 @@ async fn follow(
     mut request: FeedRequest,
     chunks: mpsc::Sender<Bytes>,
 ) {
-    // How long a browser waits before reconnecting after the stream ends.
+    // How long a browser waits before reconnecting after the stream ends, and where to resume if it
+    // ends before a first event: an `id` without data sets a client's last event id (as the SSE
+    // specification says) without an event, so a stream that began `after=end` resumes from the end
+    // it began at, not from a later one.
     let mut last_sent = Instant::now();
-    if !matches!(
-        send(&chunks, Bytes::from_static(b"retry: 1000\n\n"), &state).await,
-        Sent::Taken
-    ) {
+    let start = format!("retry: 1000\nid: {}\n\n", request.after);
+    if !matches!(send(&chunks, start.into(), &state).await, Sent::Taken) {
         return;
     }
     loop {

@@ -65,18 +65,31 @@ impl<'s> QueueWatch<'s> {
     }
 
     /// Watches the queues for as long as it is polled: it never ends by itself. A failed look leaves the
-    /// last figures; the session's own failure handling judges the connection.
+    /// last figures; the session's own failure handling judges the connection. A queue of the topology
+    /// that is missing (deleted by hand, say) is this watch's to report, once when it is found missing
+    /// and once when it is back: nothing else looks at the dead-letter queue, and the broker's answer
+    /// itself is kept out of the log ([`common::telemetry`]).
     pub(super) async fn run(mut self, connection: &Connection) -> Infallible {
         let mut ticks = tokio::time::interval(self.ingest.settings.watch_interval);
+        let mut missing = false;
         loop {
             ticks.tick().await;
             let depths = match self.look(connection).await {
                 Ok(depths) => depths,
+                Err(error) if common::amqp::is_not_found(&error) => {
+                    if !std::mem::replace(&mut missing, true) {
+                        tracing::warn!(%error, "a queue of the topology is missing: its figures stand still, and what is sent to it is lost until it is declared again");
+                    }
+                    continue;
+                }
                 Err(error) => {
                     tracing::debug!(%error, "could not look at the queues");
                     continue;
                 }
             };
+            if std::mem::take(&mut missing) {
+                tracing::info!("every queue of the topology is there again");
+            }
             let at = Instant::now();
             let mut figures = Vec::with_capacity(self.flows.len());
             let (flows, ingest) = (self.flows, self.ingest);

@@ -108,7 +108,7 @@ pub(crate) async fn feed(
     } = parse_feed_query(request.query_string(), last_event_id)?;
     if from_end {
         // Resolved once: a wait that follows must not move the start past rows committed meanwhile.
-        query.after = state.store.feed_end().await?;
+        query.after = state.store.feed_end(query.sender.as_deref()).await?;
     }
     if events {
         let follower = state

@@ -103,25 +103,43 @@ struct FeedRow {
 }
 
 impl MessageStore {
-    /// A cursor after every row stored before now, and before every row stored from now on: the
-    /// first transaction id not yet assigned (`pg_snapshot_xmax` of the read's snapshot), with the
-    /// smallest `id`. Every row of an ended transaction has a smaller id, and every transaction that
-    /// begins later a larger one. Reads no rows.
+    /// A cursor after every row stored before now (of `sender`, if given): the last row the read's
+    /// snapshot sees, in feed order. Each phase is one backward index scan.
     ///
-    /// Why not the last row the feed serves now: a row whose transaction ended after an older one
-    /// still running (in any database on the server) is stored but not yet served, so it lies after
-    /// that position and would be served to a client that asked to skip it. Rows of transactions still
-    /// running at the request are skipped too: they were being stored as the request came.
-    pub(crate) async fn feed_end(&self) -> Result<FeedCursor, StoreError> {
-        let xmax: String =
-            sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
-                .fetch_one(&self.reads)
-                .await?;
-        let xid = parse_xid(&xmax)?;
-        Ok(FeedCursor::At {
-            xid,
-            id: Uuid::nil(),
-        })
+    /// Why every row the snapshot sees, and not only those the feed serves now: a row whose transaction
+    /// ended after an older one still running (in any database on the server) is stored but not yet
+    /// served, and would be served to a client that asked to skip it. Why a row, and not the snapshot's
+    /// `xmax`: a row's commit is on disk (and on a synchronous standby), so no transaction begun after a
+    /// crash or a failover can be given a smaller id; the last id a server completed may be an aborted
+    /// or asynchronous one that it forgets. Rows of transactions older than that row and still running
+    /// at the request are skipped too: they were being stored as the request came.
+    pub(crate) async fn feed_end(&self, sender: Option<&str>) -> Result<FeedCursor, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new(
+            "SELECT xid::text, id FROM messages WHERE xid IS NOT NULL",
+        );
+        if let Some(sender) = sender {
+            query.push(" AND sender = ").push_bind(sender);
+        }
+        // The order of a backward scan of `messages_feed` (or `messages_feed_by_sender`).
+        query.push(" ORDER BY xid DESC NULLS LAST, id DESC LIMIT 1");
+        let last: Option<(String, Uuid)> =
+            query.build_query_as().fetch_optional(&self.reads).await?;
+        if let Some((xid, id)) = last {
+            return Ok(FeedCursor::At {
+                xid: parse_xid(&xid)?,
+                id,
+            });
+        }
+        let mut query = QueryBuilder::<Postgres>::new("SELECT id FROM messages WHERE xid IS NULL");
+        if let Some(sender) = sender {
+            query.push(" AND sender = ").push_bind(sender);
+        }
+        query.push(" ORDER BY xid DESC NULLS LAST, id DESC LIMIT 1");
+        let legacy: Option<Uuid> = query
+            .build_query_scalar()
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(legacy.map_or(FeedCursor::Start, FeedCursor::Legacy))
     }
 
     /// The rows after `request.after` in feed order that every reader will see in the same place,

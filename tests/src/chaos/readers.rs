@@ -226,9 +226,11 @@ async fn events(context: Context, name: &str, first: usize) -> Reading {
                             .and_then(|m| m["id"].as_str()?.parse::<Uuid>().ok());
                     }
                 }
-                if let (Some(id), Some(message)) = (id, data) {
-                    // As a browser does: the last event id is the last event dispatched.
+                // As a browser does: an `id` sets the last event id, with data or without.
+                if let Some(id) = id {
                     last_event_id = Some(id);
+                }
+                if let Some(message) = data {
                     distinct.insert(message);
                     reading.ids.push(message);
                 }

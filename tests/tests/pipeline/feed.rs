@@ -448,6 +448,8 @@ async fn after_end_skips_what_is_stored_and_serves_everything_after_it() {
         before.len(),
     )
     .await;
+    let last = stack.publish_ok(&message_from("before")).await;
+    stack.wait_stored(last).await;
 
     // Act
     let end = page(
@@ -486,6 +488,13 @@ async fn after_end_skips_what_is_stored_and_serves_everything_after_it() {
     assert!(end.ids.is_empty() && of_sender.ids.is_empty());
     assert_ne!(after(&end.next).as_deref(), Some("0"), "{}", end.next);
     assert_ne!(after(&end.next).as_deref(), Some("end"), "{}", end.next);
+    // The end is the last stored row itself, whose commit is durable: not a transaction id that a
+    // server restarted after a crash could hand out again.
+    assert!(
+        after(&end.next).is_some_and(|cursor| cursor.ends_with(&format!("-{}", last.simple()))),
+        "{}",
+        end.next
+    );
     assert_eq!(first.len(), 1, "{first:?}");
     assert_eq!(first[0]["id"], awaited.to_string());
     let mut expected: HashSet<Uuid> = more.iter().copied().collect();
@@ -526,4 +535,48 @@ async fn after_end_skips_a_stored_message_held_back_by_an_older_open_transaction
     assert!(held_back.ids.is_empty(), "served past an open transaction");
     assert!(end.ids.is_empty(), "{:?}", end.ids);
     assert_eq!(served, vec![later], "served from the end");
+}
+
+/// An event stream opened `after=end` says where it began before any event, so that a client whose
+/// stream ends before the first one resumes from that end (with `Last-Event-ID`, as a browser's
+/// `EventSource` does) and misses nothing stored in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_from_the_end_resumes_from_where_it_began() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let before = stack.publish_ok(&message_from("before")).await;
+    stack.wait_stored(before).await;
+    let mut stream = stack
+        .http
+        .get(format!("{}/message/feed?after=end", stack.consumer_url()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+
+    // Act: the stream ends before any message; one is stored; the client resumes.
+    let mut opening = String::new();
+    while !opening.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("the stream's first chunk within 10 s")
+            .unwrap()
+            .expect("a first chunk");
+        opening.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    drop(stream);
+    let began_at = opening
+        .lines()
+        .find_map(|line| line.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no id before the first event: {opening:?}"))
+        .to_owned();
+    let missed = stack.publish_ok(&message_from("in between")).await;
+    stack.wait_stored(missed).await;
+    let mut resumed = open_stream(&stack, Some(&began_at)).await;
+    let (seen, _) = events(&mut resumed, 2, Duration::from_secs(5)).await;
+
+    // Assert
+    let seen: Vec<Uuid> = seen.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(seen, vec![missed], "resumed from {began_at}");
 }

@@ -335,7 +335,7 @@ impl Topology {
 }
 
 /// Whether the broker answered that the object does not exist.
-pub(crate) fn is_not_found(error: &lapin::Error) -> bool {
+pub fn is_not_found(error: &lapin::Error) -> bool {
     matches!(
         error.kind(),
         lapin::ErrorKind::ProtocolError(amqp)

@@ -36,7 +36,7 @@ mod arguments;
 mod declare;
 
 pub use access::{Permissions, Policy};
-pub(crate) use declare::is_not_found;
+pub use declare::is_not_found;
 
 /// The kind of RabbitMQ queue that holds messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
