@@ -259,15 +259,24 @@ async fn events(
     (seen, comments)
 }
 
-async fn open_stream(stack: &TestStack, last_event_id: Option<&str>) -> reqwest::Response {
+/// `GET /message/feed?{query}` asking for an event stream, resuming after `last_event_id` if given.
+async fn request_stream(
+    stack: &TestStack,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
     let mut request = stack
         .http
-        .get(format!("{}/message/feed?limit=7", stack.consumer_url()))
+        .get(format!("{}/message/feed?{query}", stack.consumer_url()))
         .header("accept", "text/event-stream");
     if let Some(id) = last_event_id {
         request = request.header("last-event-id", id);
     }
-    let response = request.send().await.unwrap();
+    request.send().await.unwrap()
+}
+
+async fn open_stream(stack: &TestStack, last_event_id: Option<&str>) -> reqwest::Response {
+    let response = request_stream(stack, "limit=7", last_event_id).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),
@@ -379,22 +388,10 @@ async fn followers_beyond_the_bound_are_refused_and_a_reader_that_takes_nothing_
     );
     assert!(retry_after.is_none());
     assert!(problem.is_array());
-    let refused = stack
-        .http
-        .get(format!("{}/message/feed", stack.consumer_url()))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let refused = request_stream(&stack, "", None).await;
     // The slow reader's place is free again: one more stream fits, and the one after it does not.
     assert_eq!(refused.status(), 200);
-    let over = stack
-        .http
-        .get(format!("{}/message/feed", stack.consumer_url()))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let over = request_stream(&stack, "", None).await;
     assert_eq!(over.status(), 503);
     assert!(over.headers().get("retry-after").is_some());
     let problem: Value = over.json().await.unwrap();
@@ -546,13 +543,7 @@ async fn an_event_stream_from_the_end_resumes_from_where_it_began() {
     let stack = TestStack::start().await;
     let before = stack.publish_ok(&message_from("before")).await;
     stack.wait_stored(before).await;
-    let mut stream = stack
-        .http
-        .get(format!("{}/message/feed?after=end", stack.consumer_url()))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut stream = request_stream(&stack, "after=end", None).await;
     assert_eq!(stream.status(), 200);
 
     // Act: the stream ends before any message; one is stored; the client resumes.
