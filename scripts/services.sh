@@ -226,7 +226,9 @@ ensure_broker_users() {
     echo "$service $(head -c 18 /dev/urandom | base64 | tr -d '/+=')"; done >"$file")
   for service in publisher consumer; do
     password=$(awk -v s="$service" '$1 == s { print $2 }' "$file")
-    if broker_ctl list_users | grep -q "^message-${service}[[:space:]]"; then
+    # Read whole before grep looks: grep -q leaving early would fail the pipe under pipefail, and the
+    # user would be taken for missing (its password then never changed).
+    if grep -q "^message-${service}[[:space:]]" <<<"$(broker_ctl list_users)"; then
       broker_ctl change_password "message-$service" "$password" >/dev/null
     else
       broker_ctl add_user "message-$service" "$password" >/dev/null
