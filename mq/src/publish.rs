@@ -63,14 +63,6 @@ impl Stall {
 /// Publishes the input, and says how the run went: 0 every message accepted, 3 some malformed or
 /// invalid ones left out and every other accepted, 1 some not accepted (run again).
 pub async fn run(client: &Client, args: &PublishArgs, quiet: bool) -> anyhow::Result<ExitStatus> {
-    if let Some(prefix) = &args.key_prefix {
-        let valid =
-            (1..=100).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_graphic());
-        anyhow::ensure!(
-            valid,
-            "--key-prefix must be 1 to 100 visible ASCII characters"
-        );
-    }
     if let Some(rejects) = &args.rejects {
         refuse_overwriting_input(&args.input, rejects)?;
     }

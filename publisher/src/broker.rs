@@ -61,6 +61,19 @@ pub(crate) enum PublishFailure {
 }
 
 impl PublishFailure {
+    /// Every label [`Self::kind`] gives. The metric starts each at 0, so that its series exists before
+    /// the first failure of a kind: a rate over a series that appears with its first failure misses
+    /// that failure, and a dashboard shows nothing instead of 0.
+    pub(crate) const KINDS: [&'static str; 7] = [
+        "in_doubt",
+        "broker_unavailable",
+        "broker_blocked",
+        "refused",
+        "unroutable",
+        "unconfirmed",
+        "amqp",
+    ];
+
     /// A short label for metrics and logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -330,4 +343,32 @@ fn properties(message: &QueuedMessage, headers: &FieldTable) -> BasicProperties 
         .with_priority(message.message.priority().value())
         .with_timestamp(message.received_at.timestamp().max(0) as u64)
         .with_app_id("message-publisher".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PublishFailure;
+
+    /// Each failure's label is one the metric starts at 0, and no label is started that no failure has.
+    #[test]
+    fn every_kind_of_failure_is_a_label_started_at_zero() {
+        let failures = [
+            PublishFailure::InDoubt {
+                ids: Vec::new(),
+                deadline_ms: 0,
+                reason: "test",
+            },
+            PublishFailure::Unavailable,
+            PublishFailure::Blocked(String::new()),
+            PublishFailure::Refused,
+            PublishFailure::Unroutable,
+            PublishFailure::Unconfirmed,
+            PublishFailure::Amqp(lapin::ErrorKind::ChannelsLimitReached.into()),
+        ];
+        let mut kinds: Vec<&str> = failures.iter().map(PublishFailure::kind).collect();
+        kinds.sort_unstable();
+        let mut started = PublishFailure::KINDS.to_vec();
+        started.sort_unstable();
+        assert_eq!(kinds, started);
+    }
 }

@@ -54,6 +54,9 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        for kind in crate::broker::PublishFailure::KINDS {
+            broker_errors.with_label_values(&[kind]);
+        }
         let confirm_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "publisher_confirm_seconds",

@@ -138,3 +138,28 @@ async fn a_status_interval_that_cannot_be_waited_is_refused_as_usage() {
         assert!(!errors.contains("panicked"), "{interval}: {errors}");
     }
 }
+
+/// A `--key-prefix` outside its rule is a usage error, named, before the input is read or anything sent.
+#[tokio::test]
+async fn a_key_prefix_outside_its_rule_is_refused_as_usage() {
+    let too_long = "p".repeat(101);
+    for prefix in ["", "two words", "tab\there", "é", too_long.as_str()] {
+        // Arrange: an input that does not exist, so only the arguments can be what is refused
+        let mut command = bare_mq();
+        command.env("MQ_PUBLISHER_URL", NOWHERE).args([
+            "publish",
+            "--key-prefix",
+            prefix,
+            "/nonexistent/messages.jsonl",
+        ]);
+
+        // Act
+        let (output, _) = run_for(command, Duration::from_secs(10)).await;
+
+        // Assert
+        let errors = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{prefix:?}: {errors}");
+        assert!(errors.contains("--key-prefix"), "{prefix:?}: {errors}");
+        assert!(!errors.contains("nonexistent"), "{prefix:?}: {errors}");
+    }
+}
