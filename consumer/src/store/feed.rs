@@ -104,7 +104,8 @@ struct FeedRow {
 
 impl MessageStore {
     /// A cursor after every row stored before now (of `sender`, if given): the last row the read's
-    /// snapshot sees, in feed order. Each phase is one backward index scan.
+    /// snapshot sees, in feed order (a row without an `xid` only when no row has one). One backward scan
+    /// of `messages_feed` (or `messages_feed_by_sender`) that stops at its first row.
     ///
     /// Why every row the snapshot sees, and not only those the feed serves now: a row whose transaction
     /// ended after an older one still running (in any database on the server) is stored but not yet
@@ -114,32 +115,17 @@ impl MessageStore {
     /// or asynchronous one that it forgets. Rows of transactions older than that row and still running
     /// at the request are skipped too: they were being stored as the request came.
     pub(crate) async fn feed_end(&self, sender: Option<&str>) -> Result<FeedCursor, StoreError> {
-        let mut query = QueryBuilder::<Postgres>::new(
-            "SELECT xid::text, id FROM messages WHERE xid IS NOT NULL",
-        );
+        // Named apart from the column, as in `FeedRow`: an output column `xid` would be what `ORDER BY
+        // xid` sorts, as text (`9` after `10`) and by a sort of every row.
+        let mut query =
+            QueryBuilder::<Postgres>::new("SELECT xid::text AS feed_xid, id FROM messages");
         if let Some(sender) = sender {
-            query.push(" AND sender = ").push_bind(sender);
+            query.push(" WHERE sender = ").push_bind(sender);
         }
-        // The order of a backward scan of `messages_feed` (or `messages_feed_by_sender`).
         query.push(" ORDER BY xid DESC NULLS LAST, id DESC LIMIT 1");
-        let last: Option<(String, Uuid)> =
+        let last: Option<(Option<String>, Uuid)> =
             query.build_query_as().fetch_optional(&self.reads).await?;
-        if let Some((xid, id)) = last {
-            return Ok(FeedCursor::At {
-                xid: parse_xid(&xid)?,
-                id,
-            });
-        }
-        let mut query = QueryBuilder::<Postgres>::new("SELECT id FROM messages WHERE xid IS NULL");
-        if let Some(sender) = sender {
-            query.push(" AND sender = ").push_bind(sender);
-        }
-        query.push(" ORDER BY xid DESC NULLS LAST, id DESC LIMIT 1");
-        let legacy: Option<Uuid> = query
-            .build_query_scalar()
-            .fetch_optional(&self.reads)
-            .await?;
-        Ok(legacy.map_or(FeedCursor::Start, FeedCursor::Legacy))
+        last.map_or(Ok(FeedCursor::Start), |(xid, id)| row_cursor(xid, id))
     }
 
     /// The rows after `request.after` in feed order that every reader will see in the same place,
@@ -173,13 +159,7 @@ impl MessageStore {
                     return Ok(page);
                 }
                 bytes += size;
-                let position = match row.feed_xid {
-                    None => FeedCursor::Legacy(row.message.id),
-                    Some(xid) => FeedCursor::At {
-                        xid: parse_xid(&xid)?,
-                        id: row.message.id,
-                    },
-                };
+                let position = row_cursor(row.feed_xid, row.message.id)?;
                 page.next = position;
                 page.messages.push((position, row.message));
             }
@@ -190,6 +170,18 @@ impl MessageStore {
         }
         Ok(page)
     }
+}
+
+/// The cursor of a row: its (`xid`, `id`), or its `id` alone if it was stored before `xid`s were
+/// recorded.
+fn row_cursor(xid: Option<String>, id: Uuid) -> Result<FeedCursor, StoreError> {
+    Ok(match xid {
+        None => FeedCursor::Legacy(id),
+        Some(xid) => FeedCursor::At {
+            xid: parse_xid(&xid)?,
+            id,
+        },
+    })
 }
 
 /// A transaction id read as text (sqlx has no `xid8` type).

@@ -534,6 +534,55 @@ async fn after_end_skips_a_stored_message_held_back_by_an_older_open_transaction
     assert_eq!(served, vec![later], "served from the end");
 }
 
+/// `after=end` compares transaction ids as numbers: a row of transaction 10 comes after one of 9, as
+/// the feed serves them, though the text `9` sorts after `10`. (Rows written with their ids given, as a
+/// counter that grows by a digit would write them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_end_is_the_row_of_the_largest_transaction_id_by_number() {
+    // Arrange
+    let stack = TestStack::start().await;
+    let (nine, ten) = (Uuid::now_v7(), Uuid::now_v7());
+    for (id, xid) in [(ten, "10"), (nine, "9")] {
+        sqlx::query(
+            "INSERT INTO messages (id, sender, received_at, xid) VALUES ($1, 'digits', now(), $2::text::xid8)",
+        )
+        .bind(id)
+        .bind(xid)
+        .execute(&stack.db)
+        .await
+        .unwrap();
+    }
+
+    // Act
+    let from_start =
+        follow_to_the_end(&stack, format!("{}/message/feed", stack.consumer_url()), 2).await;
+    let end = page(
+        &stack,
+        &format!("{}/message/feed?after=end", stack.consumer_url()),
+    )
+    .await;
+    let of_sender = page(
+        &stack,
+        &format!(
+            "{}/message/feed?after=end&sender=digits",
+            stack.consumer_url()
+        ),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(from_start.0, vec![nine, ten], "the feed's own order");
+    assert!(end.ids.is_empty(), "served from the end: {:?}", end.ids);
+    assert!(
+        of_sender.ids.is_empty(),
+        "served from the end: {:?}",
+        of_sender.ids
+    );
+    let expected = format!("10-{}", ten.simple());
+    assert_eq!(after(&end.next), Some(expected.clone()), "{}", end.next);
+    assert_eq!(after(&of_sender.next), Some(expected), "{}", of_sender.next);
+}
+
 /// An event stream opened `after=end` says where it began before any event, so that a client whose
 /// stream ends before the first one resumes from that end (with `Last-Event-ID`, as a browser's
 /// `EventSource` does) and misses nothing stored in between.
